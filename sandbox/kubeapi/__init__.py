@@ -1,0 +1,1 @@
+"""The sandbox's Kubernetes API server: object store, HTTP layer, apply and patch semantics."""

@@ -1,0 +1,71 @@
+"""The kinds the sandbox API server serves, as discovery describes them.
+
+One table, used by the HTTP router (paths), discovery documents and the store (keys).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+ALL_VERBS = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
+
+
+@dataclass(frozen=True)
+class Resource:
+    group: str  # "" for the core group
+    version: str
+    kind: str
+    plural: str
+    namespaced: bool
+    short_names: tuple[str, ...] = ()
+    verbs: tuple[str, ...] = ALL_VERBS
+    subresources: tuple[str, ...] = field(default=())
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    @property
+    def key(self) -> str:
+        """Store key: plural.group, as Kubernetes names resources (pods, deployments.apps)."""
+        return f"{self.plural}.{self.group}" if self.group else self.plural
+
+    def base_path(self) -> str:
+        return f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
+
+
+RESOURCES: tuple[Resource, ...] = (
+    Resource("", "v1", "Namespace", "namespaces", False, ("ns",), subresources=("status",)),
+    Resource("", "v1", "ConfigMap", "configmaps", True, ("cm",)),
+    Resource("", "v1", "Secret", "secrets", True),
+    Resource("", "v1", "ServiceAccount", "serviceaccounts", True, ("sa",)),
+    Resource("", "v1", "Service", "services", True, ("svc",), subresources=("status", "proxy")),
+    Resource("", "v1", "Endpoints", "endpoints", True, ("ep",)),
+    Resource("", "v1", "Pod", "pods", True, ("po",), subresources=("status", "log", "proxy")),
+    Resource("", "v1", "Node", "nodes", False, ("no",), subresources=("status", "proxy")),
+    Resource("", "v1", "Event", "events", True, ("ev",)),
+    Resource("", "v1", "PersistentVolume", "persistentvolumes", False, ("pv",), subresources=("status",)),
+    Resource("", "v1", "PersistentVolumeClaim", "persistentvolumeclaims", True, ("pvc",), subresources=("status",)),
+    Resource("apps", "v1", "Deployment", "deployments", True, ("deploy",), subresources=("status", "scale")),
+    Resource("apps", "v1", "ReplicaSet", "replicasets", True, ("rs",), subresources=("status", "scale")),
+    Resource("apps", "v1", "DaemonSet", "daemonsets", True, ("ds",), subresources=("status",)),
+    Resource("batch", "v1", "Job", "jobs", True, subresources=("status",)),
+    Resource("rbac.authorization.k8s.io", "v1", "Role", "roles", True),
+    Resource("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings", True),
+    Resource("storage.k8s.io", "v1", "StorageClass", "storageclasses", False, ("sc",)),
+    Resource("storage.k8s.io", "v1", "CSIDriver", "csidrivers", False),
+    Resource("networking.k8s.io", "v1", "Ingress", "ingresses", True, ("ing",), subresources=("status",)),
+    Resource("networking.k8s.io", "v1", "IngressClass", "ingressclasses", False),
+    Resource("karpenter.sh", "v1", "NodePool", "nodepools", False, subresources=("status",)),
+)
+
+BY_KEY = {r.key: r for r in RESOURCES}
+BY_KIND = {(r.api_version, r.kind): r for r in RESOURCES}
+
+
+def by_kind(api_version: str, kind: str) -> Resource:
+    return BY_KIND[(api_version, kind)]
+
+
+def by_key(key: str) -> Resource:
+    return BY_KEY[key]
