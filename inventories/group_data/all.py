@@ -1,0 +1,92 @@
+# Defaults for every environment: the values of the deployment guide
+# (../shared/reference/qwen3-speech-deployment-guide.md). An inventory overrides what differs;
+# qwen_speech/settings.py says what each key may hold and rejects unknown keys.
+
+environment = "default"
+
+# Where the cluster is: a kubeconfig (and context), or an EKS cluster name + region.
+kubeconfig = None
+kube_context = None
+eks_cluster_name = None
+aws_region = None
+aws_profile = None
+aws_role_arn = None
+aws_endpoint_url = None  # only for the sandbox's moto server
+field_manager = "qwen3-speech-deploy"
+api_retries = 6
+poll_seconds = 2.0
+
+# 1. GPU time-slicing: one T4 shown as two nvidia.com/gpu
+time_slicing_replicas = 2
+time_slicing_config_name = "nvidia-device-plugin-config"
+time_slicing_config_path = "/config/config.yaml"
+gpu_node_selector = {"node-type": "gpu"}
+gpu_tolerations = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+
+# 2. Namespace
+namespace = "hosthree"
+
+# 3. EFS storage
+efs_storage_class = "qwen3-efs-sc"
+efs_file_system_id = None  # fs-...; when None, found by efs_name_tag
+efs_name_tag = "qwen3-models"
+efs_create = False  # create the file system when no file system has that Name tag
+efs_base_path = "/qwen3-speech"
+models_pvc = "qwen3-models-pvc"
+models_pvc_size = "50Gi"
+models_mount_path = "/models"
+
+# 4. Models, pre-seeded into EFS
+hf_endpoint = None  # None: https://huggingface.co
+hf_token_secret = None  # name of a Secret (key HF_TOKEN) made from $HF_TOKEN on the operator's machine
+seed_image = None  # None: the ASR image, which the node pulls anyway and which has huggingface_hub
+seed_workers = 4
+asr_model_repo = "Qwen/Qwen3-ASR-1.7B"
+asr_model_revision = "main"
+asr_model_dir = "Qwen3-ASR-1.7B"
+tts_model_repo = "Qwen/Qwen3-TTS-12Hz-1.7B-CustomVoice"
+tts_model_revision = "main"
+tts_model_dir = "Qwen3-TTS-CustomVoice"
+
+# 5. ASR (qwen-asr-serve, vLLM)
+asr_image = "qwenllm/qwen3-asr:latest"
+asr_port = 8000
+asr_gpu_memory_utilization = 0.45
+asr_max_model_len = 4096
+asr_extra_args = []
+asr_cpu = "1"
+asr_memory = "6Gi"
+asr_gpus = 1
+asr_shm_size = "4Gi"
+
+# 6. TTS (FastAPI, official backend)
+tts_image = None  # None: <account>.dkr.ecr.<region>.amazonaws.com/<tts_ecr_repository>, pinned by digest
+tts_ecr_repository = "qwen3-tts"
+tts_image_tag = "latest"
+tts_port = 8880
+tts_backend = "official"
+tts_dtype = "bfloat16"
+tts_cpu = "1"
+tts_memory = "6Gi"
+tts_gpus = 1
+
+# 7. Ingress: one shared ALB
+ingress_group = "qwen3-speech"
+ingress_scheme = "internal"  # the controller's default, said out loud; "internet-facing" to reach it from outside the VPC
+ingress_inbound_cidrs = None
+
+# Timeouts (seconds), from the guide's timings: Spot node 1-3 min, ASR image pull ~7 min,
+# model load + CUDA graphs 3-5 min.
+timeout_time_slicing = 300
+timeout_pvc_bound = 300
+timeout_seed = 3600
+timeout_asr_ready = 1500
+timeout_tts_ready = 1200
+timeout_ingress = 600
+progress_deadline_seconds = 1800
+
+# Verify, status, teardown
+verify_max_cer = 0.2
+karpenter_interruption_queue = None
+purge_models = False
+purge_time_slicing = False

@@ -1,0 +1,209 @@
+"""Connection to the Kubernetes API: the official client's transport and auth, our retries.
+
+Built on `kubernetes.client.ApiClient` so kubeconfig contexts, exec plugins, CA files and the
+EKS token refresh hook all work as they do everywhere else; requests go out as plain REST calls
+by path (see kinds.py for why there is no discovery). Transient failures (429 with Retry-After,
+5xx, dropped connections) are retried with backoff; anything else comes back as KubeApiError
+carrying the server's own message.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+import urllib3
+from kubernetes import client as k8s_client
+from kubernetes import config as k8s_config
+
+from .kinds import Ref, collection_path
+
+logger = logging.getLogger("kubeops")
+
+RETRYABLE_STATUS = {429, 500, 502, 503, 504}
+APPLY_PATCH = "application/apply-patch+yaml"
+
+
+class KubeApiError(Exception):
+    """The API server refused a request. `reason` is the Status reason (NotFound, Conflict, ...)."""
+
+    def __init__(self, status: int, reason: str, message: str, *, method: str, path: str, body: dict | None = None):
+        self.status, self.reason, self.message = status, reason, message
+        self.method, self.path, self.body = method, path, body or {}
+        super().__init__(f"{method} {path}: {status} {reason}: {message}")
+
+    @property
+    def causes(self) -> list[dict]:
+        return (self.body.get("details") or {}).get("causes") or []
+
+
+class KubeUnreachable(Exception):
+    """The API server did not answer at all, after retries."""
+
+
+@dataclass
+class RequestCounter:
+    reads: int = 0
+    writes: int = 0
+    dry_runs: int = 0
+    retries: int = 0
+
+
+class Kube:
+    """A Kubernetes API connection. One per cluster per run; cheap to call, safe to share."""
+
+    def __init__(self, api_client: k8s_client.ApiClient, *, retries: int = 6, timeout: float = 30.0,
+                 describe: str = "the cluster"):
+        self.api = api_client
+        self.retries = retries
+        self.timeout = timeout
+        self.describe = describe
+        self.counter = RequestCounter()
+
+    @property
+    def host(self) -> str:
+        return self.api.configuration.host
+
+    # -- the one place requests are made -------------------------------------------------------
+
+    def request(self, method: str, path: str, *, query: dict | None = None, body: Any = None,
+                content_type: str = "application/json", raw: bool = False, timeout: float | None = None) -> Any:
+        query_params = [(k, v) for k, v in (query or {}).items() if v is not None]
+        headers = {"Accept": "application/json", "Content-Type": content_type}
+        if isinstance(body, (dict, list)):
+            body = json.dumps(body)
+        attempt = 0
+        while True:
+            method_, url, header_params, body_, _ = self.api.param_serialize(
+                method, path, query_params=query_params, header_params=dict(headers), body=body,
+                auth_settings=["BearerToken"])
+            try:
+                resp = self.api.call_api(method_, url, header_params=header_params, body=body_,
+                                         _request_timeout=timeout or self.timeout)
+                data = resp.read() if hasattr(resp, "read") else resp.data
+                status = resp.status
+            except (urllib3.exceptions.HTTPError, ConnectionError, OSError) as exc:
+                if attempt >= self.retries:
+                    raise KubeUnreachable(f"{self.describe} ({self.host}) did not answer {method} {path}: {exc}") from exc
+                attempt += 1
+                self.counter.retries += 1
+                self._sleep(attempt, None, f"{method} {path}: {type(exc).__name__}")
+                continue
+            self._count(method, query)
+            if status < 400:
+                if raw:
+                    return data
+                return json.loads(data) if data else {}
+            parsed = _parse_status(data)
+            if status in RETRYABLE_STATUS and attempt < self.retries:
+                attempt += 1
+                self.counter.retries += 1
+                self._sleep(attempt, resp.getheader("Retry-After") if hasattr(resp, "getheader") else None,
+                            f"{method} {path}: {status} {parsed.get('reason', '')}")
+                continue
+            raise KubeApiError(status, parsed.get("reason") or _reason_for(status),
+                               parsed.get("message") or (data or b"").decode(errors="replace")[:300],
+                               method=method, path=path, body=parsed)
+
+    def _count(self, method: str, query: dict | None) -> None:
+        if query and query.get("dryRun"):
+            self.counter.dry_runs += 1
+        elif method in ("GET", "HEAD"):
+            self.counter.reads += 1
+        else:
+            self.counter.writes += 1
+
+    @staticmethod
+    def _sleep(attempt: int, retry_after: str | None, what: str) -> None:
+        delay = min(30.0, 0.25 * 2 ** (attempt - 1)) * (0.5 + random.random() / 2)
+        if retry_after:
+            try:
+                delay = min(60.0, float(retry_after))
+            except ValueError:
+                pass
+        logger.info("retrying in %.1fs (attempt %d) after %s", delay, attempt, what)
+        time.sleep(delay)
+
+    # -- typed helpers -------------------------------------------------------------------------
+
+    def get(self, ref: Ref) -> dict | None:
+        try:
+            return self.request("GET", ref.path())
+        except KubeApiError as err:
+            if err.status == 404:
+                return None
+            raise
+
+    def list(self, api_version: str, kind: str, namespace: str | None = None, *,
+             label_selector: str | None = None, field_selector: str | None = None) -> list[dict]:
+        result = self.request("GET", collection_path(api_version, kind, namespace),
+                              query={"labelSelector": label_selector, "fieldSelector": field_selector})
+        return result.get("items") or []
+
+    def apply(self, manifest: dict, *, field_manager: str, dry_run: bool = False, force: bool = True) -> dict:
+        """Server-side apply. `force` because the playbook is the source of truth for what it applies."""
+        ref = Ref.of(manifest)
+        return self.request("PATCH", ref.path(), body=manifest, content_type=APPLY_PATCH,
+                            query={"fieldManager": field_manager, "force": "true" if force else None,
+                                   "dryRun": "All" if dry_run else None})
+
+    def delete(self, ref: Ref, *, dry_run: bool = False, propagation: str = "Background") -> bool:
+        """Delete; False when it was already gone."""
+        try:
+            self.request("DELETE", ref.path(), body={"propagationPolicy": propagation},
+                         query={"dryRun": "All" if dry_run else None})
+            return True
+        except KubeApiError as err:
+            if err.status == 404:
+                return False
+            raise
+
+    def pod_log(self, namespace: str, pod: str, container: str | None = None, tail_lines: int = 20) -> str:
+        try:
+            data = self.request("GET", f"/api/v1/namespaces/{namespace}/pods/{pod}/log",
+                                query={"container": container, "tailLines": tail_lines}, raw=True)
+        except KubeApiError:
+            return ""
+        return data.decode(errors="replace") if isinstance(data, bytes) else str(data)
+
+    def service_proxy(self, method: str, namespace: str, service: str, port: int | str, path: str, *,
+                      body: bytes | None = None, content_type: str = "application/json", timeout: float = 120.0) -> bytes:
+        """A request to a Service through the API server's proxy: no port-forward, no public ALB needed."""
+        proxy_path = f"/api/v1/namespaces/{namespace}/services/{service}:{port}/proxy/{path.lstrip('/')}"
+        return self.request(method, proxy_path, body=body, content_type=content_type, raw=True, timeout=timeout)
+
+
+def _parse_status(data: bytes | None) -> dict:
+    try:
+        parsed = json.loads(data or b"{}")
+        return parsed if isinstance(parsed, dict) else {}
+    except ValueError:
+        return {}
+
+
+def _reason_for(status: int) -> str:
+    return {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 409: "Conflict",
+            422: "Invalid", 429: "TooManyRequests"}.get(status, "InternalError" if status >= 500 else "Unknown")
+
+
+def from_kubeconfig(path: str | None, context: str | None = None, **kwargs: Any) -> Kube:
+    """A connection from a kubeconfig file (exec plugins, tokens and CA data all honoured)."""
+    configuration = k8s_client.Configuration()
+    k8s_config.load_kube_config(config_file=path, context=context, client_configuration=configuration,
+                                persist_config=False)
+    where = f"context {context!r} of {path}" if context else (path or "the default kubeconfig")
+    return Kube(k8s_client.ApiClient(configuration), describe=f"the Kubernetes API of {where}", **kwargs)
+
+
+def from_configuration(configuration: k8s_client.Configuration, describe: str, **kwargs: Any) -> Kube:
+    return Kube(k8s_client.ApiClient(configuration), describe=describe, **kwargs)
+
+
+def first(items: Iterable[dict]) -> dict | None:
+    for item in items:
+        return item
+    return None

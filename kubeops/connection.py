@@ -1,0 +1,29 @@
+"""Which Kubernetes connection each pyinfra host uses.
+
+The deploy opens the connection once (kubeconfig or EKS) and registers it; every operation then
+asks for it by host. One connection per host per run keeps TLS sessions warm and the request
+count low.
+"""
+
+from __future__ import annotations
+
+from .client import Kube
+
+_BY_HOST: dict[str, Kube] = {}
+
+
+def use(host, kube: Kube) -> Kube:
+    _BY_HOST[host.name] = kube
+    return kube
+
+
+def kube_for(host) -> Kube:
+    try:
+        return _BY_HOST[host.name]
+    except KeyError:
+        raise RuntimeError(f"no Kubernetes connection registered for host {host.name!r}; "
+                           "call kubeops.connection.use(host, kube) first (tasks/connect.py does)") from None
+
+
+def registered(host) -> Kube | None:
+    return _BY_HOST.get(host.name)

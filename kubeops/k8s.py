@@ -1,0 +1,196 @@
+"""pyinfra operations for Kubernetes objects: applied, absent, ready.
+
+They behave like pyinfra's own operations: the body reads the live state when the deploy is
+prepared, yields nothing when there is nothing to do (so a rerun reports no change and a
+`--dry` run is honest), and prints a unified diff of each object under `--diff`. The work
+itself (apply, delete, wait) runs at execute time as a Python command, in operation order, so a
+later step's objects are applied only after an earlier step's objects are ready.
+
+The connection comes from `kubeops.connection.kube_for(host)`; the deploy registers it once.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable, Iterable
+
+import click
+from pyinfra import host, logger, state
+from pyinfra.api import FunctionCommand, operation
+
+from . import changes, waiter
+from .client import KubeApiError, KubeUnreachable
+from .connection import kube_for
+from .kinds import Ref
+
+
+def _say(label: str, line: str) -> None:
+    logger.info(f"    [{host.name}] {label}: {line}")
+
+
+def _show_diff(plan: changes.Plan) -> None:
+    verb = {"create": "Will create", "update": "Will change"}[plan.action]
+    logger.info(f"    {verb} {click.style(str(plan.ref), bold=True)}")
+    for line in plan.diff:
+        if line.startswith(("+++", "---")):
+            continue
+        colour = "green" if line.startswith("+") else "red" if line.startswith("-") else None
+        logger.info("      " + (click.style(line, fg=colour) if colour else line))
+    if plan.action == "update" and not plan.diff:
+        logger.info("      (only the applied-manifest marker changes)")
+
+
+def _diff_wanted() -> bool:
+    """Diffs print once: during change detection, or at execution when detection was skipped (-y)."""
+    return bool(state.config.DIFF) and not (state.is_executing and state.check_for_changes)
+
+
+def _fail(label: str, message: str) -> bool:
+    host.log_styled(f"{label}: {message}", fg="red", log_func=logger.error)
+    return False
+
+
+def _run_safely(label: str, work: Callable[[], None]) -> bool:
+    """Run the execute-time work; turn our errors into one red line instead of a traceback."""
+    try:
+        work()
+        return True
+    except (waiter.WaitFailed, KubeApiError, KubeUnreachable) as err:
+        return _fail(label, str(err))
+
+
+@operation(is_idempotent=True)
+def applied(manifests: Iterable[dict], field_manager: str = "pyinfra", wait: bool = False,
+            timeout: float = 300, poll: float = 2.0, label: str = "apply"):
+    """
+    Make Kubernetes objects match their manifests, with server-side apply.
+
+    + manifests: object dicts (apiVersion, kind, metadata.name, ...), applied in this order
+    + field_manager: the field manager named in server-side apply; the playbook owns what it applies
+    + wait: after applying, wait until every object is ready (see ``kubeops.waiter.READY``)
+    + timeout: seconds to wait for each object
+    + poll: seconds between readiness checks
+    + label: how progress and errors name this step
+
+    Only the objects whose live state differs are applied; with ``--diff`` each one's change is
+    printed as YAML. With ``wait``, an object that is unchanged but not ready (pods lost to a Spot
+    interruption, say) is waited for; failing pods stop the wait with their reason.
+
+    **Example:**
+
+    .. code:: python
+
+        k8s.applied(
+            name="Create the namespace",
+            manifests=[{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "hosthree"}}],
+        )
+    """
+    kube = kube_for(host)
+    stamped = [changes.with_applied_hash(m) for m in manifests]
+    plans = [changes.plan_apply(kube, m, field_manager=field_manager) for m in stamped]
+    to_apply = [p for p in plans if p.changes]
+    to_wait = [p.ref for p in plans if wait and (p.changes or not waiter.is_ready(p.live))]
+    if _diff_wanted():
+        for plan in to_apply:
+            _show_diff(plan)
+    if not to_apply and not to_wait:
+        host.noop(", ".join(str(p.ref) for p in plans) + " up to date")
+        return
+
+    def apply_then_wait(state, host):
+        def work():
+            for plan in to_apply:
+                kube.apply(plan.manifest, field_manager=field_manager)
+                _say(label, f"{plan.action}d {plan.ref}")
+            for ref in to_wait:
+                waiter.wait_until_ready(kube, ref, timeout=timeout, poll=poll,
+                                        progress=lambda line: _say(label, line))
+                _say(label, f"{ref} is ready")
+        return _run_safely(label, work)
+
+    yield FunctionCommand(apply_then_wait, (), {})
+
+
+@operation(is_idempotent=True)
+def absent(refs: Iterable[Ref], wait: bool = True, timeout: float = 300, poll: float = 2.0,
+           label: str = "delete"):
+    """
+    Make sure Kubernetes objects do not exist.
+
+    + refs: the objects (``kubeops.kinds.Ref``) to delete; missing ones are fine
+    + wait: wait until each one is really gone (finalizers, dependants)
+    + timeout: seconds to wait for each object
+    + poll: seconds between checks
+    + label: how progress and errors name this step
+
+    **Example:**
+
+    .. code:: python
+
+        k8s.absent(
+            name="Remove the TTS Deployment",
+            refs=[Ref("apps/v1", "Deployment", "qwen3-tts", "hosthree")],
+        )
+    """
+    kube = kube_for(host)
+    present = [ref for ref in refs if kube.get(ref) is not None]
+    if _diff_wanted():
+        for ref in present:
+            logger.info(f"    Will delete {click.style(str(ref), bold=True)}")
+    if not present:
+        host.noop("already absent: " + ", ".join(str(r) for r in refs))
+        return
+
+    def delete_then_wait(state, host):
+        def work():
+            for ref in present:
+                kube.delete(ref)
+                _say(label, f"deleted {ref}")
+            if wait:
+                for ref in present:
+                    _wait_gone(kube, ref, timeout, poll, label)
+        return _run_safely(label, work)
+
+    yield FunctionCommand(delete_then_wait, (), {})
+
+
+def _wait_gone(kube, ref: Ref, timeout: float, poll: float, label: str) -> None:
+    deadline = time.monotonic() + timeout
+    while kube.get(ref) is not None:
+        if time.monotonic() >= deadline:
+            raise waiter.WaitTimedOut(f"{ref} still exists after {timeout:.0f}s (finalizers? `kubectl describe` it)")
+        time.sleep(poll)
+    _say(label, f"{ref} is gone")
+
+
+@operation(is_idempotent=True)
+def ready(refs: Iterable[Ref], timeout: float = 300, poll: float = 2.0, label: str = "wait"):
+    """
+    Wait until Kubernetes objects are ready, without changing them.
+
+    + refs: the objects to wait for
+    + timeout: seconds to wait for each object
+    + poll: seconds between checks
+    + label: how progress and errors name this step
+
+    **Example:**
+
+    .. code:: python
+
+        k8s.ready(name="ASR is serving", refs=[Ref("apps/v1", "Deployment", "qwen3-asr", "hosthree")])
+    """
+    kube = kube_for(host)
+    refs = list(refs)
+    pending = [ref for ref in refs if not waiter.is_ready(kube.get(ref))]
+    if not pending:
+        host.noop("ready: " + ", ".join(str(r) for r in refs))
+        return
+
+    def wait_all(state, host):
+        def work():
+            for ref in pending:
+                waiter.wait_until_ready(kube, ref, timeout=timeout, poll=poll, progress=lambda line: _say(label, line))
+                _say(label, f"{ref} is ready")
+        return _run_safely(label, work)
+
+    yield FunctionCommand(wait_all, (), {})

@@ -1,0 +1,280 @@
+"""Readiness as data: a small predicate per kind, one generic wait loop, diagnosis from pods.
+
+`READY[kind](obj)` answers "done?", `FAILED[kind](obj)` answers "will never be done, and why?".
+While an object is not ready the waiter looks at its pods and their events, prints progress
+when it changes, and stops early with the reason when a pod cannot succeed (Unschedulable,
+ImagePullBackOff, CrashLoopBackOff, a failing init container) instead of sitting out the
+timeout. Adding a kind is one function in each table.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from .client import Kube, KubeApiError
+from .kinds import Ref
+
+
+class WaitFailed(Exception):
+    """The object will not become ready; the message says why and what to look at."""
+
+
+class WaitTimedOut(WaitFailed):
+    pass
+
+
+def _conditions(obj: dict) -> dict[str, dict]:
+    return {c.get("type"): c for c in (obj.get("status") or {}).get("conditions") or []}
+
+
+def deployment_ready(obj: dict) -> bool:
+    spec, status = obj.get("spec") or {}, obj.get("status") or {}
+    want = spec.get("replicas", 1)
+    return (status.get("observedGeneration", 0) >= obj["metadata"].get("generation", 1)
+            and status.get("updatedReplicas", 0) == want
+            and status.get("readyReplicas", 0) == want
+            and status.get("availableReplicas", 0) == want
+            and status.get("replicas", 0) == want)
+
+
+def deployment_failed(obj: dict) -> str | None:
+    progressing = _conditions(obj).get("Progressing") or {}
+    if progressing.get("reason") == "ProgressDeadlineExceeded":
+        return f"progress deadline exceeded: {progressing.get('message', '')}"
+    return None
+
+
+def daemonset_ready(obj: dict) -> bool:
+    status = obj.get("status") or {}
+    want = status.get("desiredNumberScheduled", 0)
+    return (status.get("observedGeneration", 0) >= obj["metadata"].get("generation", 1)
+            and status.get("updatedNumberScheduled", 0) == want
+            and status.get("numberReady", 0) == want)
+
+
+def job_ready(obj: dict) -> bool:
+    return (_conditions(obj).get("Complete") or {}).get("status") == "True"
+
+
+def job_failed(obj: dict) -> str | None:
+    failed = _conditions(obj).get("Failed") or {}
+    if failed.get("status") == "True":
+        return f"{failed.get('reason', 'Failed')}: {failed.get('message', '')}".strip()
+    return None
+
+
+def pvc_ready(obj: dict) -> bool:
+    return (obj.get("status") or {}).get("phase") == "Bound"
+
+
+def ingress_ready(obj: dict) -> bool:
+    ingress = ((obj.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
+    return bool(ingress and (ingress[0].get("hostname") or ingress[0].get("ip")))
+
+
+def namespace_ready(obj: dict) -> bool:
+    return (obj.get("status") or {}).get("phase", "Active") == "Active"
+
+
+def always_ready(obj: dict) -> bool:
+    return True
+
+
+def never_failed(obj: dict) -> str | None:
+    return None
+
+
+READY: dict[str, Callable[[dict], bool]] = {
+    "Deployment": deployment_ready,
+    "DaemonSet": daemonset_ready,
+    "Job": job_ready,
+    "PersistentVolumeClaim": pvc_ready,
+    "Ingress": ingress_ready,
+    "Namespace": namespace_ready,
+}
+FAILED: dict[str, Callable[[dict], str | None]] = {
+    "Deployment": deployment_failed,
+    "Job": job_failed,
+}
+
+
+def is_ready(obj: dict | None) -> bool:
+    return obj is not None and READY.get(obj["kind"], always_ready)(obj)
+
+
+# ---------------------------------------------------------------------------------------------
+# Pods: what they are doing, and whether they can still succeed
+
+FATAL_WAITING = {"ImagePullBackOff", "ErrImagePull", "CrashLoopBackOff", "InvalidImageName",
+                 "CreateContainerConfigError", "CreateContainerError", "RunContainerError"}
+
+
+@dataclass
+class PodView:
+    name: str
+    node: str | None
+    summary: str  # one line for progress
+    fatal: str | None  # why this pod cannot become ready, when known
+    failing_container: str | None = None
+
+
+def describe_pod(pod: dict) -> PodView:
+    meta, spec, status = pod["metadata"], pod.get("spec") or {}, pod.get("status") or {}
+    name, node = meta["name"], spec.get("nodeName")
+    scheduled = _conditions(pod).get("PodScheduled") or {}
+    if scheduled.get("status") == "False" and scheduled.get("reason") == "Unschedulable":
+        msg = scheduled.get("message", "")
+        return PodView(name, node, f"{name}: Pending, Unschedulable: {msg}", f"pod {name} cannot be scheduled: {msg}")
+    for kind, statuses in (("init container", status.get("initContainerStatuses") or []),
+                           ("container", status.get("containerStatuses") or [])):
+        for cs in statuses:
+            state = cs.get("state") or {}
+            waiting, terminated = state.get("waiting") or {}, state.get("terminated") or {}
+            last = (cs.get("lastState") or {}).get("terminated") or {}
+            reason = waiting.get("reason")
+            if reason in FATAL_WAITING:
+                detail = waiting.get("message") or last.get("message") or ""
+                restarts = cs.get("restartCount", 0)
+                text = f"{kind} {cs['name']} of pod {name} is in {reason}"
+                text += f" after {restarts} restarts" if restarts else ""
+                text += f": {detail}" if detail else ""
+                return PodView(name, node, f"{name}: {reason} ({kind} {cs['name']})", text, cs["name"])
+            if kind == "init container" and terminated and terminated.get("exitCode", 0) != 0 and spec.get("restartPolicy") == "Never":
+                text = f"init container {cs['name']} of pod {name} failed: {terminated.get('message') or terminated.get('reason', '')}"
+                return PodView(name, node, f"{name}: Init:Error", text, cs["name"])
+            if kind == "init container" and not terminated and (waiting or state.get("running")):
+                what = waiting.get("reason") or "Running"
+                return PodView(name, node, f"{name}: Init ({cs['name']}: {what})", None)
+            if kind == "container" and waiting:
+                return PodView(name, node, f"{name}: {waiting.get('reason', 'Waiting')}", None)
+    phase = status.get("phase", "Pending")
+    ready = (_conditions(pod).get("Ready") or {}).get("status") == "True"
+    where = f" on {node}" if node else ""
+    return PodView(name, node, f"{name}: {phase}{', Ready' if ready else ', not ready'}{where}", None)
+
+
+def pod_selector(obj: dict) -> str | None:
+    """The label selector of the pods an object owns, as a query string."""
+    if obj["kind"] == "Job":
+        return f"job-name={obj['metadata']['name']}"
+    labels = ((obj.get("spec") or {}).get("selector") or {}).get("matchLabels")
+    if not labels:
+        return None
+    return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+
+
+def latest_event(kube: Kube, namespace: str, name: str) -> str | None:
+    try:
+        events = kube.list("v1", "Event", namespace, field_selector=f"involvedObject.name={name}")
+    except KubeApiError:
+        return None
+    if not events:
+        return None
+    events.sort(key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or e["metadata"].get("creationTimestamp") or "")
+    last = events[-1]
+    return f"{last.get('reason', '')}: {last.get('message', '')}"
+
+
+# ---------------------------------------------------------------------------------------------
+# The wait loop
+
+Progress = Callable[[str], None]
+
+
+def wait_until_ready(kube: Kube, ref: Ref, *, timeout: float, poll: float = 2.0,
+                     progress: Progress | None = None, check: Callable[[dict], bool] | None = None,
+                     diagnose_pods: bool = True) -> dict:
+    """Poll `ref` until ready (or `check(obj)`), raising WaitFailed with a diagnosis or on timeout."""
+    deadline = time.monotonic() + timeout
+    ready = check or READY.get(ref.kind, always_ready)
+    failed = FAILED.get(ref.kind, never_failed)
+    last_line = None
+    say = progress or (lambda line: None)
+    while True:
+        obj = kube.get(ref)
+        if obj is not None and ready(obj):
+            return obj
+        if obj is not None:
+            reason = failed(obj)
+            if reason:
+                raise WaitFailed(f"{ref}: {reason}" + _pod_hint(kube, obj))
+        line = f"{ref}: not found yet" if obj is None else _progress_line(kube, obj, diagnose_pods)
+        if line != last_line:
+            say(line)
+            last_line = line
+        if time.monotonic() >= deadline:
+            raise WaitTimedOut(f"{ref} was not ready after {timeout:.0f}s; last state: {line}. "
+                               "Raise the timeout in the inventory if the cluster is just slow.")
+        time.sleep(poll)
+
+
+def _progress_line(kube: Kube, obj: dict, diagnose_pods: bool) -> str:
+    ref = Ref.of(obj)
+    selector = pod_selector(obj) if diagnose_pods else None
+    if not selector:
+        return f"{ref}: waiting ({_status_words(obj)})"
+    pods = kube.list("v1", "Pod", ref.namespace, label_selector=selector)
+    if not pods:
+        return f"{ref}: no pods yet ({_status_words(obj)})"
+    views = [describe_pod(p) for p in pods]
+    for view in views:
+        if view.fatal:
+            raise WaitFailed(f"{ref}: {view.fatal}" + _logs_hint(kube, ref.namespace, view))
+    event = latest_event(kube, ref.namespace, views[-1].name)
+    return "; ".join(v.summary for v in views) + (f" | last event {event}" if event else "")
+
+
+def _status_words(obj: dict) -> str:
+    status = obj.get("status") or {}
+    if obj["kind"] == "PersistentVolumeClaim":
+        return f"phase {status.get('phase', 'Pending')}"
+    if obj["kind"] == "Ingress":
+        return "no load balancer address yet"
+    return ", ".join(f"{k} {v}" for k, v in status.items() if isinstance(v, (int, str))) or "no status yet"
+
+
+def _pod_hint(kube: Kube, obj: dict) -> str:
+    selector = pod_selector(obj)
+    if not selector:
+        return ""
+    for pod in kube.list("v1", "Pod", obj["metadata"].get("namespace"), label_selector=selector):
+        view = describe_pod(pod)
+        if view.fatal:
+            return f"; {view.fatal}" + _logs_hint(kube, obj["metadata"].get("namespace"), view)
+    return ""
+
+
+def _logs_hint(kube: Kube, namespace: str | None, view: PodView) -> str:
+    if not view.failing_container or not namespace:
+        return ""
+    tail = kube.pod_log(namespace, view.name, view.failing_container, tail_lines=5).strip()
+    if not tail:
+        return ""
+    return "\n    last log lines of " + view.failing_container + ":\n      " + "\n      ".join(tail.splitlines()[-5:])
+
+
+def job_log_line(kube: Kube, job: dict) -> str | None:
+    """The newest line a Job's pod printed: seeding progress for the operator."""
+    pods = kube.list("v1", "Pod", job["metadata"]["namespace"], label_selector=pod_selector(job))
+    if not pods:
+        return None
+    pods.sort(key=lambda p: p["metadata"].get("creationTimestamp", ""))
+    tail = kube.pod_log(job["metadata"]["namespace"], pods[-1]["metadata"]["name"], tail_lines=1).strip()
+    return tail or None
+
+
+def node_gpus(node: dict, resource: str = "nvidia.com/gpu") -> int:
+    value = ((node.get("status") or {}).get("allocatable") or {}).get(resource, "0")
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
+
+
+def any_in(obj: Any, *keys: str) -> Any:
+    for key in keys:
+        if isinstance(obj, dict) and key in obj:
+            return obj[key]
+    return None

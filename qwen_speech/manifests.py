@@ -1,0 +1,48 @@
+"""Fill the YAML templates in files/ with inventory values.
+
+Templates hold the structure; this only fills values, always through `tojson` (JSON is YAML), so
+a value can never change the shape of a manifest or smuggle in a field. Undefined names fail.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import yaml
+
+FILES = Path(__file__).resolve().parent.parent / "files"
+PART_OF = "qwen3-speech"
+MANAGED_BY = "pyinfra"
+
+
+def labels(name: str, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The standard labels every object of this deploy carries."""
+    out = {"app.kubernetes.io/name": name, "app.kubernetes.io/part-of": PART_OF,
+           "app.kubernetes.io/managed-by": MANAGED_BY}
+    out.update(extra or {})
+    return out
+
+
+@functools.lru_cache(maxsize=1)
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(FILES)), undefined=jinja2.StrictUndefined,
+                             keep_trailing_newline=True, autoescape=False)
+    env.policies["json.dumps_kwargs"] = {"sort_keys": True, "ensure_ascii": False}
+    env.globals["labels"] = labels
+    return env
+
+
+def render(template: str, settings: Any, **values: Any) -> list[dict]:
+    """Render files/<template> and parse it into manifests (empty documents dropped)."""
+    text = _environment().get_template(template).render(s=settings, **values)
+    try:
+        return [doc for doc in yaml.safe_load_all(text) if doc]
+    except yaml.YAMLError as err:  # a template bug, not an inventory problem
+        raise ValueError(f"files/{template} did not render to valid YAML: {err}") from err
+
+
+def script(name: str) -> str:
+    return (FILES / name).read_text()

@@ -1,0 +1,31 @@
+"""Step 5 (部署 ASR): Deployment + Service, then wait until the pod is Running and Ready.
+
+The first start is long (Spot node 1-3 min, 14.4 GB image ~7 min, model load and CUDA graphs
+3-5 min); progress is printed as it changes, and a pod that cannot succeed stops the wait with
+its reason instead of running out the timeout.
+"""
+
+from __future__ import annotations
+
+from pyinfra import host
+from pyinfra.api import deploy
+
+from kubeops import k8s
+from qwen_speech.manifests import render
+
+from .context import context_of
+
+
+@deploy("5. ASR")
+def deploy_asr():
+    ctx = context_of(host)
+    s = ctx.settings
+    k8s.applied(
+        name=f"5. ASR Deployment + Service ({s.asr_image}, max_model_len {s.asr_max_model_len})",
+        manifests=render("qwen3-asr-deployment.yaml", s, model=ctx.models["asr"]),
+        field_manager=s.field_manager,
+        wait=True,
+        timeout=s.timeout_asr_ready,
+        poll=s.poll_seconds,
+        label="5. ASR",
+    )

@@ -1,0 +1,65 @@
+"""Before step 0: check the inventory, then reach the cluster (kubeconfig or EKS by name).
+
+Runs while the deploy is prepared; any problem stops the run before the first write.
+"""
+
+from __future__ import annotations
+
+from pyinfra import host
+from pyinfra.api import deploy
+
+from kubeops import client as kube_client
+from kubeops import connection
+from qwen_speech.settings import SettingsError, validate
+
+from .context import DeployBlocked, DeployContext, context_of, set_context
+
+
+def host_data() -> dict:
+    return dict(host.data.dict())
+
+
+@deploy("Connect to the cluster")
+def connect():
+    try:
+        settings = validate(host_data())
+    except SettingsError as err:
+        raise DeployBlocked(f"{host.name}: {err}") from None
+    aws_session = None
+    if settings.aws_region:
+        aws_session = _aws_session(settings)
+    if settings.uses_eks:
+        kube = _eks_connection(settings, aws_session)
+    else:
+        try:
+            kube = kube_client.from_kubeconfig(settings.kubeconfig, settings.kube_context, retries=settings.api_retries)
+        except Exception as err:  # kubernetes.config raises several unrelated types
+            raise DeployBlocked(f"kubeconfig {settings.kubeconfig!r} (context {settings.kube_context!r}) "
+                                f"could not be loaded: {err}") from None
+    connection.use(host, kube)
+    set_context(host, DeployContext(settings=settings, kube=kube, aws=aws_session))
+
+
+def _aws_session(settings):
+    from qwen_speech import aws
+
+    try:
+        return aws.aws_session(settings.aws_region, profile=settings.aws_profile, role_arn=settings.aws_role_arn,
+                               endpoint_url=settings.aws_endpoint_url)
+    except aws.AwsProblem as err:
+        raise DeployBlocked(f"AWS: {err}") from None
+
+
+def _eks_connection(settings, session):
+    from qwen_speech import aws
+
+    try:
+        configuration = aws.kube_configuration_for_eks(session, settings.eks_cluster_name)
+    except aws.AwsProblem as err:
+        raise DeployBlocked(f"EKS cluster {settings.eks_cluster_name!r} in {settings.aws_region}: {err}") from None
+    return kube_client.from_configuration(
+        configuration, f"EKS cluster {settings.eks_cluster_name} ({settings.aws_region})", retries=settings.api_retries)
+
+
+def current():
+    return context_of(host)

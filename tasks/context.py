@@ -1,0 +1,62 @@
+"""What every step of a run shares: the validated inventory, the connection, what was found.
+
+Filled once per host while the deploy is prepared (connect + preflight), read by the steps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pyinfra.api.exceptions import PyinfraError
+
+from kubeops.client import Kube
+from qwen_speech.settings import Settings
+
+
+class DeployBlocked(PyinfraError):
+    """The run stops before anything is written; the message says what to fix."""
+
+
+@dataclass
+class DevicePlugin:
+    namespace: str
+    name: str
+    container: str
+
+
+@dataclass
+class Model:
+    key: str  # "asr" or "tts"
+    repo: str
+    revision: str
+    commit: str
+    path: str  # inside the pods, e.g. /models/Qwen3-ASR-1.7B
+
+
+@dataclass
+class DeployContext:
+    settings: Settings
+    kube: Kube
+    aws: Any = None  # qwen_speech.aws session when AWS is used
+    device_plugin: DevicePlugin | None = None
+    gpu_nodes: list[dict] = field(default_factory=list)
+    file_system_id: str | None = None
+    tts_image: str | None = None
+    models: dict[str, Model] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+_CONTEXTS: dict[str, DeployContext] = {}
+
+
+def set_context(host, context: DeployContext) -> DeployContext:
+    _CONTEXTS[host.name] = context
+    return context
+
+
+def context_of(host) -> DeployContext:
+    try:
+        return _CONTEXTS[host.name]
+    except KeyError:
+        raise DeployBlocked(f"host {host.name!r} has no deploy context: tasks.connect.connect() must run first") from None

@@ -1,0 +1,31 @@
+"""Step 7 (部署 Ingress): the shared ALB, one listener per service, waited for until it has an address."""
+
+from __future__ import annotations
+
+from pyinfra import host
+from pyinfra.api import deploy
+
+from kubeops import k8s
+from qwen_speech.manifests import render
+
+from .context import context_of
+
+SERVICES = (
+    {"app": "qwen3-asr", "ingress": "qwen3-asr-ingress", "service": "qwen3-asr-service", "port_key": "asr_port"},
+    {"app": "qwen3-tts", "ingress": "qwen3-tts-ingress", "service": "qwen3-tts-service", "port_key": "tts_port"},
+)
+
+
+@deploy("7. Ingress")
+def deploy_ingress():
+    s = context_of(host).settings
+    services = [dict(svc, port=getattr(s, svc["port_key"])) for svc in SERVICES]
+    k8s.applied(
+        name=f"7. Ingress group {s.ingress_group} (:{s.asr_port} ASR, :{s.tts_port} TTS, {s.ingress_scheme})",
+        manifests=render("qwen3-speech-ingress.yaml", s, services=services),
+        field_manager=s.field_manager,
+        wait=True,
+        timeout=s.timeout_ingress,
+        poll=s.poll_seconds,
+        label="7. ingress",
+    )

@@ -1,0 +1,126 @@
+"""Step 0 (the guide's 前置条件, prerequisites): everything the deploy needs, checked before any write.
+
+Only reads. Every missing piece is reported together, by name, with what installs it; then the
+run stops. What is found (the device plugin DaemonSet, GPU nodes, the EFS file system, the TTS
+image digest) is kept for the steps that use it.
+"""
+
+from __future__ import annotations
+
+from pyinfra import host, logger
+from pyinfra.api import deploy
+
+from kubeops.client import KubeApiError, KubeUnreachable
+
+from .context import DeployBlocked, DevicePlugin, context_of
+
+DEVICE_PLUGIN_IMAGE = "k8s-device-plugin"
+EFS_CSI_DRIVER = "efs.csi.aws.com"
+ALB_CONTROLLER = "ingress.k8s.aws/alb"
+
+
+@deploy("0. Preflight: prerequisites")
+def check_prerequisites():
+    ctx = context_of(host)
+    s, kube = ctx.settings, ctx.kube
+    missing: list[str] = []
+    try:
+        version = kube.request("GET", "/version")
+    except KubeApiError as err:
+        if err.status in (401, 403):
+            raise DeployBlocked(f"{kube.describe} refused our credentials ({err.status} {err.reason}: {err.message}); "
+                                "refresh them (aws sso login, or a new kubeconfig) and rerun") from None
+        raise DeployBlocked(f"{kube.describe} answered /version with {err}") from None
+    except KubeUnreachable as err:
+        raise DeployBlocked(str(err)) from None
+    logger.info(f"    [{host.name}] cluster {kube.host}, Kubernetes {version.get('gitVersion', '?')}")
+
+    selector = ",".join(f"{k}={v}" for k, v in sorted(s.gpu_node_selector.items()))
+    ctx.gpu_nodes = kube.list("v1", "Node", label_selector=selector)
+    if not ctx.gpu_nodes and not _karpenter_gpu_pool(kube):
+        missing.append(f"GPU capacity: no node matches {selector} and there is no Karpenter NodePool; "
+                       "deploy the GPU NodePool (gpu/nodepool-gpu.yaml) or a GPU node group")
+
+    ctx.device_plugin = find_device_plugin(kube)
+    if ctx.device_plugin is None:
+        missing.append("NVIDIA device plugin: no DaemonSet runs an image with 'k8s-device-plugin'; install it "
+                       "(helm upgrade -i nvdp nvdp/nvidia-device-plugin -n nvidia-device-plugin --create-namespace, "
+                       "or gpu/nvidia-device-plugin.yaml)")
+    if not _exists(kube, "storage.k8s.io/v1", "CSIDriver", EFS_CSI_DRIVER):
+        missing.append(f"EFS CSI driver: CSIDriver {EFS_CSI_DRIVER} not found; install the aws-efs-csi-driver add-on")
+    ingress_class = kube.get(_ref("networking.k8s.io/v1", "IngressClass", "alb"))
+    if ingress_class is None:
+        missing.append("AWS Load Balancer Controller: IngressClass 'alb' not found; install the "
+                       "aws-load-balancer-controller Helm chart (it creates the IngressClass)")
+    elif (ingress_class.get("spec") or {}).get("controller") != ALB_CONTROLLER:
+        missing.append(f"IngressClass 'alb' belongs to controller {ingress_class['spec'].get('controller')!r}, "
+                       f"not {ALB_CONTROLLER!r}; the shared ALB needs the AWS Load Balancer Controller")
+
+    missing.extend(_aws_prerequisites(ctx))
+    if missing:
+        raise DeployBlocked("prerequisites missing, nothing was changed:\n  - " + "\n  - ".join(missing))
+
+
+def find_device_plugin(kube) -> DevicePlugin | None:
+    """The device plugin's DaemonSet: named differently by the static manifest and by Helm."""
+    for ds in kube.list("apps/v1", "DaemonSet"):
+        for container in ds["spec"]["template"]["spec"].get("containers") or []:
+            if DEVICE_PLUGIN_IMAGE in container.get("image", ""):
+                meta = ds["metadata"]
+                return DevicePlugin(meta["namespace"], meta["name"], container["name"])
+    return None
+
+
+def _karpenter_gpu_pool(kube) -> bool:
+    try:
+        pools = kube.list("karpenter.sh/v1", "NodePool")
+    except KubeApiError as err:
+        if err.status == 404:  # Karpenter is not installed
+            return False
+        raise
+    return bool(pools)
+
+
+def _ref(api_version, kind, name, namespace=None):
+    from kubeops.kinds import Ref
+
+    return Ref(api_version, kind, name, namespace)
+
+
+def _exists(kube, api_version, kind, name) -> bool:
+    return kube.get(_ref(api_version, kind, name)) is not None
+
+
+def _aws_prerequisites(ctx) -> list[str]:
+    """EFS file system and TTS image: found through AWS unless the inventory names them."""
+    s = ctx.settings
+    problems: list[str] = []
+    ctx.file_system_id = s.efs_file_system_id
+    ctx.tts_image = s.tts_image
+    if ctx.aws is None:
+        return problems
+    from qwen_speech import aws
+
+    try:
+        efs = aws.resolve_efs(ctx.aws, file_system_id=s.efs_file_system_id, name_tag=s.efs_name_tag,
+                              create=s.efs_create, cluster_name=s.eks_cluster_name or s.environment, dry_run=True)
+        ctx.file_system_id = efs.file_system_id
+        ctx.efs_action = efs.action
+        if efs.action == "would-create":
+            ctx.notes.append(f"EFS: no file system tagged Name={s.efs_name_tag}; it will be created")
+    except aws.AwsProblem as err:
+        problems.append(f"EFS: {err}")
+    if not s.tts_image:
+        try:
+            image = aws.resolve_ecr_image(ctx.aws, s.tts_ecr_repository, s.tts_image_tag)
+            ctx.tts_image = image.uri_with_digest
+        except aws.AwsProblem as err:
+            problems.append(f"TTS image: {err}")
+    if s.karpenter_interruption_queue:
+        try:
+            if not aws.check_interruption_queue(ctx.aws, s.karpenter_interruption_queue):
+                logger.warning(f"    [{host.name}] Karpenter interruption queue {s.karpenter_interruption_queue!r} "
+                               "not found: Spot interruptions will come without the 2-minute drain")
+        except aws.AwsProblem as err:
+            problems.append(f"Karpenter interruption queue: {err}")
+    return problems

@@ -1,0 +1,60 @@
+"""Bad inventory data is rejected before the first API call, naming the key, the value and the fix."""
+
+from __future__ import annotations
+
+import pytest
+
+from qwen_speech.settings import SettingsError, validate
+from tests.manifest_helpers import default_data
+
+
+def problems(**overrides) -> str:
+    with pytest.raises(SettingsError) as err:
+        validate(default_data(**overrides))
+    return str(err.value)
+
+
+def test_the_guides_defaults_are_a_valid_inventory():
+    s = validate(default_data())
+    assert s.namespace == "hosthree" and s.time_slicing_replicas == 2 and s.asr_gpu_memory_utilization == 0.45
+    assert s.asr_model_path == "/models/Qwen3-ASR-1.7B" and s.tts_model_path == "/models/Qwen3-TTS-CustomVoice"
+
+
+def test_an_unknown_key_is_named_with_its_neighbours():
+    text = problems(asr_max_model_length=8192)
+    assert "asr_max_model_length: unknown key" in text and "asr_max_model_len" in text
+
+
+@pytest.mark.parametrize("key, value, expected", [
+    ("time_slicing_replicas", 0, "a positive integer"),
+    ("asr_gpu_memory_utilization", 1.5, "between 0 and 1"),
+    ("asr_gpu_memory_utilization", 0, "between 0 and 1"),
+    ("asr_max_model_len", "4096", "a positive integer"),
+    ("asr_max_model_len", -1, "a positive integer"),
+    ("namespace", "Bad_Namespace", "DNS-1123 label"),
+    ("asr_image", "qwenllm/Qwen3 ASR:latest", "an image reference"),
+    ("tts_image", "repo@sha256:short", "an image reference"),
+    ("asr_port", 70000, "a port number"),
+    ("ingress_scheme", "public", "'internal', 'internet-facing'"),
+    ("asr_memory", "6 GB", "a Kubernetes quantity"),
+    ("efs_create", "yes", "true or false"),
+    ("asr_model_repo", "Qwen3-ASR", "owner/name"),
+])
+def test_a_bad_value_is_named_with_what_would_be_right(key, value, expected):
+    text = problems(**{key: value})
+    assert f"{key} = {value!r}" in text
+    assert expected in text
+
+
+def test_every_problem_is_reported_at_once():
+    text = problems(time_slicing_replicas=0, namespace="UPPER")
+    assert "time_slicing_replicas" in text and "namespace" in text
+
+
+def test_a_cluster_must_be_named_somehow():
+    text = problems(kubeconfig=None, eks_cluster_name=None)
+    assert "eks_cluster_name" in text and "kubeconfig" in text
+
+
+def test_both_services_cannot_share_a_port():
+    assert "asr_port = tts_port" in problems(tts_port=8000)
