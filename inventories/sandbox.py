@@ -22,6 +22,7 @@ sandbox = [
     ("@local", {
         "environment": "sandbox",
         "kubeconfig": str(_root / "kubeconfig"),
+        "eks_cluster_name": _state["cluster_name"],  # for AWS look-ups; the kubeconfig is what connects
         "aws_region": _state["region"],
         "aws_endpoint_url": _state["aws_endpoint_url"],
         "hf_endpoint": _state["hub_url"],

@@ -60,12 +60,13 @@ def _run_safely(label: str, work: Callable[[], None]) -> bool:
 
 
 @operation(is_idempotent=True)
-def applied(manifests: Iterable[dict], field_manager: str = "pyinfra", wait: bool = False,
+def applied(manifests: Iterable[dict] | Callable[[], Iterable[dict]], field_manager: str = "pyinfra", wait: bool = False,
             timeout: float = 300, poll: float = 2.0, label: str = "apply"):
     """
     Make Kubernetes objects match their manifests, with server-side apply.
 
-    + manifests: object dicts (apiVersion, kind, metadata.name, ...), applied in this order
+    + manifests: object dicts (apiVersion, kind, metadata.name, ...), applied in this order; or a
+      function returning them, called when the operation runs (for values an earlier operation makes)
     + field_manager: the field manager named in server-side apply; the playbook owns what it applies
     + wait: after applying, wait until every object is ready (see ``kubeops.waiter.READY``)
     + timeout: seconds to wait for each object
@@ -86,6 +87,8 @@ def applied(manifests: Iterable[dict], field_manager: str = "pyinfra", wait: boo
         )
     """
     kube = kube_for(host)
+    if callable(manifests):
+        manifests = manifests()
     stamped = [changes.with_applied_hash(m) for m in manifests]
     plans = [changes.plan_apply(kube, m, field_manager=field_manager) for m in stamped]
     to_apply = [p for p in plans if p.changes]

@@ -10,6 +10,7 @@ A bad value is reported with the key, the value and what would be right, all pro
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
@@ -254,7 +255,9 @@ class Settings:
 
     @property
     def uses_eks(self) -> bool:
-        return bool(self.eks_cluster_name)
+        """Connect through EKS by cluster name; a kubeconfig, when given, wins (the cluster name
+        is then still used to find the cluster's AWS resources)."""
+        return bool(self.eks_cluster_name) and not self.kubeconfig
 
 
 def validate(data: Mapping[str, Any]) -> Settings:
@@ -262,8 +265,8 @@ def validate(data: Mapping[str, Any]) -> Settings:
     problems: list[str] = []
     ours = {k: v for k, v in data.items() if not PYINFRA_KEY.match(k)}
     for key in sorted(set(ours) - set(SCHEMA)):
-        close = [k for k in SCHEMA if k.split("_")[0] == key.split("_")[0]][:6]
-        hint = f" (keys of that kind: {', '.join(close)})" if close else ""
+        close = difflib.get_close_matches(key, SCHEMA, n=3, cutoff=0.6)
+        hint = f" (did you mean {' or '.join(close)}?)" if close else ""
         problems.append(f"{key}: unknown key{hint}; remove it or fix its spelling")
     for key, check in SCHEMA.items():
         if key not in ours:

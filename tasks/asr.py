@@ -16,13 +16,17 @@ from qwen_speech.manifests import render
 from .context import context_of
 
 
+def desired(ctx) -> list[dict]:
+    return render("qwen3-asr-deployment.yaml", ctx.settings, model=ctx.models["asr"])
+
+
 @deploy("5. ASR")
 def deploy_asr():
     ctx = context_of(host)
     s = ctx.settings
     k8s.applied(
         name=f"5. ASR Deployment + Service ({s.asr_image}, max_model_len {s.asr_max_model_len})",
-        manifests=render("qwen3-asr-deployment.yaml", s, model=ctx.models["asr"]),
+        manifests=desired(ctx),
         field_manager=s.field_manager,
         wait=True,
         timeout=s.timeout_asr_ready,

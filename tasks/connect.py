@@ -12,7 +12,7 @@ from kubeops import client as kube_client
 from kubeops import connection
 from qwen_speech.settings import SettingsError, validate
 
-from .context import DeployBlocked, DeployContext, context_of, set_context
+from .context import DeployBlocked, DeployContext, set_context
 
 
 def host_data() -> dict:
@@ -25,6 +25,13 @@ def connect():
         settings = validate(host_data())
     except SettingsError as err:
         raise DeployBlocked(f"{host.name}: {err}") from None
+    ctx = open_context(settings)
+    connection.use(host, ctx.kube)
+    set_context(host, ctx)
+
+
+def open_context(settings) -> DeployContext:
+    """Reach the cluster the inventory names: through EKS (cluster name) or a kubeconfig."""
     aws_session = None
     if settings.aws_region:
         aws_session = _aws_session(settings)
@@ -36,8 +43,7 @@ def connect():
         except Exception as err:  # kubernetes.config raises several unrelated types
             raise DeployBlocked(f"kubeconfig {settings.kubeconfig!r} (context {settings.kube_context!r}) "
                                 f"could not be loaded: {err}") from None
-    connection.use(host, kube)
-    set_context(host, DeployContext(settings=settings, kube=kube, aws=aws_session))
+    return DeployContext(settings=settings, kube=kube, aws=aws_session)
 
 
 def _aws_session(settings):
@@ -60,6 +66,3 @@ def _eks_connection(settings, session):
     return kube_client.from_configuration(
         configuration, f"EKS cluster {settings.eks_cluster_name} ({settings.aws_region})", retries=settings.api_retries)
 
-
-def current():
-    return context_of(host)

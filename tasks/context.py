@@ -42,6 +42,7 @@ class DeployContext:
     device_plugin: DevicePlugin | None = None
     gpu_nodes: list[dict] = field(default_factory=list)
     file_system_id: str | None = None
+    efs_action: str | None = None  # given, found, would-create (qwen_speech.aws.resolve_efs)
     tts_image: str | None = None
     models: dict[str, Model] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)

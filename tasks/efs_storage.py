@@ -1,29 +1,80 @@
-"""Step 3 (创建 EFS 存储): the EFS StorageClass and the shared models PVC, waited for until Bound."""
+"""Step 3 (创建 EFS 存储): the EFS StorageClass and the shared models PVC, waited for until Bound.
+
+The file system is the inventory's (efs_file_system_id), found by its Name tag, or, with
+efs_create, created by this step (encrypted, mount targets in the cluster's subnets; never twice,
+never deleted). The guide copies its ID into the StorageClass by hand.
+"""
 
 from __future__ import annotations
 
-from pyinfra import host
-from pyinfra.api import deploy
+import click
+from pyinfra import host, logger, state
+from pyinfra.api import FunctionCommand, deploy, operation
 
 from kubeops import k8s
 from qwen_speech.manifests import render
 
 from .context import DeployBlocked, context_of
 
+TO_BE_CREATED = "fs-to-be-created"
+
+
+def desired(ctx) -> list[dict]:
+    file_system_id = ctx.file_system_id or (TO_BE_CREATED if ctx.efs_action == "would-create" else None)
+    if not file_system_id:
+        raise DeployBlocked("3. EFS: no file system id: set efs_file_system_id, or efs_name_tag with AWS access "
+                            "(aws_region), or efs_create: true to create one")
+    return render("qwen3-speech-efs-pvc.yaml", ctx.settings, file_system_id=file_system_id)
+
 
 @deploy("3. EFS storage")
 def create():
     ctx = context_of(host)
     s = ctx.settings
-    if not ctx.file_system_id:
-        raise DeployBlocked("3. EFS: no file system id: set efs_file_system_id, or efs_name_tag with AWS access "
-                            "(aws_region), or efs_create: true to create one")
+    if ctx.efs_action == "would-create":
+        efs_file_system(name=f"3. Create the EFS file system Name={s.efs_name_tag} (efs_create)")
     k8s.applied(
-        name=f"3. EFS StorageClass {s.efs_storage_class} ({ctx.file_system_id}) + PVC {s.namespace}/{s.models_pvc}",
-        manifests=render("qwen3-speech-efs-pvc.yaml", s, file_system_id=ctx.file_system_id),
+        name=f"3. EFS StorageClass {s.efs_storage_class} ({ctx.file_system_id or s.efs_name_tag}) "
+             f"+ PVC {s.namespace}/{s.models_pvc}",
+        manifests=lambda: desired(ctx),
         field_manager=s.field_manager,
         wait=True,
         timeout=s.timeout_pvc_bound,
         poll=s.poll_seconds,
         label="3. EFS",
     )
+
+
+@operation(is_idempotent=True)
+def efs_file_system():
+    """
+    Create the models' EFS file system when none carries the inventory's Name tag.
+
+    Encrypted, with a creation token derived from the cluster and the name, so a rerun finds it
+    instead of making a second one.
+    """
+    from qwen_speech import aws
+
+    ctx = context_of(host)
+    s = ctx.settings
+    cluster = s.eks_cluster_name or s.environment
+    found = aws.resolve_efs(ctx.aws, name_tag=s.efs_name_tag, create=True, cluster_name=cluster, dry_run=True)
+    if found.action != "would-create":
+        ctx.file_system_id = found.file_system_id
+        host.noop(f"EFS file system {found.file_system_id} exists")
+        return
+    if state.config.DIFF and not (state.is_executing and state.check_for_changes):
+        logger.info(f"    Will create {click.style('EFS file system Name=' + s.efs_name_tag, bold=True)}: "
+                    + ", ".join(f"{k} {v}" for k, v in found.details.items()))
+
+    def create_file_system(state, host):
+        try:
+            made = aws.resolve_efs(ctx.aws, name_tag=s.efs_name_tag, create=True, cluster_name=cluster)
+        except aws.AwsProblem as err:
+            host.log_styled(f"3. EFS: {err}", fg="red", log_func=logger.error)
+            return False
+        ctx.file_system_id = made.file_system_id
+        logger.info(f"    [{host.name}] 3. EFS: {made.action} file system {made.file_system_id}")
+        return True
+
+    yield FunctionCommand(create_file_system, (), {})

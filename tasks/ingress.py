@@ -16,13 +16,19 @@ SERVICES = (
 )
 
 
+def desired(ctx) -> list[dict]:
+    s = ctx.settings
+    services = [dict(svc, port=getattr(s, svc["port_key"])) for svc in SERVICES]
+    return render("qwen3-speech-ingress.yaml", s, services=services)
+
+
 @deploy("7. Ingress")
 def deploy_ingress():
-    s = context_of(host).settings
-    services = [dict(svc, port=getattr(s, svc["port_key"])) for svc in SERVICES]
+    ctx = context_of(host)
+    s = ctx.settings
     k8s.applied(
         name=f"7. Ingress group {s.ingress_group} (:{s.asr_port} ASR, :{s.tts_port} TTS, {s.ingress_scheme})",
-        manifests=render("qwen3-speech-ingress.yaml", s, services=services),
+        manifests=desired(ctx),
         field_manager=s.field_manager,
         wait=True,
         timeout=s.timeout_ingress,

@@ -58,14 +58,16 @@ def job_name(model: Model) -> str:
     return f"qwen3-seed-{model.key}-{model.commit[:12]}"
 
 
-@deploy("4. Models")
-def seed():
-    ctx = context_of(host)
+def resolve_models(ctx) -> None:
     s = ctx.settings
     for key, repo, revision, path in (("asr", s.asr_model_repo, s.asr_model_revision, s.asr_model_path),
                                       ("tts", s.tts_model_repo, s.tts_model_revision, s.tts_model_path)):
         ctx.models[key] = Model(key, repo, revision, resolve_commit(repo, revision, s.hf_endpoint), path)
 
+
+def desired(ctx) -> list[dict]:
+    """The scripts ConfigMap, and the token Secret when this machine has HF_TOKEN to put in it."""
+    s = ctx.settings
     manifests = render("qwen3-speech-scripts.yaml", s, scripts={name: script(name) for name in SCRIPTS})
     token = os.environ.get("HF_TOKEN")
     if s.hf_token_secret and token:
@@ -77,8 +79,17 @@ def seed():
     elif s.hf_token_secret and ctx.kube.get(Ref("v1", "Secret", s.hf_token_secret, s.namespace)) is None:
         raise DeployBlocked(f"4. models: hf_token_secret = {s.hf_token_secret!r} but there is no such Secret in "
                             f"{s.namespace} and HF_TOKEN is not set here; export HF_TOKEN so the playbook creates it")
+    return manifests
+
+
+@deploy("4. Models")
+def seed():
+    ctx = context_of(host)
+    s = ctx.settings
+    resolve_models(ctx)
+    manifests = desired(ctx)
     k8s.applied(
-        name="4. Seeding scripts" + (f" + Secret {s.hf_token_secret}" if s.hf_token_secret and token else ""),
+        name="4. Seeding scripts" + (" + HF token Secret" if len(manifests) > 1 else ""),
         manifests=manifests,
         field_manager=s.field_manager,
         label="4. models",

@@ -11,12 +11,17 @@ from qwen_speech.manifests import render
 from .context import context_of
 
 
+def desired(ctx) -> list[dict]:
+    return render("qwen3-speech-namespace.yaml", ctx.settings)
+
+
 @deploy("2. Namespace")
 def create():
-    s = context_of(host).settings
+    ctx = context_of(host)
+    s = ctx.settings
     k8s.applied(
         name=f"2. Namespace {s.namespace}",
-        manifests=render("qwen3-speech-namespace.yaml", s),
+        manifests=desired(ctx),
         field_manager=s.field_manager,
         label="2. namespace",
     )

@@ -21,7 +21,11 @@ ALB_CONTROLLER = "ingress.k8s.aws/alb"
 
 @deploy("0. Preflight: prerequisites")
 def check_prerequisites():
-    ctx = context_of(host)
+    check(context_of(host))
+
+
+def check(ctx) -> None:
+    """Read what the deploy needs; raise DeployBlocked listing everything missing."""
     s, kube = ctx.settings, ctx.kube
     missing: list[str] = []
     try:
@@ -33,7 +37,7 @@ def check_prerequisites():
         raise DeployBlocked(f"{kube.describe} answered /version with {err}") from None
     except KubeUnreachable as err:
         raise DeployBlocked(str(err)) from None
-    logger.info(f"    [{host.name}] cluster {kube.host}, Kubernetes {version.get('gitVersion', '?')}")
+    logger.info(f"    cluster {kube.host}, Kubernetes {version.get('gitVersion', '?')}")
 
     selector = ",".join(f"{k}={v}" for k, v in sorted(s.gpu_node_selector.items()))
     ctx.gpu_nodes = kube.list("v1", "Node", label_selector=selector)
@@ -59,6 +63,13 @@ def check_prerequisites():
     missing.extend(_aws_prerequisites(ctx))
     if missing:
         raise DeployBlocked("prerequisites missing, nothing was changed:\n  - " + "\n  - ".join(missing))
+
+
+@deploy("Find the device plugin")
+def find_device_plugin_for_teardown():
+    """Teardown needs only this of the preflight: where the time-slicing config went."""
+    ctx = context_of(host)
+    ctx.device_plugin = find_device_plugin(ctx.kube)
 
 
 def find_device_plugin(kube) -> DevicePlugin | None:
@@ -96,6 +107,7 @@ def _aws_prerequisites(ctx) -> list[str]:
     s = ctx.settings
     problems: list[str] = []
     ctx.file_system_id = s.efs_file_system_id
+    ctx.efs_action = "given" if s.efs_file_system_id else None
     ctx.tts_image = s.tts_image
     if ctx.aws is None:
         return problems
@@ -119,7 +131,7 @@ def _aws_prerequisites(ctx) -> list[str]:
     if s.karpenter_interruption_queue:
         try:
             if not aws.check_interruption_queue(ctx.aws, s.karpenter_interruption_queue):
-                logger.warning(f"    [{host.name}] Karpenter interruption queue {s.karpenter_interruption_queue!r} "
+                logger.warning(f"    Karpenter interruption queue {s.karpenter_interruption_queue!r} "
                                "not found: Spot interruptions will come without the 2-minute drain")
         except aws.AwsProblem as err:
             problems.append(f"Karpenter interruption queue: {err}")

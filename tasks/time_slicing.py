@@ -38,16 +38,20 @@ def wanted_gpus(node: dict, replicas: int) -> int:
     return physical_gpus(node) * replicas
 
 
+def desired(ctx) -> list[dict]:
+    s = ctx.settings
+    return render("nvidia-time-slicing-config.yaml", s, plugin=ctx.device_plugin, config_hash=_config_hash(s),
+                  config_key=posixpath.basename(s.time_slicing_config_path),
+                  config_dir=posixpath.dirname(s.time_slicing_config_path))
+
+
 @deploy("1. GPU time-slicing")
 def configure():
     ctx = context_of(host)
     s, plugin = ctx.settings, ctx.device_plugin
-    config_manifests = render("nvidia-time-slicing-config.yaml", s, plugin=plugin, config_hash=_config_hash(s),
-                              config_key=posixpath.basename(s.time_slicing_config_path),
-                              config_dir=posixpath.dirname(s.time_slicing_config_path))
     k8s.applied(
         name=f"1. Time-slicing config + device plugin {plugin.namespace}/{plugin.name}",
-        manifests=config_manifests,
+        manifests=desired(ctx),
         field_manager=s.field_manager,
         label="1. time-slicing",
     )

@@ -15,13 +15,17 @@ from qwen_speech.manifests import render
 from .context import context_of
 
 
+def desired(ctx) -> list[dict]:
+    return render("qwen3-tts-deployment.yaml", ctx.settings, model=ctx.models["tts"], tts_image=ctx.tts_image)
+
+
 @deploy("6. TTS")
 def deploy_tts():
     ctx = context_of(host)
     s = ctx.settings
     k8s.applied(
         name=f"6. TTS Deployment + Service ({ctx.tts_image})",
-        manifests=render("qwen3-tts-deployment.yaml", s, model=ctx.models["tts"], tts_image=ctx.tts_image),
+        manifests=desired(ctx),
         field_manager=s.field_manager,
         wait=True,
         timeout=s.timeout_tts_ready,

@@ -4,7 +4,8 @@
 
 environment = "default"
 
-# Where the cluster is: a kubeconfig (and context), or an EKS cluster name + region.
+# Where the cluster is: an EKS cluster name + region, or a kubeconfig (and context); with both,
+# the kubeconfig connects and the cluster name finds the cluster's AWS resources (ALB tags).
 kubeconfig = None
 kube_context = None
 eks_cluster_name = None

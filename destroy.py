@@ -1,0 +1,17 @@
+"""Teardown of the Qwen3 speech deploy, in reverse order; models and time-slicing are kept.
+
+    pyinfra inventories/sandbox.py destroy.py --dry --diff          # what would be removed
+    pyinfra -y inventories/sandbox.py destroy.py                    # remove the services
+    pyinfra -y inventories/sandbox.py destroy.py --data purge_models=true --data purge_time_slicing=true
+
+Deleted: the Ingresses (and so the ALB), TTS, ASR, the seeding Jobs. Kept unless purged: the
+PVC and the model data on EFS, the record of seeded commits, the time-slicing config.
+The EFS file system itself is never deleted.
+"""
+
+from tasks import preflight, teardown
+from tasks.connect import connect
+
+connect()
+preflight.find_device_plugin_for_teardown()
+teardown.tear_down()

@@ -1,0 +1,157 @@
+"""Day-2 commands beside the deploy: status, drift check and verify, outside pyinfra's run.
+
+    python -m qwen_speech status inventories/production.py
+    python -m qwen_speech drift  inventories/production.py   # exit 0 in sync, 1 drifted, 2 error
+    python -m qwen_speech verify inventories/production.py
+
+They read the same inventory (group_data/all.py, then the group's file, then the host's data, as
+pyinfra merges them), build the same manifests the deploy would apply (each step's `desired`),
+and never write: drift asks the API server for server-side dry runs, like `--dry --diff`.
+"""
+
+from __future__ import annotations
+
+import runpy
+import sys
+from pathlib import Path
+from typing import Callable
+
+from kubeops.changes import plan_apply, with_applied_hash
+from kubeops.client import KubeApiError, KubeUnreachable
+from kubeops.kinds import Ref
+from kubeops.waiter import describe_pod, is_ready, node_gpus, pod_selector
+from qwen_speech.settings import SettingsError, validate
+
+from . import asr, efs_storage, ingress, models, namespace, preflight, time_slicing, tts, verify
+from .connect import open_context
+from .context import DeployBlocked, DeployContext
+
+STEPS: list[tuple[str, Callable[[DeployContext], list[dict]]]] = [
+    ("1. time-slicing", time_slicing.desired),
+    ("2. namespace", namespace.desired),
+    ("3. EFS storage", efs_storage.desired),
+    ("4. models", models.desired),
+    ("5. ASR", asr.desired),
+    ("6. TTS", tts.desired),
+    ("7. ingress", ingress.desired),
+]
+
+
+def load_inventory(path: str) -> list[tuple[str, dict]]:
+    """Hosts of a pyinfra inventory file with their merged data (all < group < host)."""
+    inventory = Path(path)
+    group_dir = inventory.resolve().parent / "group_data"
+    defaults = _public(runpy.run_path(str(group_dir / "all.py"))) if (group_dir / "all.py").exists() else {}
+    hosts = []
+    for group, members in _public(runpy.run_path(str(inventory))).items():
+        if not isinstance(members, list):
+            continue
+        group_file = group_dir / f"{group}.py"
+        group_data = _public(runpy.run_path(str(group_file))) if group_file.exists() else {}
+        for member in members:
+            name, data = member if isinstance(member, tuple) else (member, {})
+            hosts.append((name, {**defaults, **group_data, **data}))
+    if not hosts:
+        raise DeployBlocked(f"{path} defines no hosts (a list of (name, data) tuples)")
+    return hosts
+
+
+def _public(namespace: dict) -> dict:
+    return {k: v for k, v in namespace.items() if not k.startswith("_") and not callable(v)
+            and not isinstance(v, type(sys))}
+
+
+def context_for(data: dict) -> DeployContext:
+    ctx = open_context(validate(data))
+    preflight.check(ctx)
+    models.resolve_models(ctx)
+    return ctx
+
+
+def drift(ctx: DeployContext, out=print) -> int:
+    """Print the per-object diff of every object that differs; return how many do."""
+    drifted = 0
+    recorded = models.recorded_commits(ctx.kube, ctx.settings.namespace)
+    for model in ctx.models.values():
+        if recorded.get(model.key) != model.commit:
+            drifted += 1
+            out(f"4. models: {model.repo} wanted at {model.commit}, seeded: {recorded.get(model.key) or 'nothing'}")
+    for step, desired in STEPS:
+        for manifest in desired(ctx):
+            plan = plan_apply(ctx.kube, with_applied_hash(manifest), field_manager=ctx.settings.field_manager)
+            if plan.changes:
+                drifted += 1
+                out(f"{step}: {plan.ref} would be {plan.action}d")
+                for line in plan.diff:
+                    out("    " + line)
+    return drifted
+
+
+def status(ctx: DeployContext, out=print) -> bool:
+    """Per step, each object and its health; then seeded models, endpoints, GPU nodes and pods."""
+    kube, s = ctx.kube, ctx.settings
+    healthy = True
+    for step, desired in STEPS:
+        out(step)
+        for manifest in desired(ctx):
+            ref = Ref.of(manifest)
+            live = kube.get(ref)
+            if live is None:
+                healthy = False
+                out(f"    {ref}: MISSING")
+                continue
+            ok = is_ready(live)
+            healthy &= ok
+            detail = ""
+            if not ok and pod_selector(live):
+                pods = kube.list("v1", "Pod", ref.namespace, label_selector=pod_selector(live))
+                detail = "; ".join(describe_pod(p).summary for p in pods) or "no pods"
+            out(f"    {ref}: {'ok' if ok else 'NOT READY'}{(' - ' + detail) if detail else ''}")
+    recorded = models.recorded_commits(kube, s.namespace)
+    out("models")
+    for model in ctx.models.values():
+        seeded = recorded.get(model.key)
+        mark = "ok" if seeded == model.commit else "NOT SEEDED at the wanted commit"
+        out(f"    {model.repo} ({model.revision} = {model.commit[:12]}): seeded {seeded or 'nothing'} - {mark}")
+        healthy &= seeded == model.commit
+    out("GPU nodes")
+    selector = ",".join(f"{k}={v}" for k, v in sorted(s.gpu_node_selector.items()))
+    pods = kube.list("v1", "Pod", s.namespace, label_selector="app.kubernetes.io/part-of=qwen3-speech")
+    for node in kube.list("v1", "Node", label_selector=selector):
+        name = node["metadata"]["name"]
+        on_it = [p["metadata"]["name"] for p in pods if p["spec"].get("nodeName") == name]
+        out(f"    {name}: allocatable nvidia.com/gpu {node_gpus(node)}, pods: {', '.join(on_it) or 'none'}")
+    out("endpoints")
+    report = verify.Report()
+    verify.check_endpoints(ctx, report)
+    for line in report.lines + report.warnings + report.problems:
+        out("    " + line)
+    return healthy
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) != 2 or args[0] not in ("status", "drift", "verify"):
+        print(__doc__.strip(), file=sys.stderr)
+        return 2
+    command, inventory = args
+    worst = 0
+    try:
+        for name, data in load_inventory(inventory):
+            print(f"--> {name} ({data.get('environment', '?')})")
+            ctx = context_for(data)
+            if command == "drift":
+                count = drift(ctx)
+                print(f"{count} object(s) differ from the inventory" if count else "in sync with the inventory")
+                worst = max(worst, 1 if count else 0)
+            elif command == "status":
+                worst = max(worst, 0 if status(ctx) else 1)
+            else:
+                report = verify.run_checks(ctx)
+                for line in report.lines + [f"warning: {w}" for w in report.warnings] + [f"FAILED: {p}" for p in report.problems]:
+                    print("    " + line)
+                worst = max(worst, 0 if report.ok else 1)
+    except (DeployBlocked, SettingsError, KubeApiError, KubeUnreachable) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return worst

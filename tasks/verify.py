@@ -1,0 +1,208 @@
+"""Step 8 (验证部署): proof that the service works, then the summary.
+
+The guide checks that pods run and curls /health through port-forwards. This step goes
+further, through the Kubernetes API's service proxy (no port-forward, no public ALB needed):
+both health endpoints (TTS health is read as JSON, since it answers 200 while loading), a speech
+round trip (TTS speaks a Chinese and an English sentence, ASR transcribes them, the character
+error rate must stay under verify_max_cer), both pods on one GPU node, and the ALB when this
+machine can reach it. Read-only, so a rerun that changes nothing still verifies and still
+reports no change.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from dataclasses import dataclass, field
+
+from pyinfra import host, logger, state
+from pyinfra.api import FunctionCommand, deploy, operation
+
+from kubeops.client import KubeApiError, KubeUnreachable
+from kubeops.kinds import Ref
+
+from .context import context_of
+from .models import RECORD
+
+ASR_SERVICE, TTS_SERVICE = "qwen3-asr-service", "qwen3-tts-service"
+INGRESSES = ("qwen3-asr-ingress", "qwen3-tts-ingress")
+
+
+class ServiceProxy:
+    """HTTP to a Service through the API server: the transport the round trip uses."""
+
+    def __init__(self, kube, namespace: str, service: str, port: int | str = 80):
+        self.kube, self.namespace, self.service, self.port = kube, namespace, service, port
+
+    def __str__(self) -> str:
+        return f"service {self.namespace}/{self.service}:{self.port} (via the API server's proxy)"
+
+    def request(self, method: str, path: str, body: bytes | None = None,
+                headers: dict | None = None, timeout: float = 300.0) -> tuple[int, dict, bytes]:
+        content_type = (headers or {}).get("Content-Type", "application/json")
+        try:
+            data = self.kube.service_proxy(method, self.namespace, self.service, self.port, path, body=body,
+                                           content_type=content_type, timeout=timeout)
+            return 200, {}, data
+        except KubeApiError as err:
+            return err.status, {}, json.dumps(err.body or {"message": err.message}).encode()
+
+
+@dataclass
+class Report:
+    ok: bool = True
+    lines: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def fail(self, text: str) -> None:
+        self.ok = False
+        self.problems.append(text)
+
+
+def check_health(kube, namespace: str, report: Report) -> None:
+    asr = ServiceProxy(kube, namespace, ASR_SERVICE)
+    status, _, body = asr.request("GET", "/health", timeout=15)
+    if status == 200:
+        report.lines.append("ASR /health: 200")
+    else:
+        report.fail(f"ASR /health through {asr} answered {status}: {body[:200].decode(errors='replace')}")
+    tts = ServiceProxy(kube, namespace, TTS_SERVICE)
+    status, _, body = tts.request("GET", "/health", timeout=15)
+    try:
+        health = json.loads(body) if status == 200 else {}
+    except ValueError:
+        health = {}
+    backend = health.get("backend") or {}
+    if status == 200 and health.get("status") == "healthy" and backend.get("ready"):
+        report.lines.append(f"TTS /health: healthy, backend {backend.get('name', '?')} ready")
+    else:
+        report.fail(f"TTS /health through {tts} answered {status}: "
+                    f"status={health.get('status')!r} ready={backend.get('ready')!r} {body[:200].decode(errors='replace')}")
+
+
+def check_round_trip(kube, s, report: Report) -> None:
+    from qwen_speech import roundtrip
+
+    tts = ServiceProxy(kube, s.namespace, TTS_SERVICE)
+    asr = ServiceProxy(kube, s.namespace, ASR_SERVICE)
+    try:
+        results = roundtrip.round_trip(tts, asr, asr_model=s.asr_model_path, max_cer=s.verify_max_cer)
+    except roundtrip.RoundTripError as err:
+        report.fail(f"speech round trip: {err}")
+        return
+    for r in results:
+        line = (f"round trip {r.model}/{r.voice}: {r.text!r} -> {r.transcript!r}, CER {r.cer:.2f}, "
+                f"TTS {r.tts_seconds:.1f}s, ASR {r.asr_seconds:.1f}s")
+        if r.ok:
+            report.lines.append(line)
+        else:
+            report.fail(line + f" (over verify_max_cer {s.verify_max_cer})")
+
+
+def check_placement(kube, s, report: Report) -> None:
+    pods = kube.list("v1", "Pod", s.namespace, label_selector="app.kubernetes.io/part-of=qwen3-speech")
+    nodes: dict[str, str] = {}
+    for pod in pods:
+        name = pod["metadata"]["labels"].get("app.kubernetes.io/name")
+        if name in ("qwen3-asr", "qwen3-tts") and (pod.get("status") or {}).get("phase") == "Running":
+            nodes[name] = pod["spec"].get("nodeName", "?")
+            report.lines.append(f"pod {pod['metadata']['name']}: Running on {nodes[name]}")
+    if len(set(nodes.values())) > 1:
+        report.warnings.append("ASR and TTS run on different nodes (" + ", ".join(f"{k} on {v}" for k, v in nodes.items())
+                               + "): time-slicing is meant to share one GPU; check GPU node capacity")
+
+
+def check_endpoints(ctx, report: Report) -> None:
+    s, kube = ctx.settings, ctx.kube
+    hostname = None
+    for name in INGRESSES:
+        ing = kube.get(Ref("networking.k8s.io/v1", "Ingress", name, s.namespace))
+        lb = (((ing or {}).get("status") or {}).get("loadBalancer") or {}).get("ingress") or [{}]
+        hostname = hostname or lb[0].get("hostname")
+    if ctx.aws is not None:
+        from qwen_speech import aws
+
+        try:
+            alb = aws.find_load_balancer(ctx.aws, cluster_name=s.eks_cluster_name or "", group_name=s.ingress_group,
+                                         expected_ports=[s.asr_port, s.tts_port], wait_seconds=s.timeout_ingress)
+            hostname = alb.dns_name
+            report.lines.append(f"ALB {alb.name} ({alb.state}), listeners {sorted(alb.listener_ports)}")
+            if alb.missing_ports:
+                report.fail(f"ALB {alb.name} has no listener on {alb.missing_ports}; "
+                            "check the AWS Load Balancer Controller's logs")
+        except aws.AwsProblem as err:
+            report.warnings.append(f"ALB lookup in AWS: {err}")
+    if not hostname:
+        report.fail("the Ingresses have no load balancer address")
+        return
+    report.lines.append(f"ASR: http://{hostname}:{s.asr_port}/v1/audio/transcriptions  (model {s.asr_model_path})")
+    report.lines.append(f"TTS: http://{hostname}:{s.tts_port}/v1/audio/speech  (model tts-1, voice Vivian)")
+    if not _reachable(hostname, s.asr_port):
+        report.warnings.append(f"{hostname} is not reachable from this machine "
+                               f"({s.ingress_scheme} ALB, or outside its inbound CIDRs): checked through the API instead")
+
+
+def _reachable(hostname: str, port: int) -> bool:
+    try:
+        with socket.create_connection((hostname, port), timeout=3):
+            return True
+    except OSError:
+        return False
+
+
+def model_summary(kube, s, report: Report) -> None:
+    record = kube.get(Ref("v1", "ConfigMap", RECORD, s.namespace))
+    data = (record or {}).get("data") or {}
+    for key in ("asr", "tts"):
+        if data.get(key):
+            report.lines.append(f"model {data.get(f'{key}-repo', key)} at {data[key]} (seeded {data.get(f'{key}-seeded-at', '?')})")
+
+
+def run_checks(ctx) -> Report:
+    report = Report()
+    s, kube = ctx.settings, ctx.kube
+    try:
+        check_health(kube, s.namespace, report)
+        if report.ok:
+            check_round_trip(kube, s, report)
+        check_placement(kube, s, report)
+        check_endpoints(ctx, report)
+        model_summary(kube, s, report)
+    except (KubeApiError, KubeUnreachable) as err:
+        report.fail(str(err))
+    return report
+
+
+@deploy("8. Verify")
+def verify():
+    verified(name="8. Verify: health, speech round trip, placement, endpoints")
+
+
+@operation(is_idempotent=True)
+def verified():
+    """
+    Check that both services answer and understand each other, then print the summary.
+
+    Runs when the operations before it have run (during change detection it only says it will).
+    A failed check fails the operation and the run.
+    """
+    if not state.is_executing:
+        host.noop("verified after the steps above have run")
+        return
+    ctx = context_of(host)
+    report = run_checks(ctx)
+    for line in report.lines:
+        logger.info(f"    [{host.name}] 8. verify: {line}")
+    for line in report.warnings:
+        logger.warning(f"    [{host.name}] 8. verify: warning: {line}")
+    if report.ok:
+        host.noop("all checks passed")
+        return
+
+    def fail(state, host):
+        for problem in report.problems:
+            host.log_styled(f"8. verify: {problem}", fg="red", log_func=logger.error)
+        return False
+
+    yield FunctionCommand(fail, (), {})

@@ -1,0 +1,37 @@
+"""Run the real playbook (the pyinfra CLI, as an operator runs it) against a sandbox."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection"}
+
+
+def run_pyinfra(sandbox, deploy_file: str = "deploy.py", *args: str, timeout: float = 300,
+                env: dict | None = None) -> subprocess.CompletedProcess:
+    """`pyinfra inventories/sandbox.py <deploy_file> ARGS`, pointed at this test's sandbox."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "HF_", "KUBECONFIG"))}
+    full_env.update({"QWEN3_SANDBOX_DIR": str(sandbox.root), "PYTHONUNBUFFERED": "1"})
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, "-m", "pyinfra", "inventories/sandbox.py", deploy_file, *args],
+                          cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=timeout)
+
+
+def deploy(sandbox, *args: str, **kwargs) -> subprocess.CompletedProcess:
+    return run_pyinfra(sandbox, "deploy.py", "-y", *args, **kwargs)
+
+
+def writes(records: list[dict]) -> list[dict]:
+    return [r for r in records if r.get("verb") in WRITE_VERBS and not r.get("dry_run")]
+
+
+def output(result: subprocess.CompletedProcess) -> str:
+    return result.stdout + result.stderr
+
+
+def assert_ok(result: subprocess.CompletedProcess) -> None:
+    assert result.returncode == 0, output(result)[-6000:]

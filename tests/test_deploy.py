@@ -1,0 +1,130 @@
+"""The playbook end to end: `pyinfra inventories/sandbox.py deploy.py`, as an operator runs it."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.deploy_helpers import assert_ok, deploy, output, run_pyinfra, writes
+
+
+def _paths(records, verb=None, contains=""):
+    return [r["path"] for r in records if (verb is None or r["verb"] == verb) and contains in r["path"]]
+
+
+def _first_index(records, predicate):
+    return next((i for i, r in enumerate(records) if predicate(r)), None)
+
+
+@pytest.fixture
+def deployed(sandbox):
+    """A sandbox with the whole deploy converged once."""
+    result = deploy(sandbox)
+    assert_ok(result)
+    return sandbox
+
+
+def test_deploy_converges_on_a_fresh_sandbox_with_asr_ready_before_tts_is_created(sandbox):
+    mark = sandbox.control.audit_mark()
+    result = deploy(sandbox)
+    assert_ok(result)
+    text = output(result)
+    assert "Deployment hosthree/qwen3-asr is ready" in text
+    assert "round trip" in text and "TTS: http://" in text
+    records = sandbox.control.audit_since(mark)
+    tts_created = _first_index(records, lambda r: r["verb"] in ("create", "patch") and not r.get("dry_run")
+                               and r["path"].endswith("/deployments/qwen3-tts"))
+    asr_created = _first_index(records, lambda r: r["verb"] in ("create", "patch") and not r.get("dry_run")
+                               and r["path"].endswith("/deployments/qwen3-asr"))
+    assert asr_created is not None and tts_created is not None and asr_created < tts_created
+    # Between the two, the playbook watched ASR until Ready: its pods were read after ASR was applied.
+    asr_reads = [i for i, r in enumerate(records) if r["verb"] == "get" and r["path"].endswith("/deployments/qwen3-asr")]
+    assert any(asr_created < i < tts_created for i in asr_reads)
+    assert text.index("Deployment hosthree/qwen3-asr is ready") < text.index("created Deployment hosthree/qwen3-tts")
+    kube = sandbox.control.kube_api_client()
+    from kubernetes import client
+
+    asr_pod = client.CoreV1Api(kube).list_namespaced_pod("hosthree", label_selector="app.kubernetes.io/name=qwen3-asr").items[0]
+    ready_at = next(c.last_transition_time for c in asr_pod.status.conditions if c.type == "Ready")
+    tts = client.AppsV1Api(kube).read_namespaced_deployment("qwen3-tts", "hosthree")
+    assert ready_at <= tts.metadata.creation_timestamp
+
+
+def test_a_second_run_reports_no_changes_and_writes_nothing(deployed):
+    mark = deployed.control.audit_mark()
+    result = deploy(deployed)
+    assert_ok(result)
+    records = deployed.control.audit_since(mark)
+    assert writes(records) == []
+    assert "Changed: 0" in output(result) or "No changes" in output(result)
+
+
+def test_dry_run_diff_of_a_changed_value_shows_just_that_field_then_the_run_changes_just_that_object(deployed):
+    mark = deployed.control.audit_mark()
+    dry = run_pyinfra(deployed, "deploy.py", "--dry", "--diff", "--data", "asr_max_model_len=8192")
+    assert_ok(dry)
+    text = output(dry)
+    assert writes(deployed.control.audit_since(mark)) == []
+    assert "Will change" in text and "Deployment hosthree/qwen3-asr" in text
+    changed_lines = [line for line in text.splitlines() if line.strip().startswith(("- ", "+ ")) and "@@" not in line]
+    assert any("'4096'" in line or "4096" in line for line in changed_lines if line.strip().startswith("-"))
+    assert any("8192" in line for line in changed_lines if line.strip().startswith("+"))
+    assert len(changed_lines) == 2, changed_lines
+    assert text.count("Will change") == 1 and "Will create" not in text
+
+    mark = deployed.control.audit_mark()
+    assert_ok(deploy(deployed, "--data", "asr_max_model_len=8192"))
+    written = {r["path"] for r in writes(deployed.control.audit_since(mark))}
+    assert written == {"/apis/apps/v1/namespaces/hosthree/deployments/qwen3-asr"}
+
+
+def test_rerun_after_spot_interruption_converges_without_reseeding_models(deployed):
+    deployed.control.fault("spot-interruption")
+    mark = deployed.control.audit_mark()
+    result = deploy(deployed)
+    assert_ok(result)
+    records = deployed.control.audit_since(mark)
+    assert not _paths(writes(records), contains="/jobs"), "a seeding Job was created again"
+    assert "is ready" in output(result)
+
+
+@pytest.mark.parametrize("left_out, expected", [
+    ("device-plugin", "NVIDIA device plugin"),
+    ("efs-csi-driver", "EFS CSI driver"),
+    ("alb-controller", "IngressClass 'alb'"),
+    ("gpu-node,karpenter-nodepool", "GPU capacity"),
+])
+def test_a_missing_prerequisite_stops_the_run_with_its_name_and_nothing_written(make_sandbox, left_out, expected):
+    sandbox = make_sandbox(without=left_out.split(","))
+    mark = sandbox.control.audit_mark()
+    result = deploy(sandbox)
+    assert result.returncode != 0
+    assert expected in output(result) and "nothing was changed" in output(result)
+    assert writes(sandbox.control.audit_since(mark)) == []
+
+
+@pytest.mark.parametrize("data, expected", [
+    ("time_slicing_replicas=0", "time_slicing_replicas = 0: must be a positive integer"),
+    ("asr_gpu_memory_utilization=1.5", "asr_gpu_memory_utilization = 1.5: must be a number between 0 and 1"),
+    ("asr_max_model_len=-4", "asr_max_model_len = -4: must be a positive integer"),
+    ("namespace=Bad_Name", "namespace = 'Bad_Name': must be a DNS-1123 label"),
+    ("asr_image=not an image", "asr_image = 'not an image': must be an image reference"),
+    ("asr_max_model_length=8192", "asr_max_model_length: unknown key"),
+])
+def test_bad_inventory_data_is_rejected_before_the_first_api_call(sandbox, data, expected):
+    mark = sandbox.control.audit_mark()
+    result = deploy(sandbox, "--data", data)
+    assert result.returncode != 0
+    assert expected in output(result)
+    assert sandbox.control.audit_since(mark) == []
+
+
+def test_transient_api_errors_are_retried_and_do_not_fail_the_run(sandbox):
+    sandbox.control.fault("api-errors", codes=[503, 429, 500], count=6, retry_after=0)
+    assert_ok(deploy(sandbox))
+
+
+def test_a_real_api_error_stops_the_run_with_the_servers_message(deployed):
+    deployed.control.fault("api-errors", codes=[403], count=50)
+    result = deploy(deployed)
+    assert result.returncode != 0
+    assert "403" in output(result) or "Forbidden" in output(result)
