@@ -74,7 +74,8 @@ class Kube:
                 content_type: str = "application/json", raw: bool = False, timeout: float | None = None) -> Any:
         query_params = [(k, v) for k, v in (query or {}).items() if v is not None]
         headers = {"Accept": "application/json", "Content-Type": content_type}
-        if isinstance(body, (dict, list)):
+        # The client serialises dicts itself for JSON content types; others are sent as given.
+        if isinstance(body, (dict, list)) and "json" not in content_type:
             body = json.dumps(body)
         attempt = 0
         while True:
@@ -171,10 +172,23 @@ class Kube:
         return data.decode(errors="replace") if isinstance(data, bytes) else str(data)
 
     def service_proxy(self, method: str, namespace: str, service: str, port: int | str, path: str, *,
-                      body: bytes | None = None, content_type: str = "application/json", timeout: float = 120.0) -> bytes:
-        """A request to a Service through the API server's proxy: no port-forward, no public ALB needed."""
+                      body: bytes | None = None, content_type: str = "application/json",
+                      timeout: float = 120.0) -> tuple[int, bytes]:
+        """A request to a Service through the API server's proxy: no port-forward, no public ALB needed.
+
+        The body goes out byte for byte (multipart uploads, audio), so this uses the client's
+        connection pool and auth directly instead of its JSON serialisation. Not retried: the
+        request may not be idempotent. Returns (status, body)."""
         proxy_path = f"/api/v1/namespaces/{namespace}/services/{service}:{port}/proxy/{path.lstrip('/')}"
-        return self.request(method, proxy_path, body=body, content_type=content_type, raw=True, timeout=timeout)
+        _, url, headers, _, _ = self.api.param_serialize(method, proxy_path, header_params={"Content-Type": content_type},
+                                                          auth_settings=["BearerToken"])
+        try:
+            resp = self.api.rest_client.pool_manager.request(method, url, body=body, headers=headers,
+                                                             timeout=urllib3.Timeout(total=timeout), preload_content=True)
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise KubeUnreachable(f"{self.describe} ({self.host}) did not answer {method} {proxy_path}: {exc}") from exc
+        self.counter.reads += 1
+        return resp.status, resp.data
 
 
 def _parse_status(data: bytes | None) -> dict:

@@ -50,13 +50,18 @@ def _fail(label: str, message: str) -> bool:
     return False
 
 
-def _run_safely(label: str, work: Callable[[], None]) -> bool:
+def _run_safely(label: str, work: Callable[[], object]) -> bool:
     """Run the execute-time work; turn our errors into one red line instead of a traceback."""
     try:
-        work()
-        return True
+        return work() is not False
     except (waiter.WaitFailed, KubeApiError, KubeUnreachable) as err:
         return _fail(label, str(err))
+
+
+def python_command(label: str, work: Callable[[], object]) -> FunctionCommand:
+    """A command that runs `work()` at execute time; False or a Kubernetes error fails the operation
+    with one clear line (named by `label`) instead of a traceback."""
+    return FunctionCommand(lambda state, host: _run_safely(label, work), (), {})
 
 
 @operation(is_idempotent=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import click
 from pyinfra import host, logger, state
-from pyinfra.api import FunctionCommand, deploy, operation
+from pyinfra.api import deploy, operation
 
 from kubeops import k8s
 from qwen_speech.manifests import render
@@ -67,7 +67,7 @@ def efs_file_system():
         logger.info(f"    Will create {click.style('EFS file system Name=' + s.efs_name_tag, bold=True)}: "
                     + ", ".join(f"{k} {v}" for k, v in found.details.items()))
 
-    def create_file_system(state, host):
+    def create_file_system():
         try:
             made = aws.resolve_efs(ctx.aws, name_tag=s.efs_name_tag, create=True, cluster_name=cluster)
         except aws.AwsProblem as err:
@@ -77,4 +77,4 @@ def efs_file_system():
         logger.info(f"    [{host.name}] 3. EFS: {made.action} file system {made.file_system_id}")
         return True
 
-    yield FunctionCommand(create_file_system, (), {})
+    yield k8s.python_command("3. EFS", create_file_system)

@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 
 import click
 from pyinfra import host, logger, state
-from pyinfra.api import FunctionCommand, deploy, operation
+from pyinfra.api import deploy, operation
 
 from kubeops import k8s
 from kubeops.client import KubeApiError
@@ -154,7 +154,7 @@ def models_seeded(models: list[Model], timeout: float = 3600, poll: float = 2.0)
                         + click.style(f"+ {m.commit} ({m.revision})", fg="green"))
     seed_image = s.seed_image or s.asr_image
 
-    def run_jobs(state, host):
+    def run_jobs():
         label = "4. models"
         jobs = {}
         for m in wanted:
@@ -199,7 +199,7 @@ def models_seeded(models: list[Model], timeout: float = 3600, poll: float = 2.0)
                 time.sleep(poll)
         return True
 
-    yield FunctionCommand(run_jobs, (), {})
+    yield k8s.python_command("4. models", run_jobs)
 
 
 def _wait_deleted(kube, ref: Ref, poll: float, timeout: float = 120) -> None:

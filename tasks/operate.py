@@ -129,15 +129,34 @@ def status(ctx: DeployContext, out=print) -> bool:
     return healthy
 
 
+def _overrides(pairs: list[str]) -> dict:
+    """`--data key=value` as pyinfra parses it (true/false, numbers, JSON, else a string)."""
+    from pyinfra_cli.util import parse_cli_arg
+
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise DeployBlocked(f"--data {pair!r}: expected key=value")
+        out[key] = parse_cli_arg(value)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
-    if len(args) != 2 or args[0] not in ("status", "drift", "verify"):
-        print(__doc__.strip(), file=sys.stderr)
-        return 2
-    command, inventory = args
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m qwen_speech", description=__doc__.strip().splitlines()[0])
+    parser.add_argument("command", choices=("status", "drift", "verify"))
+    parser.add_argument("inventory")
+    parser.add_argument("--data", action="append", default=[], metavar="KEY=VALUE",
+                        help="override an inventory value, as with pyinfra")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    command = args.command
     worst = 0
     try:
-        for name, data in load_inventory(inventory):
+        overrides = _overrides(args.data)
+        for name, data in load_inventory(args.inventory):
+            data = {**data, **overrides}
             print(f"--> {name} ({data.get('environment', '?')})")
             ctx = context_for(data)
             if command == "drift":

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 
 from pyinfra import host, logger
-from pyinfra.api import FunctionCommand, deploy, operation
+from pyinfra.api import deploy, operation
 
 from kubeops import k8s
 from kubeops.kinds import Ref
@@ -80,7 +80,7 @@ def load_balancer_gone():
         host.noop(f"no ALB for group {s.ingress_group}")
         return
 
-    def wait_gone(state, host):
+    def wait_gone():
         deadline = time.monotonic() + s.timeout_ingress
         while time.monotonic() < deadline:
             try:
@@ -94,7 +94,7 @@ def load_balancer_gone():
                         "check the AWS Load Balancer Controller's logs", fg="red", log_func=logger.error)
         return False
 
-    yield FunctionCommand(wait_gone, (), {})
+    yield k8s.python_command("7. ingress", wait_gone)
 
 
 @operation(is_idempotent=True)
@@ -127,7 +127,7 @@ def models_purged():
         }}},
     }
 
-    def purge(state, host):
+    def purge():
         ref = Ref.of(job)
         if kube.get(ref) is not None:
             kube.delete(ref, propagation="Foreground")
@@ -150,7 +150,7 @@ def models_purged():
         logger.info(f"    [{host.name}] 4. purge: deleted {s.asr_model_path}, {s.tts_model_path}, the record and {pvc}")
         return True
 
-    yield FunctionCommand(purge, (), {})
+    yield k8s.python_command("4. purge", purge)
 
 
 @operation(is_idempotent=True)
@@ -169,7 +169,7 @@ def time_slicing_removed():
         host.noop("no time-slicing config to remove")
         return
 
-    def remove(state, host):
+    def remove():
         kube.apply({"apiVersion": "apps/v1", "kind": "DaemonSet",
                     "metadata": {"name": plugin.name, "namespace": plugin.namespace}},
                    field_manager=s.field_manager)
@@ -178,7 +178,7 @@ def time_slicing_removed():
                     f"{config}; GPU nodes go back to one nvidia.com/gpu per GPU")
         return True
 
-    yield FunctionCommand(remove, (), {})
+    yield k8s.python_command("1. purge", remove)
 
 
 

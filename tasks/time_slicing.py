@@ -12,7 +12,7 @@ import posixpath
 import time
 
 from pyinfra import host, logger, state
-from pyinfra.api import FunctionCommand, deploy, operation
+from pyinfra.api import deploy, operation
 
 from kubeops import k8s
 from kubeops.waiter import WaitTimedOut, node_gpus
@@ -90,7 +90,7 @@ def gpus_shared(replicas: int, timeout: float = 300, poll: float = 2.0):
         host.noop("GPU nodes already advertise " + ", ".join(f"{n['metadata']['name']}={node_gpus(n)}" for n in nodes))
         return
 
-    def wait_for_gpus(state, host):
+    def wait_for_gpus():
         deadline = time.monotonic() + timeout
         last = None
         while True:
@@ -110,4 +110,4 @@ def gpus_shared(replicas: int, timeout: float = 300, poll: float = 2.0):
                 return False
             time.sleep(poll)
 
-    yield FunctionCommand(wait_for_gpus, (), {})
+    yield k8s.python_command("1. time-slicing", wait_for_gpus)

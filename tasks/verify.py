@@ -16,7 +16,9 @@ import socket
 from dataclasses import dataclass, field
 
 from pyinfra import host, logger, state
-from pyinfra.api import FunctionCommand, deploy, operation
+from pyinfra.api import deploy, operation
+
+from kubeops import k8s
 
 from kubeops.client import KubeApiError, KubeUnreachable
 from kubeops.kinds import Ref
@@ -40,12 +42,9 @@ class ServiceProxy:
     def request(self, method: str, path: str, body: bytes | None = None,
                 headers: dict | None = None, timeout: float = 300.0) -> tuple[int, dict, bytes]:
         content_type = (headers or {}).get("Content-Type", "application/json")
-        try:
-            data = self.kube.service_proxy(method, self.namespace, self.service, self.port, path, body=body,
-                                           content_type=content_type, timeout=timeout)
-            return 200, {}, data
-        except KubeApiError as err:
-            return err.status, {}, json.dumps(err.body or {"message": err.message}).encode()
+        status, data = self.kube.service_proxy(method, self.namespace, self.service, self.port, path, body=body,
+                                               content_type=content_type, timeout=timeout)
+        return status, {}, data
 
 
 @dataclass
@@ -200,9 +199,9 @@ def verified():
         host.noop("all checks passed")
         return
 
-    def fail(state, host):
+    def fail():
         for problem in report.problems:
             host.log_styled(f"8. verify: {problem}", fg="red", log_func=logger.error)
         return False
 
-    yield FunctionCommand(fail, (), {})
+    yield k8s.python_command("8. verify", fail)

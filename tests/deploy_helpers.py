@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection"}
 
@@ -35,3 +37,11 @@ def output(result: subprocess.CompletedProcess) -> str:
 
 def assert_ok(result: subprocess.CompletedProcess) -> None:
     assert result.returncode == 0, output(result)[-6000:]
+
+
+@pytest.fixture
+def deployed(sandbox):
+    """A sandbox with the whole deploy converged once."""
+    result = deploy(sandbox)
+    assert_ok(result)
+    return sandbox

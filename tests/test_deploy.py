@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.deploy_helpers import assert_ok, deploy, output, run_pyinfra, writes
+from tests.deploy_helpers import assert_ok, deploy, deployed, output, run_pyinfra, writes  # noqa: F401
 
 
 def _paths(records, verb=None, contains=""):
@@ -13,14 +13,6 @@ def _paths(records, verb=None, contains=""):
 
 def _first_index(records, predicate):
     return next((i for i, r in enumerate(records) if predicate(r)), None)
-
-
-@pytest.fixture
-def deployed(sandbox):
-    """A sandbox with the whole deploy converged once."""
-    result = deploy(sandbox)
-    assert_ok(result)
-    return sandbox
 
 
 def test_deploy_converges_on_a_fresh_sandbox_with_asr_ready_before_tts_is_created(sandbox):
