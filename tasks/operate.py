@@ -11,6 +11,7 @@ and never write: drift asks the API server for server-side dry runs, like `--dry
 
 from __future__ import annotations
 
+import json
 import runpy
 import sys
 from pathlib import Path
@@ -119,7 +120,8 @@ def status(ctx: DeployContext, out=print) -> bool:
     pods = kube.list("v1", "Pod", s.namespace, label_selector="app.kubernetes.io/part-of=qwen3-speech")
     for node in kube.list("v1", "Node", label_selector=selector):
         name = node["metadata"]["name"]
-        on_it = [p["metadata"]["name"] for p in pods if p["spec"].get("nodeName") == name]
+        on_it = [p["metadata"]["name"] for p in pods if p["spec"].get("nodeName") == name
+                 and (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")]
         out(f"    {name}: allocatable nvidia.com/gpu {node_gpus(node)}, pods: {', '.join(on_it) or 'none'}")
     out("endpoints")
     report = verify.Report()
@@ -130,15 +132,25 @@ def status(ctx: DeployContext, out=print) -> bool:
 
 
 def _overrides(pairs: list[str]) -> dict:
-    """`--data key=value` as pyinfra parses it (true/false, numbers, JSON, else a string)."""
-    from pyinfra_cli.util import parse_cli_arg
+    """`--data key=value` read as pyinfra reads it: true/false, integers, JSON, else the string.
 
+    (Not imported from pyinfra_cli: importing it monkey-patches ssl with gevent, which breaks
+    the Kubernetes client's TLS once ssl is loaded.)"""
     out = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep:
             raise DeployBlocked(f"--data {pair!r}: expected key=value")
-        out[key] = parse_cli_arg(value)
+        if value.lower() in ("true", "false"):
+            out[key] = value.lower() == "true"
+            continue
+        try:
+            out[key] = int(value)
+        except ValueError:
+            try:
+                out[key] = json.loads(value)
+            except ValueError:
+                out[key] = value
     return out
 
 
