@@ -31,6 +31,15 @@ def writes(records: list[dict]) -> list[dict]:
     return [r for r in records if r.get("verb") in WRITE_VERBS and not r.get("dry_run")]
 
 
+def changed_operations(text: str) -> int:
+    """The Success column of pyinfra's results table: operations that changed something."""
+    for line in text.splitlines():
+        if line.strip().startswith("Grand total"):
+            success = line.split()[3]
+            return 0 if success == "-" else int(success)
+    raise AssertionError("no results table in the output:\n" + text[-3000:])
+
+
 def output(result: subprocess.CompletedProcess) -> str:
     return result.stdout + result.stderr
 
