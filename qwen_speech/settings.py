@@ -159,6 +159,7 @@ SCHEMA: dict[str, Checker] = {
     "aws_profile": _optional(_string),
     "aws_role_arn": _optional(_string),
     "aws_endpoint_url": _optional(_string),
+    "eks_token_refresh_seconds": _positive_number,
     "field_manager": _dns_subdomain,
     "api_retries": _int_at_least(0),
     "poll_seconds": _positive_number,

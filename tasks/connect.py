@@ -60,7 +60,8 @@ def _eks_connection(settings, session):
     from qwen_speech import aws
 
     try:
-        configuration = aws.kube_configuration_for_eks(session, settings.eks_cluster_name)
+        configuration = aws.kube_configuration_for_eks(session, settings.eks_cluster_name,
+                                                       refresh_after_seconds=settings.eks_token_refresh_seconds)
     except aws.AwsProblem as err:
         raise DeployBlocked(f"EKS cluster {settings.eks_cluster_name!r} in {settings.aws_region}: {err}") from None
     return kube_client.from_configuration(

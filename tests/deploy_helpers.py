@@ -14,12 +14,12 @@ WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection"}
 
 
 def run_pyinfra(sandbox, deploy_file: str = "deploy.py", *args: str, timeout: float = 300,
-                env: dict | None = None) -> subprocess.CompletedProcess:
-    """`pyinfra inventories/sandbox.py <deploy_file> ARGS`, pointed at this test's sandbox."""
+                env: dict | None = None, inventory: str = "inventories/sandbox.py") -> subprocess.CompletedProcess:
+    """`pyinfra INVENTORY <deploy_file> ARGS`, pointed at this test's sandbox."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "HF_", "KUBECONFIG"))}
     full_env.update({"QWEN3_SANDBOX_DIR": str(sandbox.root), "PYTHONUNBUFFERED": "1"})
     full_env.update(env or {})
-    return subprocess.run([sys.executable, "-m", "pyinfra", "inventories/sandbox.py", deploy_file, *args],
+    return subprocess.run([sys.executable, "-m", "pyinfra", inventory, deploy_file, *args],
                           cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=timeout)
 
 

@@ -13,6 +13,7 @@ aws_region = None
 aws_profile = None
 aws_role_arn = None
 aws_endpoint_url = None  # only for the sandbox's moto server
+eks_token_refresh_seconds = 600  # EKS accepts a token for 15 minutes; make a new one well before
 field_manager = "qwen3-speech-deploy"
 api_retries = 6
 poll_seconds = 2.0
