@@ -229,7 +229,8 @@ class Store:
         self._rv += 1
         return str(self._rv)
 
-    def create(self, res: Resource, obj: dict) -> dict:
+    def create(self, res: Resource, obj: dict, *, dry_run: bool = False) -> dict:
+        """Store a new object. `dry_run`: run every check and return the result, but store nothing."""
         obj = copy.deepcopy(obj)
         meta = obj.setdefault("metadata", {})
         obj["apiVersion"], obj["kind"] = res.api_version, res.kind
@@ -248,15 +249,21 @@ class Store:
                 raise already_exists(res, name)
             meta["uid"] = str(uuid.uuid4())
             meta["creationTimestamp"] = now_iso()
-            meta["resourceVersion"] = self._next_rv()
             if "spec" in obj or res.kind in ("Deployment", "ReplicaSet", "DaemonSet", "Job"):
                 meta["generation"] = 1
+            if dry_run:
+                meta.pop("resourceVersion", None)
+                return copy.deepcopy(obj)
+            meta["resourceVersion"] = self._next_rv()
             self._objects[(res.key, ns, name)] = obj
             self._notify(WatchEvent("ADDED", copy.deepcopy(obj), res.key))
             return copy.deepcopy(obj)
 
-    def update(self, res: Resource, obj: dict, expected_rv: str | None = None) -> dict:
-        """Replace a stored object. `generation` moves only when `spec` changed, as on a real server."""
+    def update(self, res: Resource, obj: dict, expected_rv: str | None = None, *, dry_run: bool = False) -> dict:
+        """Replace a stored object. `generation` moves only when `spec` changed, as on a real server.
+
+        `dry_run`: run every check and return the result (with the old resourceVersion), store nothing.
+        """
         obj = copy.deepcopy(obj)
         meta = obj["metadata"]
         ns = meta.get("namespace", "") if res.namespaced else ""
@@ -274,8 +281,11 @@ class Store:
             if "generation" in old["metadata"]:
                 gen = old["metadata"]["generation"]
                 meta["generation"] = gen + 1 if obj.get("spec") != old.get("spec") else gen
-            if obj == {**old, "metadata": {**meta, "resourceVersion": old["metadata"]["resourceVersion"]}}:
+            if {**obj, "metadata": {**meta, "resourceVersion": old["metadata"]["resourceVersion"]}} == old:
                 return copy.deepcopy(old)  # nothing changed: no new resourceVersion, no watch event
+            if dry_run:
+                meta["resourceVersion"] = old["metadata"]["resourceVersion"]
+                return copy.deepcopy(obj)
             meta["resourceVersion"] = self._next_rv()
             self._objects[(res.key, ns, meta["name"])] = obj
             self._notify(WatchEvent("MODIFIED", copy.deepcopy(obj), res.key))
@@ -290,9 +300,14 @@ class Store:
             change(obj)
             return self.update(res, obj)
 
-    def delete(self, res: Resource, namespace: str | None, name: str) -> dict:
+    def delete(self, res: Resource, namespace: str | None, name: str, *, dry_run: bool = False) -> dict:
+        """Remove an object and return it. `dry_run`: return it, remove nothing."""
         with self.lock:
             key = (res.key, namespace or "" if res.namespaced else "", name)
+            if dry_run:
+                if key not in self._objects:
+                    raise not_found(res, name)
+                return copy.deepcopy(self._objects[key])
             obj = self._objects.pop(key, None)
             if obj is None:
                 raise not_found(res, name)

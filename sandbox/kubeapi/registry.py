@@ -1,0 +1,442 @@
+"""What the API server does with an object between the HTTP request and the store.
+
+The generic registry of a real API server: namespace checks, server-owned metadata, defaults,
+status handled only through the status subresource, validation, field ownership, server-side
+apply and the patch formats, dry runs, and cascading namespace deletion. The HTTP layer
+(server.py) parses requests and calls one method here per verb.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import secrets
+from pathlib import Path
+from typing import Any
+
+from . import validation
+from .managed import default_manager, server_side_apply, track_update
+from .patches import json_patch, merge_patch, strategic_merge
+from .resources import RESOURCES, Resource, by_key
+from .schema import root_schema
+from .store import ApiError, Store, now_iso
+
+NAMESPACES = by_key("namespaces")
+# Kinds whose DELETE answers with the deleted object (the others answer with a Status), as the real server does.
+_DELETE_RETURNS_OBJECT = {"Pod", "Service", "PersistentVolumeClaim", "PersistentVolume", "ServiceAccount",
+                          "StorageClass", "CSIDriver", "Namespace"}
+# Metadata only the server writes; ignored in request bodies.
+_SERVER_META = ("uid", "creationTimestamp", "generation", "managedFields", "resourceVersion", "selfLink",
+                "deletionTimestamp", "deletionGracePeriodSeconds")
+APPLY = "application/apply-patch+yaml"
+MERGE_PATCH = "application/merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
+STRATEGIC_PATCH = "application/strategic-merge-patch+json"
+PATCH_TYPES = (APPLY, MERGE_PATCH, JSON_PATCH, STRATEGIC_PATCH)
+
+
+def bad_request(message: str) -> ApiError:
+    return ApiError(400, "BadRequest", message)
+
+
+def _what(res: Resource) -> str:
+    return f"{res.plural}.{res.group}" if res.group else res.plural
+
+
+def _random_suffix(length: int = 5) -> str:
+    alphabet = "bcdfghjklmnpqrstvwxz2456789"  # what the real server uses for generateName
+    return "".join(secrets.choice(alphabet) for _ in range(length))
+
+
+class Registry:
+    """Object semantics over a Store. Every write method takes `dry_run` and stores nothing when set."""
+
+    def __init__(self, store: Store):
+        self.store = store
+        self._next_cluster_ip = 10
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def require_namespace(self, namespace: str) -> None:
+        """404 as the real server answers a write into a namespace that does not exist."""
+        if self.store.get(NAMESPACES, None, namespace) is None:
+            raise ApiError(404, "NotFound", f'namespaces "{namespace}" not found',
+                           {"name": namespace, "kind": "namespaces"})
+
+    @staticmethod
+    def _check_body(res: Resource, body: Any, what: str = "object") -> dict:
+        if isinstance(body, str):
+            raise bad_request(f"the request body must be a JSON {what} of kind {res.kind}, but it is a JSON string "
+                              "(was it JSON-encoded twice? the kubernetes client encodes dict bodies itself)")
+        if not isinstance(body, dict):
+            raise bad_request(f"the request body must be a JSON {what} of kind {res.kind}; got {type(body).__name__}")
+        api_version, kind = body.get("apiVersion"), body.get("kind")
+        if (api_version and api_version != res.api_version) or (kind and kind != res.kind):
+            raise bad_request(f"the body is {kind or '?'} of {api_version or '?'} but the URL is for {res.kind} of "
+                              f"{res.api_version}; send the object to its own URL")
+        if not isinstance(body.get("metadata", {}), dict):
+            raise bad_request("metadata must be an object")
+        return body
+
+    @staticmethod
+    def _place(res: Resource, obj: dict, namespace: str | None, name: str | None) -> dict:
+        """Fill name/namespace from the URL; refuse bodies that name another object."""
+        meta = obj.setdefault("metadata", {})
+        if name is not None:
+            if meta.get("name") and meta["name"] != name:
+                raise bad_request(f"the name of the object ({meta['name']}) does not match the name on the URL ({name})")
+            meta["name"] = name
+        if res.namespaced:
+            if meta.get("namespace") and namespace and meta["namespace"] != namespace:
+                raise bad_request("the namespace of the provided object does not match the namespace sent on the "
+                                  f"request ({meta['namespace']} vs {namespace})")
+            if namespace:
+                meta["namespace"] = namespace
+        else:
+            meta.pop("namespace", None)
+        return obj
+
+    def _defaults(self, res: Resource, obj: dict, old: dict | None) -> None:
+        """The few defaults the sandbox's cluster and the playbook read back, as the real server sets them."""
+        spec = obj.get("spec") if isinstance(obj.get("spec"), dict) else None
+        meta = obj["metadata"]
+        if res.kind == "Namespace":
+            meta.setdefault("labels", {})["kubernetes.io/metadata.name"] = meta["name"]
+            obj["status"] = (old or {}).get("status") or {"phase": "Active"}
+        elif res.kind in ("Deployment", "ReplicaSet") and spec is not None:
+            spec.setdefault("replicas", 1)
+        elif res.kind == "Job" and spec is not None:
+            spec.setdefault("backoffLimit", 6)
+            spec.setdefault("completions", 1)
+            spec.setdefault("parallelism", 1)
+        elif res.kind == "Service" and spec is not None:
+            spec.setdefault("type", "ClusterIP")
+            old_spec = (old or {}).get("spec") or {}
+            if spec["type"] != "ExternalName" and not spec.get("clusterIP"):
+                spec["clusterIP"] = old_spec.get("clusterIP") or self._allocate_cluster_ip()
+            if spec.get("clusterIP"):
+                spec.setdefault("clusterIPs", [spec["clusterIP"]])
+            spec.setdefault("sessionAffinity", "None")
+            for port in spec.get("ports") or []:
+                if isinstance(port, dict):
+                    port.setdefault("protocol", "TCP")
+                    if "port" in port:
+                        port.setdefault("targetPort", port["port"])
+
+    def _allocate_cluster_ip(self) -> str:
+        used = {(o.get("spec") or {}).get("clusterIP") for o in self.store.list(by_key("services"))}
+        while True:
+            self._next_cluster_ip += 1
+            candidate = f"172.20.{self._next_cluster_ip // 250 % 250}.{self._next_cluster_ip % 250 + 1}"
+            if candidate not in used:
+                return candidate
+
+    @staticmethod
+    def _validate(res: Resource, obj: dict, *, status_write: bool, field_validation: str | None) -> None:
+        checked = obj if status_write or "status" not in res.subresources else \
+            {k: v for k, v in obj.items() if k != "status"}
+        try:
+            validation.validate(res, checked)
+        except ApiError as err:
+            if field_validation not in ("Ignore", "Warn"):
+                raise
+            causes = [c for c in err.details["causes"] if not c["message"].startswith("unknown field")]
+            if causes:
+                raise validation.invalid(res, obj["metadata"].get("name"), causes) from None
+
+    @staticmethod
+    def _keep_status(res: Resource, new: dict, live: dict | None) -> None:
+        """Writes to the main resource do not change the status (the status subresource does)."""
+        if "status" not in res.subresources:
+            return
+        if live is not None and live.get("status") is not None:
+            new["status"] = copy.deepcopy(live["status"])
+        else:
+            new.pop("status", None)
+
+    @staticmethod
+    def _strip_server_meta(obj: dict) -> None:
+        meta = obj.get("metadata") or {}
+        for key in _SERVER_META:
+            meta.pop(key, None)
+
+    # -- reads -------------------------------------------------------------------------------
+
+    def get(self, res: Resource, namespace: str | None, name: str) -> dict:
+        return self.store.must_get(res, namespace, name)
+
+    def list(self, res: Resource, namespace: str | None, *, label_selector: str | None = None,
+             field_selector: str | None = None, limit: int | None = None, continue_token: str | None = None) -> dict:
+        """A `<Kind>List` with the store's resourceVersion; `limit`/`continue` page through it."""
+        with self.store.lock:
+            items = self.store.list(res, namespace, label_selector, field_selector)
+            rv = self.store.resource_version
+        start = 0
+        if continue_token:
+            try:
+                start = int(json.loads(base64.urlsafe_b64decode(continue_token.encode()))["start"])
+            except (ValueError, KeyError, TypeError):
+                raise bad_request(f"continue token {continue_token!r} is not one this server issued") from None
+        metadata: dict[str, Any] = {"resourceVersion": rv}
+        if limit and limit > 0:
+            page = items[start:start + limit]
+            if start + limit < len(items):
+                metadata["continue"] = base64.urlsafe_b64encode(json.dumps({"start": start + limit}).encode()).decode()
+                metadata["remainingItemCount"] = len(items) - start - limit
+            items = page
+        elif start:
+            items = items[start:]
+        return {"kind": f"{res.kind}List", "apiVersion": res.api_version, "metadata": metadata, "items": items}
+
+    # -- writes ------------------------------------------------------------------------------
+
+    def create(self, res: Resource, namespace: str | None, body: Any, *, manager: str, dry_run: bool = False,
+               field_validation: str | None = None) -> dict:
+        obj = copy.deepcopy(self._check_body(res, body))
+        self._place(res, obj, namespace, None)
+        self._strip_server_meta(obj)
+        meta = obj["metadata"]
+        if not meta.get("name") and meta.get("generateName"):
+            meta["name"] = meta["generateName"] + _random_suffix()
+        if "status" in res.subresources:
+            obj.pop("status", None)
+        with self.store.lock:
+            if res.namespaced:
+                if not meta.get("namespace"):
+                    raise bad_request(f"{res.kind} {meta.get('name')!r} needs a namespace: POST it under "
+                                      f"/namespaces/<namespace>/{res.plural}")
+                self.require_namespace(meta["namespace"])
+            self._defaults(res, obj, None)
+            self._validate(res, obj, status_write=False, field_validation=field_validation)
+            obj = track_update(res, None, obj, manager)
+            return self.store.create(res, obj, dry_run=dry_run)
+
+    def update(self, res: Resource, namespace: str | None, name: str, body: Any, *, manager: str,
+               subresource: str = "", dry_run: bool = False, field_validation: str | None = None) -> dict:
+        obj = copy.deepcopy(self._check_body(res, body))
+        self._place(res, obj, namespace, name)
+        expected_rv = obj["metadata"].get("resourceVersion")
+        with self.store.lock:
+            live = self.store.must_get(res, namespace, name)
+            return self._write(res, live, obj, manager=manager, subresource=subresource, expected_rv=expected_rv,
+                               dry_run=dry_run, field_validation=field_validation)
+
+    def _write(self, res: Resource, live: dict, obj: dict, *, manager: str, subresource: str,
+               expected_rv: str | None, dry_run: bool, field_validation: str | None) -> dict:
+        """The common end of update and patch: `obj` is the full new object a client wants."""
+        if subresource == "status":
+            new = copy.deepcopy(live)
+            if obj.get("status") is None:
+                new.pop("status", None)
+            else:
+                new["status"] = obj["status"]
+        else:
+            new = obj
+            self._strip_server_meta(new)
+            self._keep_status(res, new, live)
+        new["metadata"]["managedFields"] = live["metadata"].get("managedFields")
+        if new["metadata"]["managedFields"] is None:
+            del new["metadata"]["managedFields"]
+        self._defaults(res, new, live)
+        self._validate(res, new, status_write=subresource == "status", field_validation=field_validation)
+        new = track_update(res, live, new, manager, subresource=subresource)
+        return self.store.update(res, new, expected_rv, dry_run=dry_run)
+
+    def patch(self, res: Resource, namespace: str | None, name: str, body: Any, content_type: str, *,
+              manager: str | None, user_agent: str | None = None, subresource: str = "", force: bool = False,
+              dry_run: bool = False, field_validation: str | None = None) -> tuple[int, dict]:
+        """Apply one of the four patch types; returns (HTTP code, object). Apply may create (201)."""
+        if content_type == APPLY:
+            if not manager:
+                raise ApiError(422, "Invalid", 'PatchOptions.meta.k8s.io "" is invalid: fieldManager: Required value: '
+                               "is required for apply patch (add ?fieldManager=<your tool's name>)",
+                               {"kind": "PatchOptions", "group": "meta.k8s.io", "causes": [
+                                   {"reason": "FieldValueRequired", "message": "Required value: is required for apply patch",
+                                    "field": "fieldManager"}]})
+            return self.apply(res, namespace, name, body, manager=manager, subresource=subresource, force=force,
+                              dry_run=dry_run, field_validation=field_validation)
+        if force:
+            raise bad_request("force is only allowed for apply patches (Content-Type application/apply-patch+yaml)")
+        manager = manager or default_manager(user_agent)
+        with self.store.lock:
+            live = self.store.must_get(res, namespace, name)
+            if content_type == MERGE_PATCH:
+                patched = merge_patch(live, self._check_patch_object(body))
+            elif content_type == JSON_PATCH:
+                patched = json_patch(live, body)
+            elif content_type == STRATEGIC_PATCH:
+                if root_schema(res) is None:
+                    raise ApiError(415, "UnsupportedMediaType", f"strategic merge patch is not supported for {res.kind} "
+                                   f"({res.api_version}, a custom resource); use {MERGE_PATCH} or {JSON_PATCH}")
+                patched = strategic_merge(live, self._check_patch_object(body), root_schema(res))
+            else:
+                raise ApiError(415, "UnsupportedMediaType",
+                               f"the body of the request was in an unknown format ({content_type}) - accepted media "
+                               f"types include: {', '.join(PATCH_TYPES)}")
+            if not isinstance(patched, dict):
+                raise ApiError(422, "Invalid", f"the patched {res.kind} {name!r} is not an object")
+            meta = patched.get("metadata") if isinstance(patched.get("metadata"), dict) else {}
+            if meta.get("name") != name or (res.namespaced and meta.get("namespace") != namespace):
+                raise ApiError(422, "Invalid", f'{res.kind} "{name}" is invalid: metadata.name: Invalid value: '
+                               f'{json.dumps(meta.get("name"))}: field is immutable')
+            patched["apiVersion"], patched["kind"] = res.api_version, res.kind
+            rv = meta.get("resourceVersion")
+            expected_rv = rv if rv and rv != live["metadata"]["resourceVersion"] else None
+            return 200, self._write(res, live, patched, manager=manager, subresource=subresource,
+                                    expected_rv=expected_rv, dry_run=dry_run, field_validation=field_validation)
+
+    @staticmethod
+    def _check_patch_object(body: Any) -> dict:
+        if not isinstance(body, dict):
+            raise bad_request(f"a merge patch must be a JSON object; got {type(body).__name__}")
+        return body
+
+    def apply(self, res: Resource, namespace: str | None, name: str, body: Any, *, manager: str,
+              subresource: str = "", force: bool = False, dry_run: bool = False,
+              field_validation: str | None = None) -> tuple[int, dict]:
+        """Server-side apply of the configuration `body` by `manager`; creates the object if absent."""
+        config = copy.deepcopy(self._check_body(res, body, "object (YAML or JSON)"))
+        if not config.get("apiVersion") or not config.get("kind"):
+            raise bad_request(f"an applied configuration needs apiVersion and kind ({res.api_version}, {res.kind})")
+        self._place(res, config, namespace, name)
+        expected_rv = config["metadata"].get("resourceVersion")
+        self._strip_server_meta(config)
+        with self.store.lock:
+            live = self.store.get(res, namespace, name)
+            if live is None:
+                if subresource:
+                    raise self._not_found(res, name)
+                if res.namespaced:
+                    self.require_namespace(namespace or "")
+                skeleton = {"apiVersion": res.api_version, "kind": res.kind,
+                            "metadata": {k: v for k, v in config["metadata"].items() if k in ("name", "namespace")}}
+                merged = server_side_apply(res, skeleton, config, manager, force=force, existed=False)
+                if "status" in res.subresources:
+                    merged.pop("status", None)
+                self._defaults(res, merged, None)
+                self._validate(res, merged, status_write=False, field_validation=field_validation)
+                return 201, self.store.create(res, merged, dry_run=dry_run)
+            if expected_rv and expected_rv != live["metadata"]["resourceVersion"]:
+                raise ApiError(409, "Conflict", f'Operation cannot be fulfilled on {res.plural} "{name}": the object '
+                               "has been modified; please apply your changes to the latest version and try again")
+            merged = server_side_apply(res, live, config, manager, force=force, subresource=subresource)
+            self._defaults(res, merged, live)
+            self._validate(res, merged, status_write=subresource == "status", field_validation=field_validation)
+            return 200, self.store.update(res, merged, dry_run=dry_run)
+
+    @staticmethod
+    def _not_found(res: Resource, name: str) -> ApiError:
+        return ApiError(404, "NotFound", f'{_what(res)} "{name}" not found',
+                        {"name": name, "group": res.group, "kind": res.plural})
+
+    # -- scale -------------------------------------------------------------------------------
+
+    def get_scale(self, res: Resource, namespace: str | None, name: str) -> dict:
+        obj = self.store.must_get(res, namespace, name)
+        selector = ((obj.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+        meta = {k: obj["metadata"][k] for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
+                if k in obj["metadata"]}
+        return {"kind": "Scale", "apiVersion": "autoscaling/v1", "metadata": meta,
+                "spec": {"replicas": (obj.get("spec") or {}).get("replicas", 1)},
+                "status": {"replicas": (obj.get("status") or {}).get("replicas", 0),
+                           "selector": ",".join(f"{k}={v}" for k, v in selector.items())}}
+
+    def update_scale(self, res: Resource, namespace: str | None, name: str, scale: dict, *, manager: str,
+                     dry_run: bool = False) -> dict:
+        replicas = (scale.get("spec") or {}).get("replicas")
+        if not isinstance(replicas, int) or replicas < 0:
+            raise validation.invalid(Resource("autoscaling", "v1", "Scale", "scale", True), name, [
+                {"reason": "FieldValueInvalid", "field": "spec.replicas",
+                 "message": f"Invalid value: {json.dumps(replicas)}: must be a non-negative integer"}])
+        with self.store.lock:
+            live = self.store.must_get(res, namespace, name)
+            new = copy.deepcopy(live)
+            new.setdefault("spec", {})["replicas"] = replicas
+            self._write(res, live, new, manager=manager, subresource="", expected_rv=None, dry_run=dry_run,
+                        field_validation=None)
+        return {**self.get_scale(res, namespace, name), "spec": {"replicas": replicas}}
+
+    # -- delete ------------------------------------------------------------------------------
+
+    def delete(self, res: Resource, namespace: str | None, name: str, *, options: dict | None = None,
+               dry_run: bool = False) -> dict:
+        """Delete now (no finalizers or grace periods); answers like the real server for this kind."""
+        options = options or {}
+        with self.store.lock:
+            live = self.store.must_get(res, namespace, name)
+            preconditions = options.get("preconditions") or {}
+            for field in ("uid", "resourceVersion"):
+                want = preconditions.get(field)
+                if want and want != live["metadata"].get(field):
+                    raise ApiError(409, "Conflict", f"Precondition failed: {field} in precondition: {want}, "
+                                   f"{field} in object meta: {live['metadata'].get(field)}")
+            if not dry_run:
+                if res.kind == "Namespace":
+                    self._empty_namespace(name)
+                if options.get("propagationPolicy") == "Orphan":
+                    self._orphan_dependants(live)
+                live = self.store.delete(res, namespace, name)
+        if res.kind in _DELETE_RETURNS_OBJECT:
+            meta = live["metadata"]
+            meta.setdefault("deletionTimestamp", now_iso())
+            if res.kind == "Namespace":
+                live["status"] = {"phase": "Terminating"}
+            return live
+        return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+                "details": {"name": name, "group": res.group, "kind": res.plural, "uid": live["metadata"]["uid"]}}
+
+    def delete_collection(self, res: Resource, namespace: str | None, *, label_selector: str | None,
+                          field_selector: str | None, options: dict | None = None, dry_run: bool = False) -> dict:
+        with self.store.lock:
+            for obj in self.store.list(res, namespace, label_selector, field_selector):
+                meta = obj["metadata"]
+                self.delete(res, meta.get("namespace"), meta["name"], options=options, dry_run=dry_run)
+        return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}
+
+    def _empty_namespace(self, namespace: str) -> None:
+        # The namespace controller's job, done at once: everything in the namespace goes with it.
+        for res in RESOURCES:
+            if res.namespaced:
+                for obj in self.store.list(res, namespace):
+                    self.store.delete(res, namespace, obj["metadata"]["name"])
+
+    def _orphan_dependants(self, owner: dict) -> None:
+        uid = owner["metadata"]["uid"]
+        namespace = owner["metadata"].get("namespace")
+        for res in RESOURCES:
+            for obj in self.store.list(res, namespace if res.namespaced else None):
+                refs = obj["metadata"].get("ownerReferences") or []
+                if any(r.get("uid") == uid for r in refs):
+                    def drop(o: dict, uid: str = uid) -> None:
+                        o["metadata"]["ownerReferences"] = [r for r in o["metadata"]["ownerReferences"]
+                                                            if r.get("uid") != uid]
+                    self.store.mutate(res, obj["metadata"].get("namespace"), obj["metadata"]["name"], drop)
+
+    # -- pod logs ----------------------------------------------------------------------------
+
+    def pod_log(self, namespace: str, name: str, container: str | None, log_path, *, tail_lines: int | None,
+                limit_bytes: int | None) -> str:
+        """The text of a container's log; `log_path(ns, pod, container) -> Path` says where it lives."""
+        pod = self.store.must_get(by_key("pods"), namespace, name)
+        spec = pod.get("spec") or {}
+        containers = [c.get("name") for c in spec.get("containers") or []]
+        init_containers = [c.get("name") for c in spec.get("initContainers") or []]
+        if container is None:
+            if len(containers) != 1:
+                raise bad_request(f"a container name must be specified for pod {name}, choose one of: "
+                                  f"[{' '.join(containers)}] or one of the init containers: [{' '.join(init_containers)}]")
+            container = containers[0]
+        if container not in containers + init_containers:
+            raise bad_request(f"container {container} is not valid for pod {name}")
+        path = Path(log_path(namespace, name, container))
+        if not path.exists():
+            raise bad_request(f'container "{container}" in pod "{name}" is waiting to start: ContainerCreating')
+        text = path.read_text(errors="replace")
+        if tail_lines is not None:
+            lines = text.splitlines(keepends=True)
+            text = "".join(lines[-tail_lines:]) if tail_lines > 0 else ""
+        if limit_bytes is not None:
+            text = text.encode()[:limit_bytes].decode(errors="ignore")
+        return text
+

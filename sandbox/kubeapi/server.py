@@ -1,0 +1,710 @@
+"""The sandbox's Kubernetes API server: HTTPS, bearer-token auth, routing, watch, proxy, audit, faults.
+
+Clients reach it exactly as they reach EKS: a kubeconfig with the server URL, the CA and a
+token. The admin token is random per sandbox; EKS tokens (`k8s-aws-v1.<presigned STS URL>`) are
+checked by the sandbox's AWS side. Object semantics live in registry.py; this module only speaks
+HTTP. Every request that reaches the API (not the sandbox's own control endpoint) is one line of
+ROOT/audit.jsonl.
+"""
+
+from __future__ import annotations
+
+import collections
+import hmac
+import http.client
+import json
+import logging
+import socket
+import ssl
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Callable
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import yaml
+
+from . import discovery
+from .faults import ApiFaults
+from .registry import APPLY, Registry, bad_request, default_manager
+from .resources import RESOURCES, Resource
+from .store import ApiError, Store, WatchEvent, field_selector_match, labels_match, parse_label_selector
+from .tls import TlsMaterial
+
+logger = logging.getLogger("sandbox.kubeapi")
+
+EKS_TOKEN_PREFIX = "k8s-aws-v1."
+WATCH_HISTORY = 10000  # events kept for watches that start from an older resourceVersion
+DEFAULT_WATCH_SECONDS = 1800
+PROXY_TIMEOUT_SECONDS = 600
+_BY_PATH = {(r.api_version, r.plural): r for r in RESOURCES}
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _dumps(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode()
+
+
+def _unauthorized(detail: str | None = None) -> ApiError:
+    return ApiError(401, "Unauthorized", "Unauthorized" + (f": {detail}" if detail else ""))
+
+
+def _not_found_path(path: str) -> ApiError:
+    return ApiError(404, "NotFound", f"the server could not find the requested resource ({path})",
+                    {"causes": [{"reason": "UnexpectedServerResponse", "message": "404 page not found"}]})
+
+
+def _method_not_allowed(method: str, path: str) -> ApiError:
+    return ApiError(405, "MethodNotAllowed", f"the server does not allow this method on the requested resource "
+                    f"({method} {path})")
+
+
+class AuditLog:
+    """ROOT/audit.jsonl: one JSON object per API request, flushed at once (tests read it while we run)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(path, "a", encoding="utf-8")
+        self._lock = threading.Lock()
+
+    def write(self, record: dict) -> None:
+        line = json.dumps(record, separators=(",", ":")) + "\n"
+        with self._lock:
+            if not self._file.closed:
+                self._file.write(line)
+                self._file.flush()
+
+    def close(self) -> None:
+        with self._lock:
+            self._file.close()
+
+
+@dataclass
+class Route:
+    """A parsed request path."""
+
+    kind: str  # version, api, apis, group, resourcelist, health, resource, unknown
+    api_version: str = ""
+    group: str = ""
+    res: Resource | None = None
+    namespace: str | None = None
+    name: str | None = None
+    subresource: str = ""
+    proxy_path: str = "/"
+    watch_path: bool = False
+
+
+@dataclass
+class Reply:
+    code: int
+    body: bytes
+    content_type: str = "application/json"
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def parse_route(path: str) -> Route:
+    """Map a URL path onto what it addresses (no I/O)."""
+    raw = [p for p in path.split("/")]
+    parts = [unquote(p) for p in path.strip("/").split("/")] if path.strip("/") else []
+    if parts == ["version"]:
+        return Route("version")
+    if parts and parts[0] in ("healthz", "livez", "readyz"):
+        return Route("health")
+    if parts == ["api"]:
+        return Route("api")
+    if parts == ["apis"]:
+        return Route("apis")
+    if len(parts) == 2 and parts[0] == "apis":
+        return Route("group", group=parts[1])
+    if len(parts) >= 2 and parts[0] == "api":
+        api_version, rest, consumed = parts[1], parts[2:], 2
+    elif len(parts) >= 3 and parts[0] == "apis":
+        api_version, rest, consumed = f"{parts[1]}/{parts[2]}", parts[3:], 3
+    else:
+        return Route("unknown")
+    if not rest:
+        return Route("resourcelist", api_version=api_version)
+    watch_path = rest[0] == "watch"
+    if watch_path:
+        rest, consumed = rest[1:], consumed + 1
+    namespace = None
+    if len(rest) >= 3 and rest[0] == "namespaces" and (api_version, rest[2]) in _BY_PATH \
+            and _BY_PATH[(api_version, rest[2])].namespaced:
+        namespace, rest, consumed = rest[1], rest[2:], consumed + 2
+    if not rest:
+        return Route("unknown")
+    res = _BY_PATH.get((api_version, rest[0]))
+    if res is None:
+        return Route("unknown", api_version=api_version)
+    route = Route("resource", api_version=api_version, res=res, namespace=namespace, watch_path=watch_path,
+                  name=rest[1] if len(rest) > 1 else None, subresource=rest[2] if len(rest) > 2 else "")
+    if route.subresource == "proxy":
+        # Keep the proxied path exactly as sent (escapes, trailing slash).
+        tail = raw[1 + consumed + 3:]
+        route.proxy_path = "/" + "/".join(tail)
+    elif len(rest) > 3:
+        return Route("unknown")
+    if res.namespaced and namespace is None and route.name is not None:
+        return Route("unknown")
+    return route
+
+
+def verb_of(method: str, route: Route, query: dict[str, str]) -> str:
+    """The audit verb, as Kubernetes names it."""
+    if route.kind != "resource":
+        return "get" if method == "GET" else method.lower()
+    if route.subresource == "proxy":
+        return "proxy"
+    watching = route.watch_path or query.get("watch", "").lower() in ("true", "1")
+    return {
+        "GET": "watch" if watching else ("list" if route.name is None else "get"),
+        "POST": "create",
+        "PUT": "update",
+        "PATCH": "patch",
+        "DELETE": "deletecollection" if route.name is None else "delete",
+    }.get(method, method.lower())
+
+
+class _HttpServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128
+    api: "KubeApiServer"
+
+    def handle_error(self, request, client_address) -> None:  # noqa: ANN001 (socketserver's signature)
+        # Clients that hang up (timeouts, dropped watches) are normal; anything else goes to the log.
+        import sys
+
+        error = sys.exc_info()[1]
+        if isinstance(error, (ConnectionError, ssl.SSLError, socket.timeout, TimeoutError, OSError)):
+            return
+        logger.error("unhandled error serving %s:\n%s", client_address, traceback.format_exc())
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "sandbox-kube-apiserver"
+    sys_version = ""
+    timeout = 300  # idle keep-alive connections are closed after this
+    disable_nagle_algorithm = True  # headers and body go out as separate writes: no 40 ms delayed-ACK stalls
+    server: _HttpServer
+
+    def setup(self) -> None:
+        super().setup()
+        self.request.do_handshake()
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (http.server's signature)
+        pass
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server naming)
+        self.server.api.handle(self)
+
+    do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_GET
+
+
+class KubeApiServer:
+    """The HTTPS API server. Binds at construction (so its URL is known early), serves after `start()`."""
+
+    def __init__(self, root: Path, store: Store, *, tls: TlsMaterial, admin_token: str, host: str = "127.0.0.1",
+                 port: int = 0):
+        self.root = Path(root)
+        self.store = store
+        self.registry = Registry(store)
+        self.tls = tls
+        self.admin_token = admin_token
+        self.aws: Any = None  # sandbox.aws.SandboxAws: validates EKS tokens
+        self.cluster: Any = None  # sandbox.cluster.Cluster: pod logs and proxy backends
+        self.state_provider: Callable[[], dict] = dict
+        self.faults = ApiFaults()
+        self.fault_handlers: dict[str, Callable[[str, dict], Any]] = {}
+        self.audit = AuditLog(self.root / "audit.jsonl")
+        self._stopping = threading.Event()
+        self._history: collections.deque[tuple[int, WatchEvent]] = collections.deque(maxlen=WATCH_HISTORY)
+        self._history_dropped = False
+        store.add_listener(self._remember)
+        for name in ("api-errors", "api-slow", "api-drop"):
+            self.register_fault(name, self.faults.inject)
+
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(str(tls.server_cert_path), str(tls.server_key_path))
+        context.set_alpn_protocols(["http/1.1"])
+        self._httpd = _HttpServer((host, port), _Handler, bind_and_activate=True)
+        self._httpd.socket = context.wrap_socket(self._httpd.socket, server_side=True, do_handshake_on_connect=False)
+        self._httpd.api = self
+        self.host, self.port = self._httpd.server_address[:2]
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"https://{self.host}:{self.port}"
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.1},
+                                        name="kube-apiserver", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._thread is not None:
+            self._httpd.shutdown()
+            self._thread.join(timeout=5)
+            self._thread = None
+        self._httpd.server_close()
+        self.audit.close()
+
+    def register_fault(self, name: str, handler: Callable[[str, dict], Any]) -> None:
+        """Route control-endpoint fault `name` to `handler(name, params)`."""
+        self.fault_handlers[name] = handler
+
+    def _remember(self, event: WatchEvent) -> None:
+        # Runs under the store lock, right after the event is queued for live watchers.
+        if len(self._history) == self._history.maxlen:
+            self._history_dropped = True
+        self._history.append((int(event.object["metadata"]["resourceVersion"]), event))
+
+    # -- one request -------------------------------------------------------------------------
+
+    def handle(self, h: _Handler) -> None:
+        began = time.perf_counter()
+        split = urlsplit(h.path)
+        path = split.path or "/"
+        query = {k: v[-1] for k, v in parse_qs(split.query, keep_blank_values=True).items()}
+        body = self._read_body(h)
+        if path.startswith("/sandbox/"):
+            self._send(h, self._control(h, path, body))
+            return
+        route = parse_route(path)
+        record: dict[str, Any] = {
+            "time": _now(), "verb": verb_of(h.command, route, query), "method": h.command, "path": path,
+            "query": split.query, "resource": route.res.plural if route.res else "",
+            "subresource": route.subresource, "namespace": route.namespace, "name": route.name,
+            "fieldManager": query.get("fieldManager"), "dry_run": query.get("dryRun") == "All",
+            "content_type": (h.headers.get("Content-Type") or "").split(";")[0].strip() or None,
+            "user": None, "user_agent": h.headers.get("User-Agent"), "code": None,
+        }
+        decision = self.faults.take()
+        reply: Reply | None
+        try:
+            if decision.delay_seconds:
+                time.sleep(decision.delay_seconds)
+            if decision.drop:
+                record["code"], record["fault"] = 0, "api-drop"
+                self.audit.write(record)
+                self._drop(h)
+                return
+            if decision.error_code:
+                record["fault"] = "api-errors"
+                status = decision.error_status()
+                headers = {"Retry-After": str(decision.retry_after)} if decision.retry_after is not None else {}
+                reply = Reply(decision.error_code, _dumps(status), headers=headers)
+            else:
+                record["user"] = self._authenticate(h.headers.get("Authorization"))
+                reply = self._dispatch(h, route, query, body, record)
+        except ApiError as err:
+            reply = Reply(err.code, _dumps(err.status()))
+        except Exception as exc:  # a bug in the sandbox: answer like the real server, keep the trace
+            logger.error("internal error on %s %s:\n%s", h.command, h.path, traceback.format_exc())
+            reply = Reply(500, _dumps(ApiError(500, "InternalError", f"Internal error occurred: {exc!r}").status()))
+        finally:
+            record["ms"] = round((time.perf_counter() - began) * 1000, 2)
+        if reply is None:  # a watch: already answered and audited
+            return
+        record["code"] = reply.code
+        self.audit.write(record)  # before answering: a client that got its answer finds the record
+        self._send(h, reply)
+
+    @staticmethod
+    def _read_body(h: _Handler) -> bytes:
+        length = h.headers.get("Content-Length")
+        if length:
+            return h.rfile.read(int(length))
+        if (h.headers.get("Transfer-Encoding") or "").lower() == "chunked":
+            chunks = []
+            while True:
+                size = int(h.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    h.rfile.readline()
+                    break
+                chunks.append(h.rfile.read(size))
+                h.rfile.readline()
+            return b"".join(chunks)
+        return b""
+
+    @staticmethod
+    def _send(h: _Handler, reply: Reply) -> None:
+        h.send_response(reply.code)
+        h.send_header("Content-Type", reply.content_type)
+        h.send_header("Content-Length", str(len(reply.body)))
+        h.send_header("Cache-Control", "no-cache, private")
+        for key, value in reply.headers.items():
+            h.send_header(key, value)
+        h.end_headers()
+        if h.command != "HEAD":
+            h.wfile.write(reply.body)
+        h.wfile.flush()
+
+    @staticmethod
+    def _drop(h: _Handler) -> None:
+        h.close_connection = True
+        try:
+            h.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        h.connection.close()
+
+    def _authenticate(self, header: str | None) -> str:
+        """'admin' for the sandbox's admin token, the caller's ARN for a valid EKS token; else 401."""
+        if not header or not header.startswith("Bearer "):
+            raise _unauthorized()
+        token = header[len("Bearer "):].strip()
+        if hmac.compare_digest(token.encode(), self.admin_token.encode()):
+            return "admin"
+        if token.startswith(EKS_TOKEN_PREFIX):
+            if self.aws is None:
+                raise _unauthorized("EKS tokens need the sandbox's AWS side, which is not running")
+            try:
+                # SandboxAws caches valid tokens until they expire, so this costs one dict lookup per request.
+                return self.aws.validate_eks_token(token)
+            except ValueError as err:
+                raise _unauthorized(str(err)) from None
+        raise _unauthorized()
+
+    # -- routing -----------------------------------------------------------------------------
+
+    def _dispatch(self, h: _Handler, route: Route, query: dict[str, str], body: bytes,
+                  record: dict) -> Reply | None:
+        method = h.command
+        if route.kind != "resource":
+            if method not in ("GET", "HEAD"):
+                raise _method_not_allowed(method, h.path)
+            return Reply(200, _dumps(self._discovery(route, h.path)))
+        res = route.res
+        assert res is not None
+        dry_run = self._dry_run(query)
+        manager = query.get("fieldManager") or None
+        if route.subresource == "proxy":
+            return self._proxy(h, route, query, body)
+        if route.subresource and route.subresource not in res.subresources:
+            raise _not_found_path(h.path)
+        if route.subresource == "log":
+            if method != "GET":
+                raise _method_not_allowed(method, h.path)
+            return self._pod_log(route, query)
+        if route.subresource == "scale":
+            return self._scale(h, route, query, body, dry_run)
+        ns, name = route.namespace, route.name
+        if method in ("GET", "HEAD"):
+            if name is None:
+                if route.watch_path or query.get("watch", "").lower() in ("true", "1"):
+                    self._watch(h, res, ns, query, record)
+                    return None
+                limit = int(query["limit"]) if query.get("limit", "").isdigit() else None
+                return self._json(200, self.registry.list(res, ns, label_selector=query.get("labelSelector"),
+                                                          field_selector=query.get("fieldSelector"), limit=limit,
+                                                          continue_token=query.get("continue") or None))
+            return self._json(200, self.registry.get(res, ns, name))
+        field_validation = query.get("fieldValidation")
+        if method == "POST":
+            if name is not None:
+                raise _method_not_allowed(method, h.path)
+            if res.namespaced and ns is None:
+                raise _method_not_allowed(method, h.path)
+            obj = self.registry.create(res, ns, self._json_body(body), dry_run=dry_run, field_validation=field_validation,
+                                       manager=manager or default_manager(h.headers.get("User-Agent")))
+            return self._json(201, obj)
+        if name is None:
+            if method == "DELETE":
+                return self._json(200, self.registry.delete_collection(
+                    res, ns, label_selector=query.get("labelSelector"), field_selector=query.get("fieldSelector"),
+                    options=self._delete_options(body, query), dry_run=dry_run))
+            raise _method_not_allowed(method, h.path)
+        if method == "PUT":
+            obj = self.registry.update(res, ns, name, self._json_body(body), subresource=route.subresource,
+                                       manager=manager or default_manager(h.headers.get("User-Agent")),
+                                       dry_run=dry_run, field_validation=field_validation)
+            return self._json(200, obj)
+        if method == "PATCH":
+            content_type = (h.headers.get("Content-Type") or "").split(";")[0].strip()
+            parsed = self._apply_body(body) if content_type == APPLY else self._json_body(body)
+            code, obj = self.registry.patch(res, ns, name, parsed, content_type, manager=manager,
+                                            user_agent=h.headers.get("User-Agent"), subresource=route.subresource,
+                                            force=query.get("force", "").lower() in ("true", "1"), dry_run=dry_run,
+                                            field_validation=field_validation)
+            return self._json(code, obj)
+        if method == "DELETE":
+            if route.subresource:
+                raise _method_not_allowed(method, h.path)
+            return self._json(200, self.registry.delete(res, ns, name, options=self._delete_options(body, query),
+                                                        dry_run=dry_run))
+        raise _method_not_allowed(method, h.path)
+
+    @staticmethod
+    def _json(code: int, obj: Any) -> Reply:
+        return Reply(code, _dumps(obj))
+
+    @staticmethod
+    def _dry_run(query: dict[str, str]) -> bool:
+        value = query.get("dryRun")
+        if value in (None, ""):
+            return False
+        if value != "All":
+            raise bad_request(f'invalid dryRun value {value!r}: the only supported value is "All"')
+        return True
+
+    @staticmethod
+    def _json_body(body: bytes) -> Any:
+        if not body.strip():
+            raise bad_request("the request needs a JSON body")
+        try:
+            return json.loads(body)
+        except ValueError as err:
+            raise bad_request(f"the request body is not valid JSON: {err}") from None
+
+    @staticmethod
+    def _apply_body(body: bytes) -> Any:
+        if not body.strip():
+            raise bad_request("an apply patch needs a body: the object's configuration as YAML or JSON")
+        try:
+            return json.loads(body)
+        except ValueError:
+            pass
+        try:
+            return yaml.load(body, Loader=_YAML_LOADER)
+        except yaml.YAMLError as err:
+            raise bad_request(f"the apply patch is neither JSON nor YAML: {err}") from None
+
+    @staticmethod
+    def _delete_options(body: bytes, query: dict[str, str]) -> dict:
+        options: dict = {}
+        if body.strip():
+            try:
+                parsed = json.loads(body)
+            except ValueError as err:
+                raise bad_request(f"DeleteOptions body is not valid JSON: {err}") from None
+            if isinstance(parsed, dict):
+                options.update(parsed)
+        if query.get("propagationPolicy"):
+            options["propagationPolicy"] = query["propagationPolicy"]
+        if options.get("propagationPolicy") not in (None, "Orphan", "Background", "Foreground"):
+            raise bad_request(f"propagationPolicy {options['propagationPolicy']!r} is not one of Orphan, Background, "
+                              "Foreground")
+        return options
+
+    def _discovery(self, route: Route, path: str) -> dict:
+        if route.kind == "version":
+            return discovery.VERSION_INFO
+        if route.kind == "health":
+            return {"status": "ok"}
+        if route.kind == "api":
+            return discovery.api_versions(f"{self.host}:{self.port}")
+        if route.kind == "apis":
+            return discovery.api_group_list()
+        if route.kind == "group":
+            group = discovery.api_group(route.group)
+            if group is not None:
+                return group
+        if route.kind == "resourcelist":
+            resources = discovery.resource_list(route.api_version)
+            if resources is not None:
+                return resources
+        raise _not_found_path(path)
+
+    # -- subresources ------------------------------------------------------------------------
+
+    def _scale(self, h: _Handler, route: Route, query: dict[str, str], body: bytes, dry_run: bool) -> Reply:
+        res, ns, name = route.res, route.namespace, route.name
+        assert res is not None and name is not None
+        manager = query.get("fieldManager") or default_manager(h.headers.get("User-Agent"))
+        if h.command == "GET":
+            return self._json(200, self.registry.get_scale(res, ns, name))
+        if h.command == "PUT":
+            return self._json(200, self.registry.update_scale(res, ns, name, self._json_body(body), manager=manager,
+                                                              dry_run=dry_run))
+        if h.command == "PATCH":
+            from .patches import json_patch, merge_patch
+
+            current = self.registry.get_scale(res, ns, name)
+            content_type = (h.headers.get("Content-Type") or "").split(";")[0].strip()
+            patch = self._json_body(body)
+            wanted = json_patch(current, patch) if content_type == "application/json-patch+json" \
+                else merge_patch(current, patch)
+            return self._json(200, self.registry.update_scale(res, ns, name, wanted, manager=manager, dry_run=dry_run))
+        raise _method_not_allowed(h.command, h.path)
+
+    def _pod_log(self, route: Route, query: dict[str, str]) -> Reply:
+        def log_path(ns: str, pod: str, container: str) -> Path:
+            if self.cluster is not None:
+                return self.cluster.pod_log_path(ns, pod, container)
+            return self.root / "logs" / ns / pod / f"{container}.log"
+
+        def number(key: str) -> int | None:
+            value = query.get(key)
+            if value in (None, ""):
+                return None
+            if not value.lstrip("-").isdigit():
+                raise bad_request(f"{key}={value!r} must be an integer")
+            return int(value)
+
+        text = self.registry.pod_log(route.namespace or "", route.name or "", query.get("container") or None, log_path,
+                                     tail_lines=number("tailLines"), limit_bytes=number("limitBytes"))
+        return Reply(200, text.encode(), "text/plain")
+
+    def _proxy(self, h: _Handler, route: Route, query_dict: dict[str, str], body: bytes) -> Reply:
+        res, ns = route.res, route.namespace or ""
+        assert res is not None
+        if res.kind not in ("Service", "Pod") or route.name is None:
+            raise _not_found_path(h.path)
+        parts = route.name.split(":")
+        if len(parts) == 3:
+            _, name, port_text = parts
+        elif len(parts) == 2:
+            name, port_text = parts
+        else:
+            name, port_text = parts[0], ""
+        port: int | str | None = int(port_text) if port_text.isdigit() else (port_text or None)
+        self.registry.get(res, ns, name)  # 404 for a missing service/pod, as the real server answers
+        if self.cluster is None:
+            raise ApiError(503, "ServiceUnavailable", f'no endpoints available for {res.kind.lower()} "{name}" '
+                           "(the sandbox runs without its cluster)")
+        if res.kind == "Service":
+            host, backend_port = self.cluster.backend_for_service(ns, name, port)
+        else:
+            host, backend_port = self.cluster.backend_for_pod(ns, name, port)
+        target = route.proxy_path + (f"?{urlsplit(h.path).query}" if urlsplit(h.path).query else "")
+        headers = {k: v for k, v in h.headers.items()
+                   if k.lower() in ("content-type", "accept", "accept-encoding", "user-agent")}
+        connection = http.client.HTTPConnection(host, backend_port, timeout=PROXY_TIMEOUT_SECONDS)
+        try:
+            connection.request(h.command, target, body=body or None, headers=headers)
+            response = connection.getresponse()
+            data = response.read()
+        except (OSError, http.client.HTTPException) as err:
+            raise ApiError(503, "ServiceUnavailable", f"error trying to reach {res.kind.lower()}: dial tcp "
+                           f"{host}:{backend_port}: {err}") from None
+        finally:
+            connection.close()
+        return Reply(response.status, data, response.getheader("Content-Type") or "application/octet-stream")
+
+    # -- watch -------------------------------------------------------------------------------
+
+    def _watch(self, h: _Handler, res: Resource, namespace: str | None, query: dict[str, str], record: dict) -> None:
+        terms = parse_label_selector(query.get("labelSelector"))
+        field_selector = query.get("fieldSelector")
+        timeout = query.get("timeoutSeconds")
+        deadline = time.monotonic() + (int(timeout) if timeout and timeout.isdigit() else DEFAULT_WATCH_SECONDS)
+        since = query.get("resourceVersion") or ""
+
+        def wanted(obj: dict) -> bool:
+            return labels_match(obj["metadata"].get("labels"), terms) and field_selector_match(obj, field_selector)
+
+        initial: list[dict] = []
+        with self.store.lock:
+            events = self.store.watch(res, namespace)
+            if since in ("", "0"):
+                initial = [{"type": "ADDED", "object": o} for o in
+                           self.store.list(res, namespace, query.get("labelSelector"), field_selector)]
+            else:
+                if not since.isdigit():
+                    self.store.unwatch(events)
+                    raise bad_request(f"resourceVersion {since!r} is not one this server issued")
+                start = int(since)
+                oldest = self._history[0][0] if self._history else None
+                if self._history_dropped and oldest is not None and start < oldest - 1:
+                    expired = ApiError(410, "Expired", f"too old resource version: {start} ({oldest})").status()
+                    initial = [{"type": "ERROR", "object": expired}]
+                else:
+                    for rv, event in self._history:
+                        if rv > start and event.resource_key == res.key and \
+                                (not namespace or event.object["metadata"].get("namespace") == namespace) \
+                                and wanted(event.object):
+                            initial.append({"type": event.type, "object": event.object})
+        record["code"] = 200
+        try:
+            h.send_response(200)
+            h.send_header("Content-Type", "application/json")
+            h.send_header("Transfer-Encoding", "chunked")
+            h.send_header("Cache-Control", "no-cache, private")
+            h.end_headers()
+            self.audit.write(record)
+
+            def send(event: dict) -> None:
+                data = _dumps(event) + b"\n"
+                h.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+                h.wfile.flush()
+
+            for event in initial:
+                send(event)
+            if initial and initial[0]["type"] == "ERROR":
+                return
+            while not self._stopping.is_set():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                try:
+                    event = events.get(timeout=min(left, 0.25))
+                except Exception:  # queue.Empty
+                    continue
+                if wanted(event.object):
+                    send({"type": event.type, "object": event.object})
+            h.wfile.write(b"0\r\n\r\n")
+            h.wfile.flush()
+        except (ConnectionError, ssl.SSLError, OSError):
+            h.close_connection = True
+        finally:
+            self.store.unwatch(events)
+
+    # -- the sandbox's control endpoint ------------------------------------------------------
+
+    def _control(self, h: _Handler, path: str, body: bytes) -> Reply:
+        try:
+            if self._authenticate(h.headers.get("Authorization")) != "admin":
+                raise ApiError(403, "Forbidden", "the sandbox control endpoint needs the admin token")
+            if path == "/sandbox/v1/faults" and h.command == "POST":
+                request = self._json_body(body)
+                if not isinstance(request, dict) or not isinstance(request.get("name"), str):
+                    raise bad_request('POST /sandbox/v1/faults wants {"name": "<fault>", "params": {...}}')
+                name, params = request["name"], request.get("params") or {}
+                handler = self.fault_handlers.get(name)
+                if handler is None:
+                    raise bad_request(f"unknown fault {name!r}; this sandbox knows: "
+                                      f"{', '.join(sorted(self.fault_handlers))}")
+                try:
+                    result = handler(name, params)
+                except ValueError as err:
+                    raise bad_request(str(err)) from None
+                except ApiError:
+                    raise
+                logger.info("fault %s injected with %s", name, params)
+                return self._json(200, {"fault": name, "params": params, "result": _jsonable(result)})
+            if path == "/sandbox/v1/state" and h.command == "GET":
+                return self._json(200, self.state_provider())
+            if path == "/sandbox/v1/status" and h.command == "GET":
+                return self._json(200, self.status())
+            raise _not_found_path(path)
+        except ApiError as err:
+            return Reply(err.code, _dumps(err.status()))
+
+    def status(self) -> dict:
+        """Object counts per kind and the armed API faults (for `python -m sandbox status`)."""
+        counts: dict[str, int] = {}
+        for key, _ in self.store.all_objects():
+            counts[key] = counts.get(key, 0) + 1
+        return {"objects": counts, "resourceVersion": self.store.resource_version, "api_faults": self.faults.active()}
+
+
+def _jsonable(value: Any) -> Any:
+    try:
+        json.dumps(value)
+        return value
+    except (TypeError, ValueError):
+        return repr(value)
+
