@@ -28,5 +28,6 @@ sandbox = [
         "hf_endpoint": _state["hub_url"],
         "karpenter_interruption_queue": _state.get("sqs_queue_name"),
         "poll_seconds": 0.2,
+        "unschedulable_grace_seconds": 8,  # the sandbox's replacement nodes join within seconds
     }),
 ]

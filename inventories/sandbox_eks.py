@@ -27,5 +27,6 @@ sandbox_eks = [
         "aws_endpoint_url": _state["aws_endpoint_url"],  # only because the sandbox's AWS is local
         "hf_endpoint": _state["hub_url"],
         "poll_seconds": 0.2,
+        "unschedulable_grace_seconds": 8,  # the sandbox's replacement nodes join within seconds
     }),
 ]

@@ -66,7 +66,7 @@ def python_command(label: str, work: Callable[[], object]) -> FunctionCommand:
 
 @operation(is_idempotent=True)
 def applied(manifests: Iterable[dict] | Callable[[], Iterable[dict]], field_manager: str = "pyinfra", wait: bool = False,
-            timeout: float = 300, poll: float = 2.0, label: str = "apply"):
+            timeout: float = 300, poll: float = 2.0, unschedulable_grace: float = 0.0, label: str = "apply"):
     """
     Make Kubernetes objects match their manifests, with server-side apply.
 
@@ -76,6 +76,7 @@ def applied(manifests: Iterable[dict] | Callable[[], Iterable[dict]], field_mana
     + wait: after applying, wait until every object is ready (see ``kubeops.waiter.READY``)
     + timeout: seconds to wait for each object
     + poll: seconds between readiness checks
+    + unschedulable_grace: seconds a pod may stay unschedulable (a node may be coming) before the wait fails
     + label: how progress and errors name this step
 
     Only the objects whose live state differs are applied; with ``--diff`` each one's change is
@@ -111,7 +112,7 @@ def applied(manifests: Iterable[dict] | Callable[[], Iterable[dict]], field_mana
                 kube.apply(plan.manifest, field_manager=field_manager)
                 _say(label, f"{plan.action}d {plan.ref}")
             for ref in to_wait:
-                waiter.wait_until_ready(kube, ref, timeout=timeout, poll=poll,
+                waiter.wait_until_ready(kube, ref, timeout=timeout, poll=poll, unschedulable_grace=unschedulable_grace,
                                         progress=lambda line: _say(label, line))
                 _say(label, f"{ref} is ready")
         return _run_safely(label, work)

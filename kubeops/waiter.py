@@ -118,6 +118,7 @@ class PodView:
     summary: str  # one line for progress
     fatal: str | None  # why this pod cannot become ready, when known
     failing_container: str | None = None
+    unschedulable: bool = False  # fatal only if no node comes (Karpenter, a Spot replacement)
 
 
 def describe_pod(pod: dict) -> PodView:
@@ -126,7 +127,8 @@ def describe_pod(pod: dict) -> PodView:
     scheduled = _conditions(pod).get("PodScheduled") or {}
     if scheduled.get("status") == "False" and scheduled.get("reason") == "Unschedulable":
         msg = scheduled.get("message", "")
-        return PodView(name, node, f"{name}: Pending, Unschedulable: {msg}", f"pod {name} cannot be scheduled: {msg}")
+        return PodView(name, node, f"{name}: Pending, Unschedulable: {msg}", f"pod {name} cannot be scheduled: {msg}",
+                       unschedulable=True)
     for kind, statuses in (("init container", status.get("initContainerStatuses") or []),
                            ("container", status.get("containerStatuses") or [])):
         for cs in statuses:
@@ -185,9 +187,15 @@ Progress = Callable[[str], None]
 
 def wait_until_ready(kube: Kube, ref: Ref, *, timeout: float, poll: float = 2.0,
                      progress: Progress | None = None, check: Callable[[dict], bool] | None = None,
-                     diagnose_pods: bool = True) -> dict:
-    """Poll `ref` until ready (or `check(obj)`), raising WaitFailed with a diagnosis or on timeout."""
+                     diagnose_pods: bool = True, unschedulable_grace: float = 0.0) -> dict:
+    """Poll `ref` until ready (or `check(obj)`), raising WaitFailed with a diagnosis or on timeout.
+
+    A pod that cannot be scheduled fails the wait once it has stayed so for `unschedulable_grace`
+    seconds: long enough for Karpenter to bring a node (or a Spot replacement to join), short
+    enough not to sit out the whole timeout when no node will come.
+    """
     deadline = time.monotonic() + timeout
+    unschedulable_since: dict[str, float] = {}
     ready = check or READY.get(ref.kind, always_ready)
     failed = FAILED.get(ref.kind, never_failed)
     last_line = None
@@ -200,7 +208,8 @@ def wait_until_ready(kube: Kube, ref: Ref, *, timeout: float, poll: float = 2.0,
             reason = failed(obj)
             if reason:
                 raise WaitFailed(f"{ref}: {reason}" + _pod_hint(kube, obj))
-        line = f"{ref}: not found yet" if obj is None else _progress_line(kube, obj, diagnose_pods)
+        line = f"{ref}: not found yet" if obj is None else _progress_line(kube, obj, diagnose_pods,
+                                                                            unschedulable_since, unschedulable_grace)
         if line != last_line:
             say(line)
             last_line = line
@@ -210,7 +219,8 @@ def wait_until_ready(kube: Kube, ref: Ref, *, timeout: float, poll: float = 2.0,
         time.sleep(poll)
 
 
-def _progress_line(kube: Kube, obj: dict, diagnose_pods: bool) -> str:
+def _progress_line(kube: Kube, obj: dict, diagnose_pods: bool, unschedulable_since: dict[str, float],
+                   grace: float) -> str:
     ref = Ref.of(obj)
     selector = pod_selector(obj) if diagnose_pods else None
     if not selector:
@@ -219,7 +229,13 @@ def _progress_line(kube: Kube, obj: dict, diagnose_pods: bool) -> str:
     if not pods:
         return f"{ref}: no pods yet ({_status_words(obj)})"
     views = [describe_pod(p) for p in pods]
+    now = time.monotonic()
     for view in views:
+        if view.unschedulable:
+            since = unschedulable_since.setdefault(view.name, now)
+            if now - since < grace:
+                continue
+            raise WaitFailed(f"{ref}: {view.fatal} (for {now - since:.0f}s; no node came)")
         if view.fatal:
             raise WaitFailed(f"{ref}: {view.fatal}" + _logs_hint(kube, ref.namespace, view))
     event = latest_event(kube, ref.namespace, views[-1].name)

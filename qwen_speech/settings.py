@@ -223,6 +223,7 @@ SCHEMA: dict[str, Checker] = {
     "timeout_tts_ready": _positive_int,
     "timeout_ingress": _positive_int,
     "progress_deadline_seconds": _positive_int,
+    "unschedulable_grace_seconds": _non_negative_number,
     # Verify, status, teardown
     "verify_max_cer": _non_negative_number,
     "karpenter_interruption_queue": _optional(_string),

@@ -31,5 +31,6 @@ def deploy_asr():
         wait=True,
         timeout=s.timeout_asr_ready,
         poll=s.poll_seconds,
+        unschedulable_grace=s.unschedulable_grace_seconds,
         label="5. ASR",
     )

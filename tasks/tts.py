@@ -30,5 +30,6 @@ def deploy_tts():
         wait=True,
         timeout=s.timeout_tts_ready,
         poll=s.poll_seconds,
+        unschedulable_grace=s.unschedulable_grace_seconds,
         label="6. TTS",
     )

@@ -135,3 +135,56 @@ def test_a_real_api_error_stops_the_run_with_the_servers_message(deployed):
     result = deploy(deployed)
     assert result.returncode != 0
     assert "403" in output(result) or "Forbidden" in output(result)
+
+
+def test_spot_interruption_during_the_asr_wait_still_converges(make_sandbox):
+    import subprocess
+    import sys
+    import time
+
+    from kubernetes import client
+
+    from tests.deploy_helpers import ROOT
+
+    sandbox = make_sandbox(cluster_overrides={"model_load": 4})
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith(("AWS_", "HF_", "KUBECONFIG"))}
+    env["QWEN3_SANDBOX_DIR"] = str(sandbox.root)
+    run = subprocess.Popen([sys.executable, "-m", "pyinfra", "-y", "inventories/sandbox.py", "deploy.py"], cwd=ROOT,
+                           env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    core = client.CoreV1Api(sandbox.control.kube_api_client())
+    deadline = time.monotonic() + 120
+    interrupted = None
+    while time.monotonic() < deadline and run.poll() is None:
+        pods = core.list_namespaced_pod("hosthree", label_selector="app.kubernetes.io/name=qwen3-asr").items \
+            if core.list_namespace(field_selector="metadata.name=hosthree").items else []
+        if any(p.spec.node_name and p.status.phase == "Running" for p in pods):
+            interrupted = sandbox.control.fault("spot-interruption", replacement_delay=1)
+            break
+        time.sleep(0.2)
+    text, _ = run.communicate(timeout=300)
+    assert interrupted is not None, "the ASR pod never started running:\n" + text[-3000:]
+    assert run.returncode == 0, text[-6000:]
+    assert "Deployment hosthree/qwen3-asr is ready" in text
+    asr = [p for p in core.list_namespaced_pod("hosthree", label_selector="app.kubernetes.io/name=qwen3-asr").items]
+    assert asr and all(p.spec.node_name == interrupted["result"]["replacement"] for p in asr)
+
+
+def test_an_unschedulable_pod_fails_the_wait_quoting_the_schedulers_reason(sandbox):
+    result = deploy(sandbox, "--data", "time_slicing_replicas=1")
+    assert result.returncode != 0
+    text = output(result)
+    assert "6. TTS" in text and "cannot be scheduled" in text and "Insufficient nvidia.com/gpu" in text
+
+
+def test_an_image_pull_failure_fails_the_asr_wait_with_the_kubelets_reason(sandbox):
+    sandbox.control.fault("image-pull-failure", namespace="hosthree", deployment="qwen3-asr")
+    result = deploy(sandbox)
+    assert result.returncode != 0
+    assert "5. ASR" in output(result) and ("ImagePullBackOff" in output(result) or "ErrImagePull" in output(result))
+
+
+def test_a_crash_loop_fails_the_asr_wait_with_the_containers_last_words(sandbox):
+    sandbox.control.fault("crash-loop", namespace="hosthree", deployment="qwen3-asr")
+    result = deploy(sandbox)
+    assert result.returncode != 0
+    assert "CrashLoopBackOff" in output(result)

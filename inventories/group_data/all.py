@@ -86,6 +86,7 @@ timeout_asr_ready = 1500
 timeout_tts_ready = 1200
 timeout_ingress = 600
 progress_deadline_seconds = 1800
+unschedulable_grace_seconds = 240  # Karpenter needs 1-3 min for a new Spot node; fail after that
 
 # Verify, status, teardown
 verify_max_cer = 0.2
