@@ -1,0 +1,153 @@
+"""The Karpenter stand-in: a pending pod that no node can take gets a new node from a NodePool.
+
+Like Karpenter it looks at pods the scheduler marked Unschedulable for a short batch window,
+and launches one node from a NodePool whose template could run the pod: the pool's taints are
+tolerated, the pod's nodeSelector/required node affinity matches the pool's labels and
+requirements, and the pod's requests fit the instance type (GPUs counted as the instance's
+physical GPUs: Karpenter knows nothing of time-slicing, so two 1-GPU pods without affinity get
+two nodes). Pods with required pod affinity are left to the scheduler (a new node cannot hold
+the pod they must sit next to). While a launched node has not reported its GPUs yet, or one is
+on its way (also a Spot replacement), no other node is launched for that pool; the pool's
+`limits` on nvidia.com/gpu and cpu are respected. Launches take `node_replacement` seconds.
+"""
+
+from __future__ import annotations
+
+import time
+from fractions import Fraction
+from typing import TYPE_CHECKING
+
+from .common import (NODEPOOLS, NODES, PODS, condition, node_matches_pod_selectors, parse_quantity,
+                     pod_requests, quantity_or_zero, untolerated_taint)
+from .initial_state import INSTANCE_SHAPES, new_node_name, node_object
+
+if TYPE_CHECKING:
+    from .cluster import Cluster
+
+FAMILY_INSTANCE = {"g4dn": "g4dn.xlarge", "t3": "t3.large"}
+
+
+class Karpenter:
+    def __init__(self, cluster: "Cluster"):
+        self.cluster = cluster
+        self.store = cluster.store
+        self.in_flight: dict[str, float] = {}  # node name -> when it joins (or started initializing)
+        self._pool_of: dict[str, str] = {}  # node name -> nodepool
+        self._unschedulable_since: dict[str, float] = {}  # pod uid -> first seen Unschedulable
+
+    def expect(self, node_name: str, pool: str, joins_at: float) -> None:
+        """A node for `pool` is on its way (a launch, or a Spot replacement)."""
+        self.in_flight[node_name] = joins_at
+        self._pool_of[node_name] = pool
+
+    def _busy(self, pool: str, now: float, nodes: dict[str, dict]) -> bool:
+        grace = max(self.cluster.options.node_replacement * 3, self.cluster.options.scaled(60.0, 2.0))
+        for name, joins_at in list(self.in_flight.items()):
+            if self._pool_of.get(name) != pool:
+                continue
+            node = nodes.get(name)
+            if node is None:
+                if now - joins_at > grace:  # never joined (e.g. a removed step): forget it
+                    del self.in_flight[name]
+                    continue
+                return True
+            shape = INSTANCE_SHAPES.get((node["metadata"].get("labels") or {}).get("node.kubernetes.io/instance-type"), {})
+            allocatable = (node.get("status") or {}).get("allocatable") or {}
+            initialized = not shape.get("gpus") or any(
+                quantity_or_zero(v) > 0 for k, v in allocatable.items() if k.startswith("nvidia.com/gpu"))
+            if initialized or now - joins_at > grace:
+                del self.in_flight[name]
+                continue
+            return True
+        return False
+
+    def sync(self) -> None:
+        """Launch a node for pods that stayed Unschedulable for a batch window, if a pool fits them."""
+        pools = self.cluster.snapshot(NODEPOOLS)
+        if not pools:
+            return
+        now = time.monotonic()
+        nodes = {n["metadata"]["name"]: n for n in self.cluster.snapshot(NODES)}
+        batch = self.cluster.options.scaled(10.0, 0.3, 10.0)
+        pending = []
+        pods = self.cluster.snapshot(PODS)
+        live = {p["metadata"]["uid"] for p in pods if not p["spec"].get("nodeName")}
+        for uid in [u for u in self._unschedulable_since if u not in live]:
+            del self._unschedulable_since[uid]
+        for pod in pods:
+            cond = condition(pod, "PodScheduled")
+            if pod["spec"].get("nodeName") or not cond or cond.get("reason") != "Unschedulable":
+                continue
+            if (((pod["spec"].get("affinity") or {}).get("podAffinity") or {})
+                    .get("requiredDuringSchedulingIgnoredDuringExecution")):
+                continue
+            if self._waited(pod["metadata"]["uid"], now) < batch:
+                continue
+            pending.append(pod)
+        for pool in sorted(pools, key=lambda p: -int((p.get("spec") or {}).get("weight", 0))):
+            name = pool["metadata"]["name"]
+            if self._busy(name, now, nodes):
+                continue
+            candidate = self._candidate(pool, nodes)
+            if candidate is None:
+                continue
+            fitting = [p for p in pending if self._fits(p, candidate)]
+            if fitting:
+                self._launch(pool, candidate, fitting, now)
+                pending = [p for p in pending if p not in fitting]
+
+    def _waited(self, uid: str, now: float) -> float:
+        return now - self._unschedulable_since.setdefault(uid, now)
+
+    def _candidate(self, pool: dict, nodes: dict[str, dict]) -> dict | None:
+        """The node this pool would launch next, or None when its limits are reached."""
+        spec = ((pool.get("spec") or {}).get("template") or {}).get("spec") or {}
+        requirements = {r.get("key"): r for r in spec.get("requirements") or []}
+        family = ((requirements.get("karpenter.k8s.aws/instance-family") or {}).get("values") or ["g4dn"])[0]
+        instance = ((requirements.get("node.kubernetes.io/instance-type") or {}).get("values") or
+                    [FAMILY_INSTANCE.get(family, "g4dn.xlarge")])[0]
+        if instance not in INSTANCE_SHAPES:
+            instance = "g4dn.xlarge"
+        capacity_type = ((requirements.get("karpenter.sh/capacity-type") or {}).get("values") or ["on-demand"])[0]
+        shape = INSTANCE_SHAPES[instance]
+        pool_name = pool["metadata"]["name"]
+        members = [n for n in nodes.values() if (n["metadata"].get("labels") or {}).get("karpenter.sh/nodepool") == pool_name]
+        limits = (pool.get("spec") or {}).get("limits") or {}
+        if "nvidia.com/gpu" in limits and (len(members) + 1) * shape["gpus"] > parse_quantity(limits["nvidia.com/gpu"]):
+            return None
+        if "cpu" in limits and (len(members) + 1) * parse_quantity(shape["capacity"]["cpu"]) > parse_quantity(limits["cpu"]):
+            return None
+        gpu = bool(shape["gpus"])
+        name, ip = new_node_name("10.0.1" if gpu else "10.0.2", set(nodes) | set(self.in_flight))
+        node = node_object(name, instance, zone="us-west-2a", gpu=gpu, capacity_type=capacity_type,
+                           nodepool=pool_name, ip=ip)
+        labels = node["metadata"]["labels"]
+        labels.update(((pool["spec"].get("template") or {}).get("metadata") or {}).get("labels") or {})
+        for key, req in requirements.items():
+            if req.get("operator") == "In" and req.get("values") and key not in labels:
+                labels[key] = req["values"][0]
+        node["spec"]["taints"] = [dict(t) for t in spec.get("taints") or []]
+        return node
+
+    def _fits(self, pod: dict, node: dict) -> bool:
+        spec = pod["spec"]
+        if untolerated_taint(spec.get("tolerations"), node) is not None:
+            return False
+        if not node_matches_pod_selectors(spec, node):
+            return False
+        shape = INSTANCE_SHAPES[node["metadata"]["labels"]["node.kubernetes.io/instance-type"]]
+        allocatable = {k: quantity_or_zero(v) for k, v in shape["allocatable"].items()}
+        allocatable["nvidia.com/gpu"] = Fraction(shape["gpus"])
+        return all(want <= allocatable.get(resource, Fraction(0)) for resource, want in pod_requests(spec).items())
+
+    def _launch(self, pool: dict, node: dict, pods: list[dict], now: float) -> None:
+        name = node["metadata"]["name"]
+        delay = self.cluster.options.node_replacement
+        shape = INSTANCE_SHAPES[node["metadata"]["labels"]["node.kubernetes.io/instance-type"]]
+        self.cluster.device_plugins.physical[name] = shape["gpus"]
+        self.expect(name, pool["metadata"]["name"], now + delay)
+        claim = f"{pool['metadata']['name']}-{name.split('.')[0][-5:]}"
+        for pod in pods:
+            self.cluster.events.record(pod, "Normal", "Nominated", f"Pod should schedule on: nodeclaim/{claim}",
+                                       component="karpenter")
+        self.cluster.faults.schedule(now + delay, f"karpenter launches {name}", lambda: self.cluster.faults.join(node))

@@ -1,0 +1,57 @@
+"""How the simulated cluster looks at start and how fast it moves."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+
+
+@dataclass
+class ClusterOptions:
+    """What the cluster holds at start and how long things take.
+
+    + fast: scale every delay down (tests, demos); otherwise delays are real-ish
+    + gpu_node, device_plugin, efs_csi_driver, alb_controller, karpenter_nodepool: each piece of
+      the guide's prerequisites can be left out, so preflight checks can be tested
+    + image_pull, container_start, model_load, node_replacement: seconds; None picks the default
+      for the mode (fast: 0.05 / 0.05 / 0.2 / 0.3, otherwise 5 / 1 / 8 / 20)
+    + asr_image_marker, tts_image_marker: an image containing one of these gets a speech stand-in
+    + python: the interpreter that runs containers whose command starts with python/python3
+    """
+
+    fast: bool = False
+    gpu_node: bool = True
+    device_plugin: bool = True
+    efs_csi_driver: bool = True
+    alb_controller: bool = True
+    karpenter_nodepool: bool = True
+    image_pull: float | None = None
+    container_start: float | None = None
+    model_load: float | None = None
+    node_replacement: float | None = None
+    asr_image_marker: str = "qwen3-asr"
+    tts_image_marker: str = "qwen3-tts"
+    python: str = field(default_factory=lambda: sys.executable)
+
+    def __post_init__(self) -> None:
+        defaults = {"image_pull": (0.05, 5.0), "container_start": (0.05, 1.0), "model_load": (0.2, 8.0),
+                    "node_replacement": (0.3, 20.0)}
+        for name, (fast_value, real_value) in defaults.items():
+            if getattr(self, name) is None:
+                setattr(self, name, fast_value if self.fast else real_value)
+            elif getattr(self, name) < 0:
+                raise ValueError(f"ClusterOptions.{name}={getattr(self, name)!r}: a delay must be >= 0 seconds")
+
+    @property
+    def tick(self) -> float:
+        """Longest sleep of the control loop when nothing wakes it."""
+        return 0.03 if self.fast else 0.25
+
+    def scaled(self, seconds: float, low: float = 0.0, high: float | None = None) -> float:
+        """A Kubernetes duration (backoff, probe period, deadline) as this sandbox lives it.
+
+        Fast mode divides it by 100; the result is clamped to [low, high] in both modes.
+        """
+        value = seconds / 100.0 if self.fast else float(seconds)
+        value = max(value, low)
+        return value if high is None else min(value, high)
