@@ -137,6 +137,7 @@ def models_seeded(models: list[Model], timeout: float = 3600, poll: float = 2.0)
     s, kube = ctx.settings, ctx.kube
     recorded = recorded_commits(kube, s.namespace)
     wanted = [m for m in models if recorded.get(m.key) != m.commit]
+    broken: set[str] = set()
     if not wanted:
         broken = guard_failures(kube, s.namespace)
         wanted = [m for m in models if m.key in broken]
@@ -179,6 +180,8 @@ def models_seeded(models: list[Model], timeout: float = 3600, poll: float = 2.0)
                 if job_ready(job):
                     logger.info(f"    [{host.name}] {label}: {m.repo}@{m.commit[:12]} seeded and verified in {m.path}")
                     _record(kube, s, m)
+                    if key in broken:
+                        _restart_blocked_pods(kube, s.namespace, key)
                     del pending[key]
                     continue
                 failure = job_failed(job)
@@ -200,6 +203,15 @@ def models_seeded(models: list[Model], timeout: float = 3600, poll: float = 2.0)
         return True
 
     yield k8s.python_command("4. models", run_jobs)
+
+
+def _restart_blocked_pods(kube, namespace: str, key: str) -> None:
+    """Pods whose model guard failed sit in a growing crash back-off; with the model back in
+    place, replace them now instead of waiting minutes for their next restart."""
+    for pod in kube.list("v1", "Pod", namespace, label_selector=f"app.kubernetes.io/name=qwen3-{key}"):
+        if describe_pod(pod).failing_container == "model-guard":
+            kube.delete(Ref("v1", "Pod", pod["metadata"]["name"], namespace))
+            logger.info(f"    [{host.name}] 4. models: restarted pod {pod['metadata']['name']}, blocked by its model guard")
 
 
 def _wait_deleted(kube, ref: Ref, poll: float, timeout: float = 120) -> None:

@@ -85,13 +85,14 @@ def test_dry_run_diff_of_a_changed_value_shows_just_that_field_then_the_run_chan
 
 
 def test_rerun_after_spot_interruption_converges_without_reseeding_models(deployed):
-    deployed.control.fault("spot-interruption")
+    fault = deployed.control.fault("spot-interruption", replacement_delay=3)["result"]
     mark = deployed.control.audit_mark()
     result = deploy(deployed)
     assert_ok(result)
     records = deployed.control.audit_since(mark)
     assert not _paths(writes(records), contains="/jobs"), "a seeding Job was created again"
-    assert "is ready" in output(result)
+    assert "Deployment hosthree/qwen3-asr is ready" in output(result)  # it had to wait for the new node
+    assert f"Running on {fault['replacement']}" in output(result)
 
 
 @pytest.mark.parametrize("left_out, expected", [

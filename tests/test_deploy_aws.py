@@ -23,6 +23,13 @@ def test_a_production_shaped_inventory_naming_only_cluster_region_and_efs_tag_de
     users = {r.get("user") for r in records}
     assert users and all(u and u.startswith("arn:aws:") for u in users), users  # every request on an EKS token
     assert "round trip" in output(result)
+    state = sandbox.state
+    elbv2 = boto3.client("elbv2", endpoint_url=state["aws_endpoint_url"], region_name=state["region"],
+                         aws_access_key_id="testing", aws_secret_access_key="testing")
+    load_balancers = elbv2.describe_load_balancers()["LoadBalancers"]
+    assert len(load_balancers) == 1
+    assert f"http://{load_balancers[0]['DNSName']}:8000/v1/audio/transcriptions" in output(result)
+    assert f"http://{load_balancers[0]['DNSName']}:8880/v1/audio/speech" in output(result)
 
 
 def test_token_expiry_during_a_long_wait_does_not_break_the_run(make_sandbox):
