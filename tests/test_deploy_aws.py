@@ -33,8 +33,8 @@ def test_a_production_shaped_inventory_naming_only_cluster_region_and_efs_tag_de
 
 
 def test_token_expiry_during_a_long_wait_does_not_break_the_run(make_sandbox):
-    sandbox = make_sandbox(token_ttl=4, cluster_overrides={"model_load": 8})
-    result = run_pyinfra(sandbox, "deploy.py", "-y", "--data", "eks_token_refresh_seconds=2",
+    sandbox = make_sandbox(token_ttl=3, cluster_overrides={"model_load": 4})
+    result = run_pyinfra(sandbox, "deploy.py", "-y", "--data", "eks_token_refresh_seconds=1",
                          inventory="inventories/sandbox_eks.py")
     assert_ok(result)
 
