@@ -101,12 +101,14 @@ def contains(live: Any, wanted: Any) -> bool:
             return False
         return all(k in live and contains(live[k], v) for k, v in wanted.items())
     if isinstance(wanted, list):
-        if not isinstance(live, list) or len(live) != len(wanted):
+        if not isinstance(live, list):
             return False
-        if all(isinstance(w, dict) and "name" in w for w in wanted):
+        if wanted and all(isinstance(w, dict) and "name" in w for w in wanted):
+            # Lists merged by name (containers, env, volumes): other managers may own more items.
+            # An item we stopped applying changes the manifest's hash, so it is caught there.
             by_name = {item.get("name"): item for item in live if isinstance(item, dict)}
             return all(w["name"] in by_name and contains(by_name[w["name"]], w) for w in wanted)
-        return all(contains(lv, w) for lv, w in zip(live, wanted))
+        return len(live) == len(wanted) and all(contains(lv, w) for lv, w in zip(live, wanted))
     if isinstance(wanted, (int, float)) and isinstance(live, str) or isinstance(wanted, str) and isinstance(live, (int, float)):
         return str(wanted) == str(live)
     return live == wanted
