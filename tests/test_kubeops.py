@@ -53,7 +53,7 @@ def test_a_changed_value_diffs_only_that_field(kube):
     _apply(kube, _deployment())
     plan = plan_apply(kube, with_applied_hash(_deployment(("--max-model-len", "8192"))), field_manager=MANAGER)
     changed = [line for line in plan.diff if line[:1] in "+-" and not line.startswith(("+++", "---"))]
-    assert plan.action == "update" and [line.replace(' ', '') for line in changed] == ["-'4096'", "+'8192'"]
+    assert plan.action == "update" and [line.replace(' ', '') for line in changed] == ["--'4096'", "+-'8192'"]
 
 
 def test_fields_other_managers_add_to_merged_lists_are_not_drift(kube):
