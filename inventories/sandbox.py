@@ -4,19 +4,9 @@ Everything is read from the sandbox's state file, so nothing needs to be exporte
 QWEN3_SANDBOX_DIR points at another sandbox (tests run several side by side).
 """
 
-import json
-import os
-from pathlib import Path
+from sandbox.control import for_inventory
 
-_root = Path(os.environ.get("QWEN3_SANDBOX_DIR") or Path(__file__).resolve().parent.parent / ".sandbox")
-_state_file = _root / "state.json"
-if not _state_file.exists():
-    raise SystemExit(f"The sandbox is not running ({_state_file} is missing): start it with `python -m sandbox up`")
-_state = json.loads(_state_file.read_text())
-
-# The sandbox's moto server takes any credentials; real AWS never sees these.
-for _name, _value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing")):
-    os.environ.setdefault(_name, _value)
+_root, _state = for_inventory()
 
 sandbox = [
     ("@local", {

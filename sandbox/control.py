@@ -113,3 +113,21 @@ class SandboxControl:
                 key, _, value = line[len("export "):].partition("=")
                 out[key] = shlex.split(value)[0] if value else ""
         return out
+
+
+def for_inventory() -> tuple[Path, dict]:
+    """The sandbox an inventory file points at ($QWEN3_SANDBOX_DIR, else ./.sandbox) and its state.
+
+    Also gives boto3 the dummy credentials the sandbox's moto server accepts (only where none are
+    set), so `pyinfra inventories/sandbox.py deploy.py` needs nothing exported by hand.
+    """
+    import os
+
+    root = Path(os.environ.get("QWEN3_SANDBOX_DIR") or Path(__file__).resolve().parent.parent / ".sandbox")
+    try:
+        state = SandboxControl(root).state
+    except SandboxNotRunning as err:
+        raise SystemExit(str(err)) from None
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        os.environ.setdefault(name, "testing")
+    return root, state
