@@ -128,7 +128,10 @@ def test_bad_inventory_data_is_rejected_before_the_first_api_call(sandbox, data,
 
 def test_transient_api_errors_are_retried_and_do_not_fail_the_run(sandbox):
     sandbox.control.fault("api-errors", codes=[503, 429, 500], count=6, retry_after=0)
+    sandbox.control.fault("api-drop", count=3)
+    mark = sandbox.control.audit_mark()
     assert_ok(deploy(sandbox))
+    assert any(r["code"] in (429, 500, 503) for r in sandbox.control.audit_since(mark))
 
 
 def test_a_real_api_error_stops_the_run_with_the_servers_message(deployed):
