@@ -151,7 +151,21 @@ def render_diff(live: dict | None, predicted: dict | None, ref: Ref) -> list[str
                                      tofile=f"wanted: {label}", lineterm="", n=3))
 
 
+class _DiffDumper(yaml.SafeDumper):
+    """Multi-line strings (config files, scripts in ConfigMaps) as literal blocks, line by line,
+    so their diff shows the lines that change instead of one escaped string."""
+
+
+def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_DiffDumper.add_representer(str, _represent_str)
+
+
 def _yaml_lines(obj: dict | None) -> list[str]:
     if obj is None:
         return []
-    return yaml.safe_dump(obj, sort_keys=True, default_flow_style=False, allow_unicode=True).splitlines()
+    return yaml.dump(obj, Dumper=_DiffDumper, sort_keys=True, default_flow_style=False,
+                     allow_unicode=True, width=1000).splitlines()
