@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Callable
 
 from .client import Kube, KubeApiError
 from .kinds import Ref
@@ -288,9 +288,3 @@ def node_gpus(node: dict, resource: str = "nvidia.com/gpu") -> int:
     except (TypeError, ValueError):
         return 0
 
-
-def any_in(obj: Any, *keys: str) -> Any:
-    for key in keys:
-        if isinstance(obj, dict) and key in obj:
-            return obj[key]
-    return None

@@ -162,4 +162,4 @@ def api_sandbox(tmp_path: Path) -> Iterator[InProcessSandbox]:
 
 
 __all__ = ["InProcessSandbox", "SandboxHandle", "SandboxProcess", "api_sandbox", "make_sandbox", "sandbox",
-           "start_sandbox_process", "dataclasses"]
+           "start_sandbox_process"]

@@ -78,7 +78,7 @@ def test_eks_token_made_like_aws_eks_get_token_is_accepted_and_audited_with_the_
     namespaces = client.CoreV1Api(client.ApiClient(configuration)).list_namespace()
     assert len(namespaces.items) == 4
     record = handle.control.audit()[-1]
-    assert record["verb"] == "list" and record["user"].startswith(f"arn:aws:") and record["code"] == 200
+    assert record["verb"] == "list" and record["user"].startswith("arn:aws:") and record["code"] == 200
 
 
 def test_the_sandbox_fixture_runs_every_component_and_writes_their_endpoints(sandbox):
