@@ -1,10 +1,11 @@
 """pyinfra operations for Kubernetes objects: applied, absent, ready.
 
-They behave like pyinfra's own operations: the body reads the live state when the deploy is
-prepared, yields nothing when there is nothing to do (so a rerun reports no change and a
-`--dry` run is honest), and prints a unified diff of each object under `--diff`. The work
-itself (apply, delete, wait) runs at execute time as a Python command, in operation order, so a
-later step's objects are applied only after an earlier step's objects are ready.
+They behave like pyinfra's own operations: the body reads the live state whenever pyinfra asks
+it for commands (during change detection, and again when executing, in operation order, so it
+sees what earlier operations did), yields nothing when there is nothing to do (so a rerun
+reports no change and a `--dry` run is honest), and prints a unified diff of each object under
+`--diff`. The work itself (apply, delete, wait) is a Python command, so a later step's objects
+are applied only after an earlier step's objects are ready.
 
 The connection comes from `kubeops.connection.kube_for(host)`; the deploy registers it once.
 """
@@ -106,18 +107,16 @@ def applied(manifests: Iterable[dict] | Callable[[], Iterable[dict]], field_mana
         host.noop(", ".join(str(p.ref) for p in plans) + " up to date")
         return
 
-    def apply_then_wait(state, host):
-        def work():
-            for plan in to_apply:
-                kube.apply(plan.manifest, field_manager=field_manager)
-                _say(label, f"{plan.action}d {plan.ref}")
-            for ref in to_wait:
-                waiter.wait_until_ready(kube, ref, timeout=timeout, poll=poll, unschedulable_grace=unschedulable_grace,
-                                        progress=lambda line: _say(label, line))
-                _say(label, f"{ref} is ready")
-        return _run_safely(label, work)
+    def apply_then_wait():
+        for plan in to_apply:
+            kube.apply(plan.manifest, field_manager=field_manager)
+            _say(label, f"{plan.action}d {plan.ref}")
+        for ref in to_wait:
+            waiter.wait_until_ready(kube, ref, timeout=timeout, poll=poll, unschedulable_grace=unschedulable_grace,
+                                    progress=lambda line: _say(label, line))
+            _say(label, f"{ref} is ready")
 
-    yield FunctionCommand(apply_then_wait, (), {})
+    yield python_command(label, apply_then_wait)
 
 
 @operation(is_idempotent=True)
@@ -150,17 +149,15 @@ def absent(refs: Iterable[Ref], wait: bool = True, timeout: float = 300, poll: f
         host.noop("already absent: " + ", ".join(str(r) for r in refs))
         return
 
-    def delete_then_wait(state, host):
-        def work():
+    def delete_then_wait():
+        for ref in present:
+            kube.delete(ref)
+            _say(label, f"deleted {ref}")
+        if wait:
             for ref in present:
-                kube.delete(ref)
-                _say(label, f"deleted {ref}")
-            if wait:
-                for ref in present:
-                    _wait_gone(kube, ref, timeout, poll, label)
-        return _run_safely(label, work)
+                _wait_gone(kube, ref, timeout, poll, label)
 
-    yield FunctionCommand(delete_then_wait, (), {})
+    yield python_command(label, delete_then_wait)
 
 
 def _wait_gone(kube, ref: Ref, timeout: float, poll: float, label: str) -> None:
@@ -195,11 +192,9 @@ def ready(refs: Iterable[Ref], timeout: float = 300, poll: float = 2.0, label: s
         host.noop("ready: " + ", ".join(str(r) for r in refs))
         return
 
-    def wait_all(state, host):
-        def work():
-            for ref in pending:
-                waiter.wait_until_ready(kube, ref, timeout=timeout, poll=poll, progress=lambda line: _say(label, line))
-                _say(label, f"{ref} is ready")
-        return _run_safely(label, work)
+    def wait_all():
+        for ref in pending:
+            waiter.wait_until_ready(kube, ref, timeout=timeout, poll=poll, progress=lambda line: _say(label, line))
+            _say(label, f"{ref} is ready")
 
-    yield FunctionCommand(wait_all, (), {})
+    yield python_command(label, wait_all)
