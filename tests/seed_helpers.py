@@ -120,14 +120,29 @@ def hub(tmp_path):
 
 def python_for_hub036() -> str:
     """Python 3.10 when this machine has one (the ASR image is Ubuntu 22.04: 3.10), else this interpreter."""
-    candidates = [os.environ.get("SEED_COMPAT_PYTHON"), shutil.which("python3.10"),
-                  *sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.10*/bin/python3.10")))]
-    return next((c for c in candidates if c and os.access(c, os.X_OK)), sys.executable)
+    candidates = [os.environ.get("SEED_COMPAT_PYTHON"),
+                  *sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.10*/bin/python3.10"))),
+                  shutil.which("python3.10")]
+    for candidate in candidates:
+        # A pyenv shim exists on PATH even when that version is not selected, and then fails: try it.
+        if candidate and os.access(candidate, os.X_OK) and subprocess.run(
+                [candidate, "-c", "import venv"], capture_output=True, timeout=60).returncode == 0:
+            return candidate
+    return sys.executable
 
 
 def ensure_hub036_venv() -> Path:
     """The python of a venv with huggingface_hub 0.36.2 (on Python 3.10 when available), created once
-    under the repo's git-ignored .venv-hub036/."""
+    under the repo's git-ignored .venv-hub036/ (under a lock: test workers may ask at once)."""
+    import fcntl
+
+    HUB036_VENV.parent.mkdir(parents=True, exist_ok=True)
+    with open(str(HUB036_VENV) + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _ensure_hub036_venv_locked()
+
+
+def _ensure_hub036_venv_locked() -> Path:
     python = HUB036_VENV / "bin" / "python"
     check = [str(python), "-c", "import huggingface_hub; print(huggingface_hub.__version__)"]
     if python.exists():
