@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Iterator
 
 import boto3
+import pytest
 
 from qwen_speech.aws import AwsSession
 from sandbox.aws import ACCESS_KEY_ID, SECRET_ACCESS_KEY, AwsOptions, SandboxAws
@@ -58,3 +59,15 @@ def isolate_aws_env(monkeypatch, home: Path, **extra: str) -> None:
             monkeypatch.delenv(key)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
+
+
+@pytest.fixture(scope="module")
+def sandbox_aws(tmp_path_factory):
+    """One moto-backed sandbox AWS per test module (moto keeps its state per process)."""
+    with running_sandbox_aws(tmp_path_factory.mktemp("aws")) as started:
+        yield started
+
+
+@pytest.fixture
+def session(sandbox_aws):
+    return sandbox_session(sandbox_aws)

@@ -18,19 +18,9 @@ import boto3
 import pytest
 
 from qwen_speech import aws
-from tests.aws_helpers import (KUBE_CA_PEM, KUBE_ENDPOINT, ROOT, clean_env, isolate_aws_env, running_sandbox_aws,
-                               sandbox_session)
+from tests.aws_helpers import (KUBE_CA_PEM, KUBE_ENDPOINT, ROOT, clean_env, isolate_aws_env, running_sandbox_aws,  # noqa: F401
+                               sandbox_aws, sandbox_session, session)
 
-
-@pytest.fixture(scope="module")
-def sandbox_aws(tmp_path_factory):
-    with running_sandbox_aws(tmp_path_factory.mktemp("aws")) as started:
-        yield started
-
-
-@pytest.fixture
-def session(sandbox_aws):
-    return sandbox_session(sandbox_aws)
 
 
 def presigned_url(token: str) -> str:

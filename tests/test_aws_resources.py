@@ -8,18 +8,8 @@ import pytest
 
 from qwen_speech import aws
 from sandbox.aws import image_manifest
-from tests.aws_helpers import running_sandbox_aws, sandbox_session
+from tests.aws_helpers import running_sandbox_aws, sandbox_aws, sandbox_session, session  # noqa: F401
 
-
-@pytest.fixture(scope="module")
-def sandbox_aws(tmp_path_factory):
-    with running_sandbox_aws(tmp_path_factory.mktemp("aws")) as started:
-        yield started
-
-
-@pytest.fixture
-def session(sandbox_aws):
-    return sandbox_session(sandbox_aws)
 
 
 def file_system_ids(session):
