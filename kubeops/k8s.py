@@ -18,6 +18,7 @@ from typing import Callable, Iterable
 import click
 from pyinfra import host, logger, state
 from pyinfra.api import FunctionCommand, operation
+from pyinfra.api.exceptions import OperationError
 
 from . import changes, waiter
 from .client import KubeApiError, KubeUnreachable
@@ -59,6 +60,17 @@ def _run_safely(label: str, work: Callable[[], object]) -> bool:
         return _fail(label, str(err))
 
 
+API_ERRORS = (KubeApiError, KubeUnreachable)
+
+
+def failed(label: str, err: Exception):
+    """What an operation yields when reading the live state failed: during change detection a clean
+    pyinfra error; while executing a command that fails the operation with the server's message."""
+    if not state.is_executing:
+        raise OperationError(f"{label}: {err}")
+    yield python_command(label, lambda: _fail(label, str(err)))
+
+
 def python_command(label: str, work: Callable[[], object]) -> FunctionCommand:
     """A command that runs `work()` at execute time; False or a Kubernetes error fails the operation
     with one clear line (named by `label`) instead of a traceback."""
@@ -97,7 +109,11 @@ def applied(manifests: Iterable[dict] | Callable[[], Iterable[dict]], field_mana
     if callable(manifests):
         manifests = manifests()
     stamped = [changes.with_applied_hash(m) for m in manifests]
-    plans = [changes.plan_apply(kube, m, field_manager=field_manager) for m in stamped]
+    try:
+        plans = [changes.plan_apply(kube, m, field_manager=field_manager) for m in stamped]
+    except API_ERRORS as err:
+        yield from failed(label, err)
+        return
     to_apply = [p for p in plans if p.changes]
     to_wait = [p.ref for p in plans if wait and (p.changes or not waiter.is_ready(p.live))]
     if _diff_wanted():
@@ -141,7 +157,11 @@ def absent(refs: Iterable[Ref], wait: bool = True, timeout: float = 300, poll: f
         )
     """
     kube = kube_for(host)
-    present = [ref for ref in refs if kube.get(ref) is not None]
+    try:
+        present = [ref for ref in refs if kube.get(ref) is not None]
+    except API_ERRORS as err:
+        yield from failed(label, err)
+        return
     if _diff_wanted():
         for ref in present:
             logger.info(f"    Will delete {click.style(str(ref), bold=True)}")
@@ -187,7 +207,11 @@ def ready(refs: Iterable[Ref], timeout: float = 300, poll: float = 2.0, label: s
     """
     kube = kube_for(host)
     refs = list(refs)
-    pending = [ref for ref in refs if not waiter.is_ready(kube.get(ref))]
+    try:
+        pending = [ref for ref in refs if not waiter.is_ready(kube.get(ref))]
+    except API_ERRORS as err:
+        yield from failed(label, err)
+        return
     if not pending:
         host.noop("ready: " + ", ".join(str(r) for r in refs))
         return

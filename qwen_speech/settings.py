@@ -132,9 +132,20 @@ def _string_map(v: Any) -> str | None:
     return None if ok else "a non-empty mapping of strings, e.g. {\"node-type\": \"gpu\"}"
 
 
+def _toleration_ok(t: Any) -> bool:
+    if not isinstance(t, dict) or not set(t) <= {"key", "operator", "value", "effect", "tolerationSeconds"}:
+        return False
+    seconds = t.get("tolerationSeconds")
+    return (all(isinstance(t.get(k, ""), str) for k in ("key", "value"))
+            and t.get("operator", "Equal") in ("Exists", "Equal")
+            and t.get("effect", "") in ("", "NoSchedule", "PreferNoSchedule", "NoExecute")
+            and (seconds is None or isinstance(seconds, int) and not isinstance(seconds, bool)))
+
+
 def _tolerations(v: Any) -> str | None:
-    ok = isinstance(v, list) and all(isinstance(t, dict) and set(t) <= {"key", "operator", "value", "effect", "tolerationSeconds"} for t in v)
-    return None if ok else "a list of Kubernetes tolerations (keys: key, operator, value, effect)"
+    ok = isinstance(v, list) and all(_toleration_ok(t) for t in v)
+    return None if ok else ("a list of Kubernetes tolerations: key and value strings, operator Exists or Equal, "
+                            "effect NoSchedule, PreferNoSchedule or NoExecute, tolerationSeconds an integer")
 
 
 def _string_list(v: Any) -> str | None:

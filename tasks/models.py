@@ -135,7 +135,11 @@ def models_seeded(models: list[Model], timeout: float = 3600, poll: float = 2.0)
     """
     ctx = context_of(host)
     s, kube = ctx.settings, ctx.kube
-    recorded = recorded_commits(kube, s.namespace)
+    try:
+        recorded = recorded_commits(kube, s.namespace)
+    except k8s.API_ERRORS as err:
+        yield from k8s.failed("4. models", err)
+        return
     wanted = [m for m in models if recorded.get(m.key) != m.commit]
     broken: set[str] = set()
     if not wanted:

@@ -134,11 +134,14 @@ def test_transient_api_errors_are_retried_and_do_not_fail_the_run(sandbox):
     assert any(r["code"] in (429, 500, 503) for r in sandbox.control.audit_since(mark))
 
 
-def test_a_real_api_error_stops_the_run_with_the_servers_message(deployed):
-    deployed.control.fault("api-errors", codes=[403], count=50)
-    result = deploy(deployed)
+@pytest.mark.parametrize("code, reason", [(403, "Forbidden"), (422, "Invalid")])
+def test_a_real_api_error_stops_the_run_with_the_servers_message_and_the_objects_name(deployed, code, reason):
+    deployed.control.fault("api-errors", codes=[code], count=50, path="/deployments/qwen3-asr")
+    result = deploy(deployed, "--data", "asr_max_model_len=8192")
     assert result.returncode != 0
-    assert "403" in output(result) or "Forbidden" in output(result)
+    text = output(result)
+    assert f"5. ASR: GET /apis/apps/v1/namespaces/hosthree/deployments/qwen3-asr: {code} {reason}" in text, text[-3000:]
+    assert "internal exception" not in text and "Traceback" not in text
 
 
 def test_spot_interruption_during_the_asr_wait_still_converges(make_sandbox):

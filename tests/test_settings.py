@@ -39,6 +39,8 @@ def test_an_unknown_key_is_named_with_its_neighbours():
     ("asr_memory", "6 GB", "a Kubernetes quantity"),
     ("efs_create", "yes", "true or false"),
     ("asr_model_repo", "Qwen3-ASR", "owner/name"),
+    ("gpu_tolerations", [{"key": "nvidia.com/gpu", "operator": "Sometimes"}], "operator Exists or Equal"),
+    ("gpu_tolerations", [{"key": "nvidia.com/gpu", "tolerationSeconds": "soon"}], "tolerationSeconds an integer"),
 ])
 def test_a_bad_value_is_named_with_what_would_be_right(key, value, expected):
     text = problems(**{key: value})

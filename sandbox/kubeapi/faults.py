@@ -13,6 +13,8 @@ from typing import Any
 KUBE_FAULTS = ("api-errors", "api-slow", "api-drop")
 
 _REASONS = {
+    403: ("Forbidden", "forbidden: the caller may not do this (injected by the sandbox, fault api-errors)"),
+    422: ("Invalid", "the object is invalid (injected by the sandbox, fault api-errors)"),
     429: ("TooManyRequests", "Too many requests, please try again later."),
     500: ("InternalError", "Internal error occurred: injected by the sandbox (fault api-errors)"),
     502: ("InternalError", "Bad Gateway (injected by the sandbox, fault api-errors)"),
@@ -58,12 +60,13 @@ class ApiFaults:
         self._errors_left = 0
         self._error_index = 0
         self._retry_after = 1
+        self._errors_path = ""
         self._slow_seconds = 0.0
         self._slow_left = 0
         self._drop_left = 0
 
     def inject(self, name: str, params: dict | None = None) -> dict:
-        """Arm `api-errors` {codes, count, retry_after}, `api-slow` {seconds, count}, `api-drop` {count} or `clear`."""
+        """Arm `api-errors` {codes, count, retry_after, path}, `api-slow` {seconds, count}, `api-drop` {count} or `clear`."""
         params = params or {}
         with self._lock:
             if name == "api-errors":
@@ -82,6 +85,8 @@ class ApiFaults:
                 self._errors_left = _int(params, "count", len(codes), name)
                 self._error_index = 0
                 self._retry_after = _int(params, "retry_after", 1, name)
+                # Only requests whose path contains this (e.g. "/deployments/qwen3-asr"); "" = all.
+                self._errors_path = str(params.get("path") or "")
             elif name == "api-slow":
                 try:
                     self._slow_seconds = float(params.get("seconds", 1.0))
@@ -97,11 +102,12 @@ class ApiFaults:
             return self.active()
 
     def active(self) -> dict:
-        return {"api-errors": {"codes": self._errors, "left": self._errors_left, "retry_after": self._retry_after},
+        return {"api-errors": {"codes": self._errors, "left": self._errors_left, "retry_after": self._retry_after,
+                               "path": self._errors_path},
                 "api-slow": {"seconds": self._slow_seconds, "left": self._slow_left},
                 "api-drop": {"left": self._drop_left}}
 
-    def take(self) -> FaultDecision:
+    def take(self, path: str = "") -> FaultDecision:
         decision = FaultDecision()
         with self._lock:
             if self._slow_left > 0:
@@ -110,7 +116,7 @@ class ApiFaults:
             if self._drop_left > 0:
                 self._drop_left -= 1
                 decision.drop = True
-            elif self._errors_left > 0:
+            elif self._errors_left > 0 and self._errors_path in path:
                 self._errors_left -= 1
                 decision.error_code = self._errors[self._error_index % len(self._errors)]
                 self._error_index += 1

@@ -291,7 +291,7 @@ class KubeApiServer:
             "content_type": (h.headers.get("Content-Type") or "").split(";")[0].strip() or None,
             "user": None, "user_agent": h.headers.get("User-Agent"), "code": None,
         }
-        decision = self.faults.take()
+        decision = self.faults.take(path)
         reply: Reply | None
         try:
             if decision.delay_seconds:
