@@ -600,22 +600,12 @@ class Controllers:
             status["completionTime"] = now_iso()
             self._event(job, "Normal", "Completed", "Job completed", "job-controller")
         elif failed > backoff_limit:
-            conds = merge_condition(conds, "Failed", "True", "BackoffLimitExceeded",
-                                    "Job has reached the specified backoff limit", probe_time=True)
-            for pod in active:
-                self._delete(PODS, ns, pod["metadata"]["name"])
-            active = []
-            self._event(job, "Warning", "BackoffLimitExceeded", "Job has reached the specified backoff limit",
-                        "job-controller")
+            conds, active = self._fail_job(job, conds, active, "BackoffLimitExceeded",
+                                           "Job has reached the specified backoff limit")
         elif spec.get("activeDeadlineSeconds") is not None and self._job_age(status) > \
                 self.options.scaled(float(spec["activeDeadlineSeconds"]), 0.5):
-            conds = merge_condition(conds, "Failed", "True", "DeadlineExceeded",
-                                    "Job was active longer than specified deadline", probe_time=True)
-            for pod in active:
-                self._delete(PODS, ns, pod["metadata"]["name"])
-            active = []
-            self._event(job, "Warning", "DeadlineExceeded", "Job was active longer than specified deadline",
-                        "job-controller")
+            conds, active = self._fail_job(job, conds, active, "DeadlineExceeded",
+                                           "Job was active longer than specified deadline")
         elif not spec.get("suspend"):
             want = min(parallelism, completions - succeeded) - len(active)
             counted = self._job_failure_at.get(uid)
@@ -649,6 +639,14 @@ class Controllers:
             def write(obj: dict) -> None:
                 obj["status"] = status
             self.store.mutate(JOBS, ns, name, write)
+
+    def _fail_job(self, job: dict, conds: list, active: list, reason: str, message: str) -> tuple[list, list]:
+        """Mark a Job Failed for `reason`, stop its running pods; returns (conditions, active pods)."""
+        conds = merge_condition(conds, "Failed", "True", reason, message, probe_time=True)
+        for pod in active:
+            self._delete(PODS, job["metadata"]["namespace"], pod["metadata"]["name"])
+        self._event(job, "Warning", reason, message, "job-controller")
+        return conds, []
 
     @staticmethod
     def _job_age(status: dict) -> float:

@@ -154,14 +154,18 @@ class Faults:
                 taints.append({"key": "karpenter.sh/disrupted", "effect": "NoSchedule", "timeAdded": now_iso()})
         self.store.mutate(NODES, None, name, taint)
 
-    def _drain(self, name: str) -> None:
-        node = self.store.get(NODES, None, name)
+    def _delete_pods_on(self, name: str, evicted: bool = False) -> None:
         for pod in self.store.list(PODS, field_selector=f"spec.nodeName={name}"):
-            self.cluster.events.record(pod, "Normal", "Evicted", "Evicted pod: Interrupted", component="karpenter")
+            if evicted:
+                self.cluster.events.record(pod, "Normal", "Evicted", "Evicted pod: Interrupted", component="karpenter")
             try:
                 self.store.delete(PODS, pod["metadata"]["namespace"], pod["metadata"]["name"])
             except ApiError:
                 pass
+
+    def _drain(self, name: str) -> None:
+        node = self.store.get(NODES, None, name)
+        self._delete_pods_on(name, evicted=True)
         if node is None:
             return
 
@@ -178,11 +182,7 @@ class Faults:
 
     def _remove(self, name: str) -> None:
         node = self.store.get(NODES, None, name)
-        for pod in self.store.list(PODS, field_selector=f"spec.nodeName={name}"):
-            try:
-                self.store.delete(PODS, pod["metadata"]["namespace"], pod["metadata"]["name"])
-            except ApiError:
-                pass
+        self._delete_pods_on(name)
         if node is None:
             return
         try:
