@@ -43,7 +43,7 @@ def test_cli_up_status_fault_down_cycle(tmp_path):
 
         fault = cli("fault", "--dir", str(root), "api-errors", "codes=[503]", "count=2")
         assert fault.returncode == 0, fault.stderr
-        assert json.loads(fault.stdout)["result"]["api-errors"] == {"codes": [503], "left": 2, "retry_after": 1}
+        assert json.loads(fault.stdout)["result"]["api-errors"] == {"codes": [503], "left": 2, "retry_after": 1, "path": ""}
     finally:
         down = cli("down", "--dir", str(root))
     assert down.returncode == 0 and "Stopped" in down.stdout
