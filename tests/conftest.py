@@ -24,12 +24,14 @@ class KubeClients:
     dynamic: DynamicClient
 
     def request(self, method: str, path: str, *, body: Any = None, content_type: str = "application/json",
-                query: dict | None = None, token: str | None = "admin") -> tuple[int, Any, dict]:
+                query: dict | None = None, token: str | None = "admin",
+                accept: str = "application/json") -> tuple[int, Any, dict]:
         """A raw request through the official ApiClient: (status, parsed body, headers); never raises on 4xx/5xx.
 
-        token: "admin" (the kubeconfig's), None (no Authorization header) or a literal bearer token.
+        token: "admin" (the kubeconfig's), None (no Authorization header) or a literal bearer token;
+        accept: the Accept header (kubectl's Table request, say).
         """
-        headers = {"Content-Type": content_type, "Accept": "application/json"}
+        headers = {"Content-Type": content_type, "Accept": accept}
         auth = ["BearerToken"] if token == "admin" else []
         if token not in ("admin", None):
             headers["Authorization"] = f"Bearer {token}"

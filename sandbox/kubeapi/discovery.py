@@ -55,7 +55,8 @@ def _resource_entries(res: Resource) -> list[dict]:
              "verbs": verbs, "storageVersionHash": ""}
     if res.short_names:
         entry["shortNames"] = list(res.short_names)
-    if res.kind in ("Deployment", "ReplicaSet", "DaemonSet", "Job", "Pod", "Service"):
+    if res.kind in ("Deployment", "ReplicaSet", "DaemonSet", "StatefulSet", "Job", "CronJob", "Pod", "Service",
+                    "HorizontalPodAutoscaler"):
         entry["categories"] = ["all"]
     entries = [entry]
     for sub in res.subresources:

@@ -412,31 +412,3 @@ class Registry:
                         o["metadata"]["ownerReferences"] = [r for r in o["metadata"]["ownerReferences"]
                                                             if r.get("uid") != uid]
                     self.store.mutate(res, obj["metadata"].get("namespace"), obj["metadata"]["name"], drop)
-
-    # -- pod logs ----------------------------------------------------------------------------
-
-    def pod_log(self, namespace: str, name: str, container: str | None, log_path, *, tail_lines: int | None,
-                limit_bytes: int | None) -> str:
-        """The text of a container's log; `log_path(ns, pod, container) -> Path` says where it lives."""
-        pod = self.store.must_get(by_key("pods"), namespace, name)
-        spec = pod.get("spec") or {}
-        containers = [c.get("name") for c in spec.get("containers") or []]
-        init_containers = [c.get("name") for c in spec.get("initContainers") or []]
-        if container is None:
-            if len(containers) != 1:
-                raise bad_request(f"a container name must be specified for pod {name}, choose one of: "
-                                  f"[{' '.join(containers)}] or one of the init containers: [{' '.join(init_containers)}]")
-            container = containers[0]
-        if container not in containers + init_containers:
-            raise bad_request(f"container {container} is not valid for pod {name}")
-        path = Path(log_path(namespace, name, container))
-        if not path.exists():
-            raise bad_request(f'container "{container}" in pod "{name}" is waiting to start: ContainerCreating')
-        text = path.read_text(errors="replace")
-        if tail_lines is not None:
-            lines = text.splitlines(keepends=True)
-            text = "".join(lines[-tail_lines:]) if tail_lines > 0 else ""
-        if limit_bytes is not None:
-            text = text.encode()[:limit_bytes].decode(errors="ignore")
-        return text
-

@@ -57,6 +57,24 @@ RESOURCES: tuple[Resource, ...] = (
     Resource("networking.k8s.io", "v1", "Ingress", "ingresses", True, ("ing",), subresources=("status",)),
     Resource("networking.k8s.io", "v1", "IngressClass", "ingressclasses", False),
     Resource("karpenter.sh", "v1", "NodePool", "nodepools", False, subresources=("status",)),
+    # Kinds every EKS cluster serves that the sandbox only stores (no controller acts on them), so that
+    # discovery, `kubectl get`, `api-resources` and apply of such objects answer as on EKS.
+    Resource("apps", "v1", "StatefulSet", "statefulsets", True, ("sts",), subresources=("status", "scale")),
+    Resource("apps", "v1", "ControllerRevision", "controllerrevisions", True),
+    Resource("batch", "v1", "CronJob", "cronjobs", True, ("cj",), subresources=("status",)),
+    Resource("autoscaling", "v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers", True, ("hpa",),
+             subresources=("status",)),
+    Resource("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets", True, ("pdb",), subresources=("status",)),
+    Resource("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", True),
+    Resource("coordination.k8s.io", "v1", "Lease", "leases", True),
+    Resource("apiextensions.k8s.io", "v1", "CustomResourceDefinition", "customresourcedefinitions", False,
+             ("crd", "crds"), subresources=("status",)),
+    Resource("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", False),
+    Resource("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", "clusterrolebindings", False),
+    Resource("networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies", True, ("netpol",)),
+    Resource("scheduling.k8s.io", "v1", "PriorityClass", "priorityclasses", False, ("pc",)),
+    Resource("", "v1", "ResourceQuota", "resourcequotas", True, ("quota",), subresources=("status",)),
+    Resource("", "v1", "LimitRange", "limitranges", True, ("limits",)),
 )
 
 BY_KEY = {r.key: r for r in RESOURCES}

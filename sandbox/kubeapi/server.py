@@ -28,8 +28,10 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import yaml
 
-from . import discovery
+from . import discovery, health, openapi, printers
 from .faults import ApiFaults
+from .fields import check_field_selector
+from .podlogs import LogRequest
 from .registry import APPLY, Registry, bad_request, default_manager
 from .resources import RESOURCES, Resource
 from .store import ApiError, Store, WatchEvent, field_selector_match, labels_match, parse_label_selector
@@ -40,6 +42,7 @@ logger = logging.getLogger("sandbox.kubeapi")
 EKS_TOKEN_PREFIX = "k8s-aws-v1."
 WATCH_HISTORY = 10000  # events kept for watches that start from an older resourceVersion
 DEFAULT_WATCH_SECONDS = 1800
+BOOKMARK_SECONDS = 60.0  # how often the watch cache sends bookmarks to watchers that allow them
 PROXY_TIMEOUT_SECONDS = 600
 _BY_PATH = {(r.api_version, r.plural): r for r in RESOURCES}
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -119,6 +122,8 @@ def parse_route(path: str) -> Route:
         return Route("version")
     if parts and parts[0] in ("healthz", "livez", "readyz"):
         return Route("health")
+    if parts and parts[0] == "openapi":
+        return Route("openapi")
     if parts == ["api"]:
         return Route("api")
     if parts == ["apis"]:
@@ -229,10 +234,12 @@ class KubeApiServer:
         self.audit = AuditLog(self.root / "audit.jsonl")
         self._stopping = threading.Event()
         self._history: collections.deque[tuple[int, WatchEvent]] = collections.deque(maxlen=WATCH_HISTORY)
-        self._history_dropped = False
+        self._compacted_rv = 0  # watches from an older resourceVersion get 410 Expired, as after etcd compaction
+        self.bookmark_seconds = BOOKMARK_SECONDS
         store.add_listener(self._remember)
         for name in ("api-errors", "api-slow", "api-drop"):
             self.register_fault(name, self.faults.inject)
+        self.register_fault("api-compact", self._compact)
 
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(str(tls.server_cert_path), str(tls.server_key_path))
@@ -265,10 +272,20 @@ class KubeApiServer:
         """Route control-endpoint fault `name` to `handler(name, params)`."""
         self.fault_handlers[name] = handler
 
+    def _compact(self, name: str, params: dict) -> dict:
+        """Fault `api-compact`: forget watch history up to now, as etcd's compaction (every 5 minutes on EKS) does.
+
+        Watches that resume from an older resourceVersion then get 410 Expired and must list again.
+        """
+        with self.store.lock:
+            self._compacted_rv = int(self.store.resource_version)
+            self._history.clear()
+        return {"compacted": self._compacted_rv}
+
     def _remember(self, event: WatchEvent) -> None:
         # Runs under the store lock, right after the event is queued for live watchers.
         if len(self._history) == self._history.maxlen:
-            self._history_dropped = True
+            self._compacted_rv = self._history[0][0]
         self._history.append((int(event.object["metadata"]["resourceVersion"]), event))
 
     # -- one request -------------------------------------------------------------------------
@@ -307,8 +324,13 @@ class KubeApiServer:
                 headers = {"Retry-After": str(decision.retry_after)} if decision.retry_after is not None else {}
                 reply = Reply(decision.error_code, _dumps(status), headers=headers)
             else:
-                record["user"] = self._authenticate(h.headers.get("Authorization"))
-                reply = self._dispatch(h, route, query, body, record)
+                if route.kind == "health" and h.command in ("GET", "HEAD"):
+                    # Anyone may read health (system:public-info-viewer), with or without a token.
+                    code, text = health.answer(path, query, split.query)
+                    reply = Reply(code, text.encode(), "text/plain; charset=utf-8")
+                else:
+                    record["user"] = self._authenticate(h.headers.get("Authorization"))
+                    reply = self._dispatch(h, route, query, body, record)
         except ApiError as err:
             reply = Reply(err.code, _dumps(err.status()))
         except Exception as exc:  # a bug in the sandbox: answer like the real server, keep the trace
@@ -386,6 +408,8 @@ class KubeApiServer:
         if route.kind != "resource":
             if method not in ("GET", "HEAD"):
                 raise _method_not_allowed(method, h.path)
+            if route.kind == "openapi":
+                return self._openapi(h)
             return Reply(200, _dumps(self._discovery(route, h.path)))
         res = route.res
         assert res is not None
@@ -398,20 +422,34 @@ class KubeApiServer:
         if route.subresource == "log":
             if method != "GET":
                 raise _method_not_allowed(method, h.path)
-            return self._pod_log(route, query)
+            return self._pod_log(h, route, query, record)
         if route.subresource == "scale":
             return self._scale(h, route, query, body, dry_run)
         ns, name = route.namespace, route.name
         if method in ("GET", "HEAD"):
+            table_version = printers.wants_table(h.headers.get("Accept"))
+            printers.check_include_object(query.get("includeObject"))
             if name is None:
+                check_field_selector(res, query.get("fieldSelector"))
                 if route.watch_path or query.get("watch", "").lower() in ("true", "1"):
-                    self._watch(h, res, ns, query, record)
+                    self._watch(h, res, ns, query, record, table_version=table_version)
                     return None
                 limit = int(query["limit"]) if query.get("limit", "").isdigit() else None
-                return self._json(200, self.registry.list(res, ns, label_selector=query.get("labelSelector"),
-                                                          field_selector=query.get("fieldSelector"), limit=limit,
-                                                          continue_token=query.get("continue") or None))
-            return self._json(200, self.registry.get(res, ns, name))
+                listed = self.registry.list(res, ns, label_selector=query.get("labelSelector"),
+                                            field_selector=query.get("fieldSelector"), limit=limit,
+                                            continue_token=query.get("continue") or None)
+                if table_version:
+                    return self._json(200, printers.table(res, listed["items"], version=table_version,
+                                                          include_object=query.get("includeObject"),
+                                                          list_metadata=listed["metadata"]))
+                return self._json(200, listed)
+            obj = self.registry.get(res, ns, name)
+            if table_version:
+                return self._json(200, printers.table(res, [obj], version=table_version,
+                                                      include_object=query.get("includeObject"),
+                                                      list_metadata={"resourceVersion": obj["metadata"].get(
+                                                          "resourceVersion", "")}))
+            return self._json(200, obj)
         field_validation = query.get("fieldValidation")
         if method == "POST":
             if name is not None:
@@ -423,6 +461,7 @@ class KubeApiServer:
             return self._json(201, obj)
         if name is None:
             if method == "DELETE":
+                check_field_selector(res, query.get("fieldSelector"))
                 return self._json(200, self.registry.delete_collection(
                     res, ns, label_selector=query.get("labelSelector"), field_selector=query.get("fieldSelector"),
                     options=self._delete_options(body, query), dry_run=dry_run))
@@ -499,11 +538,24 @@ class KubeApiServer:
                               "Foreground")
         return options
 
+    def _openapi(self, h: _Handler) -> Reply:
+        path = urlsplit(h.path).path.rstrip("/")
+        if path == "/openapi/v2":
+            accept = h.headers.get("Accept") or ""
+            if openapi.PROTOBUF_V2 in accept and "json" not in accept and "*/*" not in accept:
+                raise ApiError(406, "NotAcceptable", f"only the following media types are accepted: application/json "
+                               f"(the sandbox serves /openapi/v2 as JSON; {openapi.PROTOBUF_V2} is not implemented)")
+            return Reply(200, openapi.v2_document())
+        if path == openapi.V3_PREFIX:
+            return Reply(200, _dumps(openapi.v3_index()))
+        document = openapi.v3_for_path(path) if path.startswith(openapi.V3_PREFIX + "/") else None
+        if document is None:
+            raise _not_found_path(path)
+        return Reply(200, document)
+
     def _discovery(self, route: Route, path: str) -> dict:
         if route.kind == "version":
             return discovery.VERSION_INFO
-        if route.kind == "health":
-            return {"status": "ok"}
         if route.kind == "api":
             return discovery.api_versions(f"{self.host}:{self.port}")
         if route.kind == "apis":
@@ -540,23 +592,38 @@ class KubeApiServer:
             return self._json(200, self.registry.update_scale(res, ns, name, wanted, manager=manager, dry_run=dry_run))
         raise _method_not_allowed(h.command, h.path)
 
-    def _pod_log(self, route: Route, query: dict[str, str]) -> Reply:
+    def _pod_log(self, h: _Handler, route: Route, query: dict[str, str], record: dict) -> Reply | None:
         def log_path(ns: str, pod: str, container: str) -> Path:
             if self.cluster is not None:
                 return self.cluster.pod_log_path(ns, pod, container)
             return self.root / "logs" / ns / pod / f"{container}.log"
 
-        def number(key: str) -> int | None:
-            value = query.get(key)
-            if value in (None, ""):
-                return None
-            if not value.lstrip("-").isdigit():
-                raise bad_request(f"{key}={value!r} must be an integer")
-            return int(value)
+        request = LogRequest(self.store, route.namespace or "", route.name or "", query, log_path)
+        if not request.follow:
+            return Reply(200, request.read(), "text/plain")
+        try:
+            self._start_stream(h, record, "text/plain")
+            request.stream(lambda data: self._chunk(h, data), self._stopping.is_set)
+            self._chunk(h, b"")
+        except (ConnectionError, ssl.SSLError, OSError):
+            h.close_connection = True
+        return None
 
-        text = self.registry.pod_log(route.namespace or "", route.name or "", query.get("container") or None, log_path,
-                                     tail_lines=number("tailLines"), limit_bytes=number("limitBytes"))
-        return Reply(200, text.encode(), "text/plain")
+    def _start_stream(self, h: _Handler, record: dict, content_type: str) -> None:
+        """Answer 200 with a chunked body that follows (watch, log -f); audited now, as it may last long."""
+        record["code"] = 200
+        h.send_response(200)
+        h.send_header("Content-Type", content_type)
+        h.send_header("Transfer-Encoding", "chunked")
+        h.send_header("Cache-Control", "no-cache, private")
+        h.end_headers()
+        self.audit.write(record)
+
+    @staticmethod
+    def _chunk(h: _Handler, data: bytes) -> None:
+        """One chunk of a streamed body; an empty one ends it."""
+        h.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+        h.wfile.flush()
 
     def _proxy(self, h: _Handler, route: Route, query_dict: dict[str, str], body: bytes) -> Reply:
         res, ns = route.res, route.namespace or ""
@@ -596,7 +663,8 @@ class KubeApiServer:
 
     # -- watch -------------------------------------------------------------------------------
 
-    def _watch(self, h: _Handler, res: Resource, namespace: str | None, query: dict[str, str], record: dict) -> None:
+    def _watch(self, h: _Handler, res: Resource, namespace: str | None, query: dict[str, str], record: dict, *,
+               table_version: str | None = None) -> None:
         terms = parse_label_selector(query.get("labelSelector"))
         field_selector = query.get("fieldSelector")
         timeout = query.get("timeoutSeconds")
@@ -617,9 +685,10 @@ class KubeApiServer:
                     self.store.unwatch(events)
                     raise bad_request(f"resourceVersion {since!r} is not one this server issued")
                 start = int(since)
-                oldest = self._history[0][0] if self._history else None
-                if self._history_dropped and oldest is not None and start < oldest - 1:
-                    expired = ApiError(410, "Expired", f"too old resource version: {start} ({oldest})").status()
+                if start < self._compacted_rv:
+                    # What etcd compaction does to a watcher that held on to an old resourceVersion.
+                    expired = ApiError(410, "Expired", f"too old resource version: {start} "
+                                       f"({self._compacted_rv + 1})").status()
                     initial = [{"type": "ERROR", "object": expired}]
                 else:
                     for rv, event in self._history:
@@ -627,36 +696,55 @@ class KubeApiServer:
                                 (not namespace or event.object["metadata"].get("namespace") == namespace) \
                                 and wanted(event.object):
                             initial.append({"type": event.type, "object": event.object})
-        record["code"] = 200
         try:
-            h.send_response(200)
-            h.send_header("Content-Type", "application/json")
-            h.send_header("Transfer-Encoding", "chunked")
-            h.send_header("Cache-Control", "no-cache, private")
-            h.end_headers()
-            self.audit.write(record)
+            self._start_stream(h, record, "application/json")
+
+            headers_sent = [False]
 
             def send(event: dict) -> None:
-                data = _dumps(event) + b"\n"
-                h.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
-                h.wfile.flush()
+                if table_version and event["type"] in ("ADDED", "MODIFIED", "DELETED"):
+                    # kubectl get -w: every object as a one-row Table, the columns only in the first one.
+                    shown = printers.table(res, [event["object"]], version=table_version,
+                                           include_object=query.get("includeObject"))
+                    if headers_sent[0]:
+                        shown["columnDefinitions"] = []
+                    headers_sent[0] = True
+                    event = {"type": event["type"], "object": shown}
+                self._chunk(h, _dumps(event) + b"\n")
+
+            last_rv = [since if since not in ("", "0") else self.store.resource_version]
+
+            def bookmark() -> None:
+                # BOOKMARK: only the resourceVersion the watcher has now seen everything up to.
+                send({"type": "BOOKMARK", "object": {"kind": res.kind, "apiVersion": res.api_version,
+                                                     "metadata": {"resourceVersion": last_rv[0]}}})
 
             for event in initial:
                 send(event)
+                if event["type"] != "ERROR":
+                    last_rv[0] = max(last_rv[0], event["object"]["metadata"].get("resourceVersion", "0"), key=int)
             if initial and initial[0]["type"] == "ERROR":
                 return
+            bookmarks = query.get("allowWatchBookmarks", "").lower() in ("true", "1")
+            next_bookmark = time.monotonic() + self.bookmark_seconds
             while not self._stopping.is_set():
                 left = deadline - time.monotonic()
                 if left <= 0:
+                    if bookmarks:
+                        bookmark()  # the real watch cache sends one just before the watch times out
                     break
+                if bookmarks and time.monotonic() >= next_bookmark:
+                    last_rv[0] = max(last_rv[0], self.store.resource_version, key=int)
+                    bookmark()
+                    next_bookmark = time.monotonic() + self.bookmark_seconds
                 try:
-                    event = events.get(timeout=min(left, 0.25))
+                    event = events.get(timeout=min(left, 0.25, max(next_bookmark - time.monotonic(), 0.01)))
                 except Exception:  # queue.Empty
                     continue
                 if wanted(event.object):
+                    last_rv[0] = event.object["metadata"]["resourceVersion"]
                     send({"type": event.type, "object": event.object})
-            h.wfile.write(b"0\r\n\r\n")
-            h.wfile.flush()
+            self._chunk(h, b"")
         except (ConnectionError, ssl.SSLError, OSError):
             h.close_connection = True
         finally:
