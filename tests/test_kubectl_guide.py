@@ -237,3 +237,74 @@ def test_api_resources_and_health_as_an_eks_operator_sees_them(kubectl):
             "nodepools.karpenter.sh"} <= set(resources.stdout.split())
     ready = kubectl("get", "--raw", "/readyz?verbose")
     assert ready.returncode == 0 and ready.stdout.splitlines()[-1] == "readyz check passed"
+
+
+# -- port-forward ------------------------------------------------------------------------------
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class PortForward:
+    """`kubectl port-forward ... LOCAL:REMOTE &` as the guide runs it, stopped by its own process handle."""
+
+    def __init__(self, deployed, target: str, remote: int):
+        self.local = _free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("KUBECONFIG", "AWS_"))}
+        env.update({"KUBECONFIG": str(deployed.kubeconfig), "HOME": str(deployed.root)})
+        self.process = subprocess.Popen([kubectl_binary(), "port-forward", "-n", NS, target, f"{self.local}:{remote}"],
+                                        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.first_line = self.process.stdout.readline().strip()  # "Forwarding from 127.0.0.1:P -> 8000"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.local}"
+
+    def stop(self) -> str:
+        self.process.terminate()
+        _, err = self.process.communicate(timeout=10)
+        return err
+
+
+def test_port_forward_to_both_services_carries_the_guides_speech_round_trip(deployed):
+    from qwen_speech.roundtrip import UrlTransport, round_trip
+
+    asr = PortForward(deployed, "svc/qwen3-asr-service", 80)
+    tts = PortForward(deployed, "svc/qwen3-tts-service", 80)
+    try:
+        # The service's port 80 goes to the pods' target ports, as kubectl resolves it against EKS.
+        assert asr.first_line == f"Forwarding from 127.0.0.1:{asr.local} -> 8000"
+        assert tts.first_line == f"Forwarding from 127.0.0.1:{tts.local} -> 8880"
+        health = UrlTransport(tts.url).request("GET", "/health")
+        assert health[0] == 200 and json_of(health[2])["status"] in ("ok", "healthy")
+        results = round_trip(UrlTransport(tts.url), UrlTransport(asr.url), asr_model="/models/Qwen3-ASR-1.7B",
+                             max_cer=0.0)
+        assert [r.ok for r in results] == [True, True]
+    finally:
+        asr.stop()
+        tts.stop()
+
+
+def test_port_forward_to_a_port_nothing_listens_on_reports_the_pods_error(deployed, kubectl):
+    from qwen_speech.roundtrip import RoundTripError, UrlTransport
+
+    pod = kubectl("get", "pods", "-n", NS, "-l", "app=qwen3-asr", "-o", "jsonpath={.items[0].metadata.name}").stdout
+    forward = PortForward(deployed, f"pod/{pod}", 9999)
+    try:
+        assert forward.first_line == f"Forwarding from 127.0.0.1:{forward.local} -> 9999"
+        with pytest.raises(RoundTripError):
+            UrlTransport(forward.url).request("GET", "/health", timeout=10)
+    finally:
+        err = forward.stop()
+    assert f"an error occurred forwarding {forward.local} -> 9999: error forwarding port 9999 to pod {pod}" in err
+    assert "connection refused" in err
+
+
+def json_of(raw: bytes):
+    import json
+
+    return json.loads(raw)

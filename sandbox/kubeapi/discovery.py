@@ -31,6 +31,7 @@ _SUBRESOURCE_SHAPES = {
     "scale": ("Scale", "autoscaling", "v1", ("get", "patch", "update")),
     "log": ("Pod", None, None, ("get",)),
     "proxy": (None, None, None, ("create", "delete", "get", "patch", "update")),
+    "portforward": ("PodPortForwardOptions", None, None, ("create", "get")),
 }
 _PROXY_KINDS = {"Pod": "PodProxyOptions", "Service": "ServiceProxyOptions", "Node": "NodeProxyOptions"}
 

@@ -41,7 +41,7 @@ RESOURCES: tuple[Resource, ...] = (
     Resource("", "v1", "ServiceAccount", "serviceaccounts", True, ("sa",)),
     Resource("", "v1", "Service", "services", True, ("svc",), subresources=("status", "proxy")),
     Resource("", "v1", "Endpoints", "endpoints", True, ("ep",)),
-    Resource("", "v1", "Pod", "pods", True, ("po",), subresources=("status", "log", "proxy")),
+    Resource("", "v1", "Pod", "pods", True, ("po",), subresources=("status", "log", "proxy", "portforward")),
     Resource("", "v1", "Node", "nodes", False, ("no",), subresources=("status", "proxy")),
     Resource("", "v1", "Event", "events", True, ("ev",)),
     Resource("", "v1", "PersistentVolume", "persistentvolumes", False, ("pv",), subresources=("status",)),

@@ -28,7 +28,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import yaml
 
-from . import discovery, health, openapi, printers
+from . import discovery, health, openapi, portforward, printers
 from .faults import ApiFaults
 from .fields import check_field_selector
 from .podlogs import LogRequest
@@ -42,6 +42,7 @@ logger = logging.getLogger("sandbox.kubeapi")
 EKS_TOKEN_PREFIX = "k8s-aws-v1."
 WATCH_HISTORY = 10000  # events kept for watches that start from an older resourceVersion
 DEFAULT_WATCH_SECONDS = 1800
+UPGRADE_SPDY = "spdy/3.1"
 BOOKMARK_SECONDS = 60.0  # how often the watch cache sends bookmarks to watchers that allow them
 PROXY_TIMEOUT_SECONDS = 600
 _BY_PATH = {(r.api_version, r.plural): r for r in RESOURCES}
@@ -425,6 +426,8 @@ class KubeApiServer:
             return self._pod_log(h, route, query, record)
         if route.subresource == "scale":
             return self._scale(h, route, query, body, dry_run)
+        if route.subresource == "portforward":
+            return self._portforward(h, route, record)
         ns, name = route.namespace, route.name
         if method in ("GET", "HEAD"):
             table_version = printers.wants_table(h.headers.get("Accept"))
@@ -624,6 +627,48 @@ class KubeApiServer:
         """One chunk of a streamed body; an empty one ends it."""
         h.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
         h.wfile.flush()
+
+    def _portforward(self, h: _Handler, route: Route, record: dict) -> Reply | None:
+        """Upgrade to SPDY/3.1 and forward the pod's ports for as long as the client keeps the connection."""
+        assert route.res is not None
+        ns, name = route.namespace or "", route.name or ""
+        pod = self.registry.get(route.res, ns, name)
+        upgrade = (h.headers.get("Upgrade") or "").lower()
+        if upgrade == "websocket":
+            # kubectl 1.31+ tries the websocket tunnel first and falls back to SPDY when it is refused.
+            raise bad_request("unable to upgrade connection: the sandbox forwards ports over SPDY/3.1 only "
+                              "(kubectl falls back to it)")
+        protocols = [p.strip() for v in h.headers.get_all("X-Stream-Protocol-Version") or [] for p in v.split(",")]
+        if upgrade != UPGRADE_SPDY or portforward.PROTOCOL not in protocols:
+            raise bad_request(f"port-forward needs Upgrade: SPDY/3.1 and X-Stream-Protocol-Version: "
+                              f"{portforward.PROTOCOL} (as kubectl port-forward sends)")
+        if (pod.get("status") or {}).get("phase") != "Running" or self.cluster is None:
+            raise bad_request(f"unable to upgrade connection: pod {name} is not running")
+        cluster = self.cluster
+
+        def port_of(port: int) -> int:
+            try:
+                return cluster.backend_for_pod(ns, name, port)[1]
+            except ApiError:
+                raise ConnectionRefusedError("connect: connection refused") from None
+
+        h.send_response(101)
+        h.send_header("Connection", "Upgrade")
+        h.send_header("Upgrade", "SPDY/3.1")
+        h.send_header("X-Stream-Protocol-Version", portforward.PROTOCOL)
+        h.end_headers()
+        h.wfile.flush()
+        record["code"] = 101
+        self.audit.write(record)
+        h.close_connection = True
+
+        def write(data: bytes) -> None:
+            h.wfile.write(data)
+            h.wfile.flush()
+
+        portforward.SpdyConnection(h.rfile.read1, write, portforward.dialer("127.0.0.1", port_of),
+                                   f"{name}, uid {pod['metadata'].get('uid', '')}").serve()
+        return None
 
     def _proxy(self, h: _Handler, route: Route, query_dict: dict[str, str], body: bytes) -> Reply:
         res, ns = route.res, route.namespace or ""
