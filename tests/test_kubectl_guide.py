@@ -173,6 +173,29 @@ def test_create_namespace_that_the_deploy_made_is_already_exists(kubectl):
     assert f'Error from server (AlreadyExists): namespaces "{NS}" already exists' in result.stderr
 
 
+def test_the_guides_storage_step_applied_again_changes_nothing(deployed, kubectl, tmp_path):
+    # The guide's `kubectl apply -f qwen3-speech-efs-pvc.yaml`, with this deploy's values: what the playbook
+    # applied is what kubectl wants, so diff is empty (exit 0) and a server-side dry run conflicts with nothing.
+    import yaml
+
+    from qwen_speech.manifests import render
+    from qwen_speech.settings import validate
+    from tests.manifest_helpers import default_data
+
+    settings = validate(default_data())
+    documents = render("qwen3-speech-namespace.yaml", settings) + render(
+        "qwen3-speech-efs-pvc.yaml", settings, file_system_id=deployed.state["efs_file_system_id"])
+    manifest = tmp_path / "qwen3-speech-efs-pvc.yaml"
+    manifest.write_text(yaml.safe_dump_all(documents))
+    for diff in (kubectl("diff", "-f", str(manifest)), kubectl("diff", "--server-side", "-f", str(manifest))):
+        assert (diff.returncode, diff.stdout) == (0, ""), diff.stdout + diff.stderr
+    dry = kubectl("apply", "--server-side", "--dry-run=server", "-f", str(manifest))
+    assert dry.returncode == 0, dry.stderr
+    assert dry.stdout.splitlines() == ["namespace/hosthree serverside-applied (server dry run)",
+                                       "storageclass.storage.k8s.io/qwen3-efs-sc serverside-applied (server dry run)",
+                                       "persistentvolumeclaim/qwen3-models-pvc serverside-applied (server dry run)"]
+
+
 MANIFEST = """\
 apiVersion: v1
 kind: ConfigMap

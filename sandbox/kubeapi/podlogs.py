@@ -67,8 +67,11 @@ class LogRequest:
         pod = store.must_get(PODS, namespace, name)
         self.container = self._container(pod, query.get("container") or None)
         path = Path(log_path(namespace, name, self.container))
-        self.path = path.with_suffix(".previous.log") if self.previous else path
-        if self._status(pod) or not self.path.exists():
+        state = self._status(pod).get("state") or {}
+        # The sandbox's kubelet rotates a container's log to .previous.log when the next instance starts; in a
+        # back-off the current file is still the last terminated instance's, which is what `previous` means.
+        self.path = path.with_suffix(".previous.log") if self.previous and state.get("running") else path
+        if self._status(pod) or not path.exists():
             # Without a kubelet (the API-only sandbox) a log file stands in for a started container.
             self._check_state(pod)
 
@@ -106,10 +109,9 @@ class LogRequest:
         if last.get("terminated"):
             return  # restarting: the last instance's log is what there is
         reason = waiting.get("reason") or "ContainerCreating"
-        if reason in ("ErrImagePull", "ImagePullBackOff", "InvalidImageName"):
-            raise bad_request(f'container "{self.container}" in pod "{self.name}" is waiting to start: trying and '
-                              "failing to pull image")
-        raise bad_request(f'container "{self.container}" in pod "{self.name}" is waiting to start: {reason}')
+        what = {"ErrImagePull": "image can't be pulled", "ImagePullBackOff": "trying and failing to pull image"}
+        raise bad_request(f'container "{self.container}" in pod "{self.name}" is waiting to start: '
+                          f"{what.get(reason, reason)}")
 
     # -- reading -----------------------------------------------------------------------------
 

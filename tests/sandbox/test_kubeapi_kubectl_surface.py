@@ -256,6 +256,25 @@ def test_previous_log_is_the_last_instances_output(kube, api_sandbox):
     assert kube.core.read_namespaced_pod_log("restarted", "default") == "second run\n"
 
 
+def test_in_a_crash_loop_back_off_both_logs_are_the_last_instances_as_from_the_kubelet(kube, api_sandbox):
+    _running_pod_with_log(kube, api_sandbox, "crashing", "boom\n", restarted=True)
+    set_status(api_sandbox, "pods", "default", "crashing", {"phase": "Running", "containerStatuses": [
+        {"name": "app", "ready": False, "restartCount": 1, "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+         "lastState": {"terminated": {"exitCode": 1, "finishedAt": "2026-01-01T00:00:00Z"}}}]})
+    assert kube.core.read_namespaced_pod_log("crashing", "default") == "boom\n"
+    assert kube.core.read_namespaced_pod_log("crashing", "default", previous=True) == "boom\n"
+
+
+def test_log_of_a_container_whose_image_cannot_be_pulled_says_so(kube, api_sandbox):
+    kube.core.create_namespaced_pod("default", pod("unpulled", ("app",)))
+    set_status(api_sandbox, "pods", "default", "unpulled", {"phase": "Pending", "containerStatuses": [
+        {"name": "app", "ready": False, "restartCount": 0, "state": {"waiting": {"reason": "ImagePullBackOff"}}}]})
+    with pytest.raises(ApiException) as waiting:
+        kube.core.read_namespaced_pod_log("unpulled", "default")
+    assert json.loads(waiting.value.body)["message"] == \
+        'container "app" in pod "unpulled" is waiting to start: trying and failing to pull image'
+
+
 def test_timestamps_since_seconds_and_limit_bytes(kube, api_sandbox):
     _running_pod_with_log(kube, api_sandbox, "stamped", "alpha\nbeta\n")
     stamped = kube.core.read_namespaced_pod_log("stamped", "default", timestamps=True).splitlines()
