@@ -221,7 +221,7 @@ SCHEMA: dict[str, Checker] = {
     "asr_shm_size": _quantity,
     "asr_dtype": _one_of("auto", "half", "float16", "bfloat16", "float", "float32"),
     "asr_served_model_aliases": _string_list,
-    "asr_max_audio_filesize_mb": _positive_number,
+    "asr_max_audio_filesize_mb": _positive_int,  # vLLM reads it with int() (envs.py)
     # Step 6: TTS
     "tts_image": _optional(_image),
     "tts_ecr_repository": _optional(_string),
