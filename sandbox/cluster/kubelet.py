@@ -31,6 +31,7 @@ import importlib.util
 import json
 import os
 import re
+import select
 import shlex
 import shutil
 import signal
@@ -59,7 +60,25 @@ PYTHON_COMMAND = re.compile(r"^python(3(\.\d+)?)?$")
 # The GPU of each GPU instance family and its CUDA compute capability (what vLLM's dtype checks read).
 GPU_OF_FAMILY = {"g4dn": ("Tesla T4", 7.5), "p3": ("Tesla V100-SXM2-16GB", 7.0), "g5": ("NVIDIA A10G", 8.6),
                  "g6": ("NVIDIA L4", 8.9), "p4d": ("NVIDIA A100-SXM4-40GB", 8.0)}
-EXEC_START_SECONDS = 1.0  # what starting a Python probe process may take on a busy machine
+EXEC_FAST_FLOOR = 2.0    # fast mode: the least an exec probe gets once its interpreter runs
+EXEC_START_LIMIT = 30.0   # how long an exec probe's interpreter may take to start at all
+# Runs an exec probe's Python command after telling the kubelet, on the fd in argv[1], that the
+# interpreter and the usual standard library are up: `python -c BOOTSTRAP FD script.py args`, `... FD -c code`, `... FD -m module`.
+EXEC_BOOTSTRAP = """
+import os, runpy, sys
+import json, socket, subprocess, urllib.request  # what checks use: on a busy machine imports take seconds
+os.write(int(sys.argv[1]), b"."); os.close(int(sys.argv[1]))
+rest = sys.argv[2:]
+if rest[:1] == ["-c"]:
+    sys.argv = ["-c"] + rest[2:]
+    exec(compile(rest[1], "<string>", "exec"), {"__name__": "__main__"})
+elif rest[:1] == ["-m"]:
+    sys.argv = [rest[1]] + rest[2:]
+    runpy.run_module(rest[1], run_name="__main__", alter_sys=True)
+else:
+    sys.argv = rest
+    runpy.run_path(rest[0], run_name="__main__")
+"""
 _NO_PROXY_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
@@ -726,7 +745,8 @@ class Kubelet:
     def _probe_call(self, run: PodRun, c: ContainerRun, spec: dict):
         # The kubelet enforces timeoutSeconds for every probe kind (exec too, since 1.20), on the
         # sandbox's clock: a server that accepts but does not answer fails its probe just as fast.
-        timeout = self.options.scaled(float(spec.get("timeoutSeconds", 1)), 0.25)
+        # At least a second: in fast mode a busy machine must not fail a probe the cluster would pass.
+        timeout = self.options.scaled(float(spec.get("timeoutSeconds", 1)), 1.0)
         if spec.get("httpGet"):
             get = spec["httpGet"]
             port = self._probe_port(run, c, get.get("port"))
@@ -770,18 +790,33 @@ class Kubelet:
                     env[key] = str(ports[int(value)])
             cwd = run.pod_dir
 
-            # Fast mode shrinks the timeout below what starting an interpreter takes: add that back.
-            allowance = EXEC_START_SECONDS if self.options.fast else 0.0
+            # The timeout starts once the interpreter is up (it says so on a pipe): how long this
+            # machine takes to start Python is no part of the simulated world, and fast mode would
+            # otherwise shrink the timeout below it on a busy machine.
+            command = shlex.join(spec["exec"].get("command") or [])
 
             def exec_probe() -> tuple[bool, str]:
+                started, ready = os.pipe()
                 try:
-                    done = subprocess.run(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, capture_output=True,
-                                          timeout=timeout + allowance)
+                    proc = subprocess.Popen([argv[0], "-c", EXEC_BOOTSTRAP, str(ready)] + argv[1:], cwd=cwd, env=env,
+                                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                            pass_fds=(ready,))
+                finally:
+                    os.close(ready)
+                try:
+                    if select.select([started], [], [], EXEC_START_LIMIT)[0]:
+                        os.read(started, 1)  # the marker, or EOF if it died first
+                finally:
+                    os.close(started)
+                # In fast mode never less than EXEC_FAST_FLOOR: the check's own work must fit on a busy machine.
+                limit = max(timeout, EXEC_FAST_FLOOR if self.options.fast else 0.0)
+                try:
+                    output, _ = proc.communicate(timeout=limit)
                 except subprocess.TimeoutExpired:
-                    return False, f"command timed out: {shlex.join(spec['exec'].get('command') or [])} timed out " \
-                                  f"after {spec.get('timeoutSeconds', 1)}s"
-                output = (done.stdout + done.stderr).decode(errors="replace").strip()
-                return done.returncode == 0, output
+                    proc.kill()
+                    proc.communicate()
+                    return False, f"command timed out: {command} timed out after {spec.get('timeoutSeconds', 1)}s"
+                return proc.returncode == 0, output.decode(errors="replace").strip()
             return exec_probe
         return lambda: (True, "")
 
