@@ -19,5 +19,7 @@ sandbox = [
         "karpenter_interruption_queue": _state.get("sqs_queue_name"),
         "poll_seconds": 0.2,
         "unschedulable_grace_seconds": 8,  # the sandbox's replacement nodes join within seconds
+        # The sandbox's ALB name does not resolve; its listeners are on loopback, listed here.
+        "ingress_listener_urls_file": str(_root / "state.json"),
     }),
 ]

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
+import threading
 import time
 import unicodedata
 import urllib.error
@@ -29,6 +30,9 @@ DEFAULT_CASES: tuple[dict, ...] = (
     {"text": "你好，这是语音合成测试。", "voice": "Vivian", "model": "tts-1"},
     {"text": "Hello, this is a TTS test.", "voice": "Ryan", "model": "tts-1-en"},
 )
+# About 60 s of speech: ~130 s of synthesis on a T4 at the guide's RTF 2.16, so longer than an
+# ALB's default idle timeout (60 s) and short enough to run at every verify.
+LONG_TEXT = "长文本语音合成会持续一分钟以上，负载均衡器和服务器都必须等到它结束，而不能中途断开连接。" * 6
 SPEECH_PATH = "/v1/audio/speech"
 TRANSCRIPTIONS_PATH = "/v1/audio/transcriptions"
 DEFAULT_TIMEOUT = 300.0  # the guide: ~20 s for a short sentence on a T4, minutes for long text
@@ -225,8 +229,14 @@ def _tts_hint(status: int, answer: bytes, model: str, voice: str) -> str:
                f"Aiden, Ono_Anna, Sohee)"
     if status == 404:
         return f"no {SPEECH_PATH} there: does the Service port lead to the TTS container (8880)?"
-    if status in (502, 503):
-        return "the TTS Service has no ready endpoint: check the TTS pod and its readiness"
+    if status == 504:
+        return ("the ALB's idle timeout ended before the synthesis did: raise ingress_idle_timeout_seconds "
+                "(the load-balancer-attributes annotation, on both Ingresses of the group)")
+    if status == 502:
+        return ("the ALB lost its connection to the TTS: a backend keep-alive shorter than the ALB's idle "
+                "timeout does that (backend_keep_alive_seconds), or the pod went away")
+    if status == 503:
+        return "the TTS has no registered ready target: check the TTS pod and its readiness"
     if status == 500 and "load" in body.lower():
         return "the TTS model did not load: check the model files on EFS and the pod log"
     return ""
@@ -290,3 +300,43 @@ def round_trip(tts_transport: Transport, asr_transport: Transport, *, asr_model:
                                        transcript=transcript, cer=cer, tts_seconds=tts_seconds,
                                        asr_seconds=asr_seconds, ok=cer <= max_cer, language=language))
     return results
+
+
+@dataclass
+class LongRequestResult:
+    long_seconds: float
+    short_seconds: float
+    long_bytes: int
+
+
+def long_request(tts_transport: Transport, *, text: str = LONG_TEXT, timeout: float = 3600.0,
+                 short_case: Mapping[str, str] = DEFAULT_CASES[0]) -> LongRequestResult:
+    """One long synthesis and, while it runs, a short one: both must answer 200.
+
+    What it proves: the path to the TTS (the ALB's idle timeout, the servers' keep-alive, the
+    probes) survives a request that sends nothing for minutes, and requests that arrive meanwhile
+    are served (after it: the TTS server works on one synthesis at a time). Raises RoundTripError
+    naming the request that failed.
+    """
+    outcome: dict[str, object] = {}
+
+    def run_long() -> None:
+        try:
+            outcome["long"] = speak(tts_transport, text, "Vivian", "tts-1", "wav", timeout=timeout)
+        except RoundTripError as err:
+            outcome["long"] = err
+
+    thread = threading.Thread(target=run_long, name="verify-long-synthesis", daemon=True)
+    thread.start()
+    thread.join(1.0)  # let the long one reach the server first
+    short = speak(tts_transport, short_case["text"], short_case["voice"], short_case["model"], "wav",
+                  timeout=timeout)
+    thread.join(timeout)
+    result = outcome.get("long")
+    if isinstance(result, RoundTripError):
+        raise RoundTripError(f"long synthesis ({len(text)} characters): {result}", endpoint=result.endpoint,
+                             status=result.status, body=result.body)
+    if result is None:
+        raise RoundTripError(f"long synthesis ({len(text)} characters) did not answer within {timeout:.0f}s")
+    audio, seconds = result
+    return LongRequestResult(long_seconds=seconds, short_seconds=short[1], long_bytes=len(audio))

@@ -67,6 +67,13 @@ def _int_at_least(low: int) -> Checker:
     return check
 
 
+def _int_range(low: int, high: int) -> Checker:
+    def check(v: Any) -> str | None:
+        ok = isinstance(v, int) and not isinstance(v, bool) and low <= v <= high
+        return None if ok else f"an integer from {low} to {high}"
+    return check
+
+
 def _port(v: Any) -> str | None:
     ok = isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 65535
     return None if ok else "a port number from 1 to 65535"
@@ -212,13 +219,16 @@ SCHEMA: dict[str, Checker] = {
     "asr_memory": _quantity,
     "asr_gpus": _positive_int,
     "asr_shm_size": _quantity,
+    "asr_dtype": _one_of("auto", "half", "float16", "bfloat16", "float", "float32"),
+    "asr_served_model_aliases": _string_list,
+    "asr_max_audio_filesize_mb": _positive_int,  # vLLM reads it with int() (envs.py)
     # Step 6: TTS
     "tts_image": _optional(_image),
     "tts_ecr_repository": _optional(_string),
     "tts_image_tag": _string,
     "tts_port": _port,
     "tts_backend": _one_of("official", "vllm_omni", "pytorch", "openvino"),
-    "tts_dtype": _one_of("bfloat16", "float16", "float32"),
+    "tts_dtype": _optional(_one_of("bfloat16", "float16", "float32")),
     "tts_cpu": _quantity,
     "tts_memory": _quantity,
     "tts_gpus": _positive_int,
@@ -226,6 +236,10 @@ SCHEMA: dict[str, Checker] = {
     "ingress_group": _group_name,
     "ingress_scheme": _one_of("internal", "internet-facing"),
     "ingress_inbound_cidrs": _optional(_string),
+    "ingress_idle_timeout_seconds": _int_range(1, 4000),
+    "ingress_deregistration_delay_seconds": _int_range(0, 3600),
+    "backend_keep_alive_seconds": _positive_int,
+    "ingress_listener_urls_file": _optional(_string),
     # Timeouts, seconds
     "timeout_time_slicing": _positive_int,
     "timeout_pvc_bound": _positive_int,
@@ -237,6 +251,7 @@ SCHEMA: dict[str, Checker] = {
     "unschedulable_grace_seconds": _non_negative_number,
     # Verify, status, teardown
     "verify_max_cer": _non_negative_number,
+    "verify_long_request": _boolean,
     "karpenter_interruption_queue": _optional(_string),
     "purge_models": _boolean,
     "purge_time_slicing": _boolean,
@@ -316,4 +331,21 @@ def _cross_checks(d: Mapping[str, Any]) -> list[str]:
         problems.append(f"asr_model_dir = tts_model_dir = {d['asr_model_dir']!r}: the two models need their own directories")
     if d["asr_port"] == d["tts_port"]:
         problems.append(f"asr_port = tts_port = {d['asr_port']}: the shared ALB needs one listener per service")
+    if d["backend_keep_alive_seconds"] <= d["ingress_idle_timeout_seconds"]:
+        problems.append(f"backend_keep_alive_seconds = {d['backend_keep_alive_seconds']}: must be above "
+                        f"ingress_idle_timeout_seconds = {d['ingress_idle_timeout_seconds']}, or the servers close "
+                        f"kept-alive connections the ALB still uses and it answers 502; e.g. "
+                        f"{d['ingress_idle_timeout_seconds'] + 60}")
     return problems
+
+
+def settings_warnings(s: Settings) -> list[str]:
+    """Values that deploy but do not do what they say."""
+    out = []
+    if s.tts_dtype is not None and s.tts_backend != "pytorch":
+        # groxaxo/Qwen3-TTS-Openai-Fastapi api/backends/factory.py hands TTS_DTYPE to the pytorch
+        # backend only; official_qwen3_tts.py picks bfloat16 on CUDA itself.
+        out.append(f"tts_dtype = {s.tts_dtype!r} has no effect with tts_backend = {s.tts_backend!r} (only the "
+                   f"'pytorch' backend reads TTS_DTYPE; the official one always runs bfloat16 on a GPU); "
+                   f"set tts_dtype = None")
+    return out

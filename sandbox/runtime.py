@@ -129,6 +129,8 @@ class Sandbox:
         self.hub_url: str | None = None
         self.timings: dict[str, float] = {}
         self.state: dict[str, Any] = {}
+        self._alb_groups: dict[str, dict[int, str]] = {}
+        self._state_lock = threading.Lock()
 
     @property
     def kubeconfig(self) -> Path:
@@ -202,6 +204,7 @@ class Sandbox:
             from .cluster.options import ClusterOptions
 
             self.cluster = Cluster(self.store, self.root, options=self._cluster_options(ClusterOptions), aws=self.aws)
+            self.cluster.alb.on_listeners = self._alb_listeners_changed
             self.cluster.seed_initial_state()
         self._ensure_base_namespaces()
         if self.cluster is not None:
@@ -335,4 +338,20 @@ class Sandbox:
             "options": dataclasses.asdict(self.options),
             **{k: v for k, v in facts.items() if k not in ("account_id",)},
         }
-        _write_private(self.state_path, json.dumps(self.state, indent=2) + "\n")
+        self._write_state()
+
+    def _alb_listeners_changed(self, groups: dict[str, dict[int, str]]) -> None:
+        """The ALB stand-in opened or closed listeners: clients find them in state.json."""
+        with self._state_lock:
+            self._alb_groups = groups
+        if self.state:
+            self._write_state()
+
+    def _write_state(self) -> None:
+        # `alb_listeners` is what an operator uses instead of the ALB's DNS name: listen port -> URL
+        # (all groups; `alb_groups` keeps them apart).
+        with self._state_lock:
+            groups = {group: {str(port): url for port, url in ports.items()} for group, ports in self._alb_groups.items()}
+            self.state["alb_groups"] = groups
+            self.state["alb_listeners"] = {port: url for ports in groups.values() for port, url in ports.items()}
+            _write_private(self.state_path, json.dumps(self.state, indent=2) + "\n")

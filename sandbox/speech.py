@@ -9,16 +9,26 @@ right:
 - ASR: vLLM's OpenAI server as `qwen-asr-serve` runs it. Like vLLM, the socket is bound at start
   but listens only after the model has "loaded" (`load_seconds`), so probes see connection
   refused meanwhile. `GET /health` answers 200 with an empty body, `GET /v1/models` lists the
-  served model name, `POST /v1/audio/transcriptions` takes a multipart upload and answers
+  served model names (`--served-model-name` aliases, else the model argument), and
+  `POST /v1/audio/transcriptions` takes a multipart upload (at most
+  `VLLM_MAX_AUDIO_CLIP_FILESIZE_MB`, default 25) for one of them and answers
   `{"text": "language Chinese<asr_text>...", "usage": {...}}`: the prefix qwen-asr-serve leaves
-  in. A model directory without `config.json` makes `start_stand_in` raise `StandInCrashed`
-  (vLLM exits before binding), so the kubelet can show a crashing container.
-- TTS: groxaxo/Qwen3-TTS-Openai-Fastapi. It listens at once and `GET /health` always answers 200,
-  reporting `initializing` until `load_seconds` have passed (and for as long as the model
-  directory lacks the files the real loader needs), then `healthy`: readiness has to read the
+  in. A model directory without `config.json`, or `--dtype bfloat16` on a GPU below compute
+  capability 8.0 (a T4 is 7.5), makes `start_stand_in` raise `StandInCrashed` (vLLM exits before
+  binding), so the kubelet can show a crashing container; `auto` falls back to float16 there
+  with a warning, as vLLM does.
+- TTS: groxaxo/Qwen3-TTS-Openai-Fastapi. It listens once its model has loaded (uvicorn opens
+  the socket after the lifespan hook, which loads the model); after a failed load it listens
+  anyway and `GET /health` answers 200 reporting `initializing` for as long as the model
+  directory lacks the files the real loader needs, then `healthy`: readiness has to read the
   JSON. `POST /v1/audio/speech` validates like the real one (422 for schema errors, 400 for an
-  unknown model or empty input, 500 "Unsupported speakers" for unknown voices). A request made
-  while loading waits for the load, as the real server loads the model on first request.
+  unknown model or empty input, 500 "Unsupported speakers" for unknown voices), then holds the
+  server for the synthesis (RTF 2.16 x the speech's length, on the sandbox's time scale): the
+  real server synthesises inside its one event loop, so nothing else, `/health` included, is
+  answered meanwhile; connections are still accepted.
+- Keep-alive: both close a connection idle for their uvicorn keep-alive, 5 s unless told: vLLM
+  reads `VLLM_HTTP_TIMEOUT_KEEP_ALIVE`, the TTS server takes `--timeout-keep-alive` only when
+  started through the uvicorn CLI (its own `python -m api.main` passes none).
 
 Audio is a real 24 kHz 16-bit mono WAV: a 440 Hz tone, then a frame (magic, length, CRC-32, JSON
 with text, language, voice, speed) with one payload byte per 5 ms as a constant sample level,
@@ -251,6 +261,27 @@ def _json(status: int, obj: Any) -> _Response:
     return _Response(status, json.dumps(obj, ensure_ascii=False).encode(), "application/json")
 
 
+def read_http_body(rfile, headers, limit: int) -> bytes:
+    """A request's whole body (Content-Length or chunked); ValueError "... too large" above `limit` bytes."""
+    if "chunked" in headers.get("Transfer-Encoding", "").lower():
+        chunks, total = [], 0
+        while True:
+            size = int(rfile.readline().split(b";")[0].strip() or b"0", 16)
+            if size == 0:
+                while rfile.readline() not in (b"\r\n", b"\n", b""):
+                    pass
+                return b"".join(chunks)
+            total += size
+            if total > limit:
+                raise ValueError(f"request body too large (over {limit} bytes)")
+            chunks.append(rfile.read(size))
+            rfile.readline()
+    length = int(headers.get("Content-Length") or 0)
+    if length > limit:
+        raise ValueError(f"request body too large ({length} bytes, at most {limit})")
+    return rfile.read(length) if length else b""
+
+
 class _Handler(http.server.BaseHTTPRequestHandler):
     """Reads a whole request, asks the app, writes the answer; logs like uvicorn."""
 
@@ -258,6 +289,39 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def version_string(self) -> str:
         return "uvicorn"  # both real servers run under uvicorn
+
+    def handle_one_request(self):
+        """One request, as BaseHTTPRequestHandler does, with the server's keep-alive timer while idle.
+
+        uvicorn closes a connection that stays idle for `timeout_keep_alive` after a response;
+        the timer covers only the wait for the next request line, not a slow upload.
+        """
+        stand_in: StandIn = self.server.stand_in  # type: ignore[attr-defined]
+        self.connection.settimeout(stand_in.keep_alive_wait())
+        try:
+            self.raw_requestline = self.rfile.readline(65537)
+        except (TimeoutError, OSError):
+            self.close_connection = True  # idle past keep-alive: closed quietly, as uvicorn does
+            return
+        self.connection.settimeout(None)
+        if len(self.raw_requestline) > 65536:
+            self.requestline, self.request_version, self.command = "", "", ""
+            self.send_error(http.HTTPStatus.REQUEST_URI_TOO_LONG)
+            return
+        if not self.raw_requestline:
+            self.close_connection = True
+            return
+        if not self.parse_request():
+            return
+        method = getattr(self, "do_" + self.command, None)
+        if method is None:
+            self.send_error(http.HTTPStatus.NOT_IMPLEMENTED, f"Unsupported method ({self.command!r})")
+            return
+        try:
+            method()
+            self.wfile.flush()
+        except ConnectionError:  # the client (a probe that timed out, the ALB) hung up first
+            self.close_connection = True
 
     def do_GET(self):
         self._serve()
@@ -279,23 +343,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self._write(response)
 
     def _read_body(self) -> bytes:
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            chunks, total = [], 0
-            while True:
-                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
-                if size == 0:
-                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                        pass
-                    return b"".join(chunks)
-                total += size
-                if total > MAX_REQUEST_BYTES:
-                    raise ValueError(f"request body too large (over {MAX_REQUEST_BYTES} bytes)")
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline()
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > MAX_REQUEST_BYTES:
-            raise ValueError(f"request body too large ({length} bytes, at most {MAX_REQUEST_BYTES})")
-        return self.rfile.read(length) if length else b""
+        return read_http_body(self.rfile, self.headers, MAX_REQUEST_BYTES)
 
     def _write(self, response: _Response) -> None:
         self.send_response(response.status)
@@ -326,8 +374,9 @@ class _Server(http.server.ThreadingHTTPServer):
 class StandIn:
     """A running stand-in: `.port`, `.url`, `.kind`, `.log_lines` (recent log), `.stop()`."""
 
-    def __init__(self, kind: str, app, server: _Server, log_path: Path | None):
+    def __init__(self, kind: str, app, server: _Server, log_path: Path | None, time_scale: float = 1.0):
         self.kind, self.app, self._server = kind, app, server
+        self.time_scale = time_scale
         self.port: int = server.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_lines: deque[str] = deque(maxlen=2000)
@@ -338,6 +387,14 @@ class StandIn:
         self._serving_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         server.stand_in = self  # type: ignore[attr-defined]
+
+    def scaled(self, seconds: float) -> float:
+        """A duration of the real server as this stand-in lives it (the sandbox's time scale)."""
+        return seconds * self.time_scale
+
+    def keep_alive_wait(self) -> float:
+        """Socket timeout while a connection waits for its next request (the server's keep-alive)."""
+        return max(self.scaled(self.app.keep_alive_seconds), 0.01)
 
     def log(self, line: str) -> None:
         """Append a line to the stand-in's log (and to `log_path`, when given)."""
@@ -385,28 +442,43 @@ class StandIn:
 
 
 def start_stand_in(kind: str, port: int = 0, *, model_dir: Path | None = None, load_seconds: float = 0.0,
-                   served_model_name: str | None = None, env: dict | None = None,
-                   log_path: Path | None = None) -> StandIn:
+                   served_model_name: str | list[str] | None = None, args: list[str] | None = None,
+                   env: dict | None = None, log_path: Path | None = None, time_scale: float = 1.0,
+                   gpu: tuple[str, float] | None = None) -> StandIn:
     """Start an ASR or TTS stand-in on 127.0.0.1 in a daemon thread and return it.
 
     + kind: "asr" (vLLM OpenAI server via qwen-asr-serve) or "tts" (Qwen3-TTS FastAPI wrapper)
     + port: port to bind; 0 picks a free one (see `.port`)
     + model_dir: host directory holding the model the container would load; None skips the file checks
-    + load_seconds: model load time: ASR listens only afterwards, TTS reports `initializing` until then
-    + served_model_name: ASR model name clients must send (vLLM: the model argument, e.g.
-      `/models/Qwen3-ASR-1.7B`, unless --served-model-name); default `Qwen/Qwen3-ASR-1.7B`
+    + load_seconds: model load time (real seconds): both listen only afterwards; TTS reports
+      `initializing` after a failed load
+    + served_model_name: ASR model name(s) clients may send; default from args (`--served-model-name`
+      aliases, else the model argument, e.g. `/models/Qwen3-ASR-1.7B`), else `Qwen/Qwen3-ASR-1.7B`
+    + args: the container's arguments after its executable (`qwen-asr-serve MODEL --dtype half ...`;
+      for TTS those of `python -m uvicorn api.main:app ...`, where `--timeout-keep-alive` is read)
     + env: the container's environment (TTS_BACKEND, TTS_MODEL_NAME/TTS_MODEL_ID,
-      NVIDIA_VISIBLE_DEVICES, VLLM_MAX_AUDIO_CLIP_FILESIZE_MB)
+      NVIDIA_VISIBLE_DEVICES, VLLM_MAX_AUDIO_CLIP_FILESIZE_MB, VLLM_HTTP_TIMEOUT_KEEP_ALIVE)
     + log_path: file to append the server's log lines to (the container log)
+    + time_scale: factor from the real server's durations (synthesis, keep-alive) to this one's;
+      the sandbox's fast mode uses 0.01
+    + gpu: (name, compute capability) of the node's GPU, e.g. ("Tesla T4", 7.5); None skips the
+      dtype check
 
     Raises StandInCrashed when the real server would exit at start: ASR with a model_dir lacking
-    config.json, TTS with an unknown TTS_BACKEND. Raises ValueError for an unknown kind.
+    config.json or a dtype the GPU cannot run, TTS with an unknown TTS_BACKEND. Raises ValueError
+    for an unknown kind.
     """
     env = dict(env or {})
+    args = [str(a) for a in args or []]
     if kind == "asr":
-        app = _AsrApp(model_dir, served_model_name or ASR_DEFAULT_MODEL, env)
+        names = ([served_model_name] if isinstance(served_model_name, str) else served_model_name) \
+            or asr_served_names(args) or [ASR_DEFAULT_MODEL]
+        app = _AsrApp(model_dir, names, env)
+        app.dtype, app.dtype_warnings = asr_dtype(args, gpu)
+        app.keep_alive_seconds = asr_keep_alive_seconds(env)
     elif kind == "tts":
         app = _TtsApp(model_dir, load_seconds, env)
+        app.keep_alive_seconds = tts_keep_alive_seconds(args)
     else:
         raise ValueError(f"kind {kind!r} is not a speech stand-in; use 'asr' or 'tts'")
     server = _Server(("127.0.0.1", port), _Handler, bind_and_activate=False)
@@ -415,16 +487,103 @@ def start_stand_in(kind: str, port: int = 0, *, model_dir: Path | None = None, l
     except OSError:
         server.server_close()
         raise
-    stand_in = StandIn(kind, app, server, log_path)
+    stand_in = StandIn(kind, app, server, log_path, time_scale)
     app.stand_in = stand_in
     for line in app.boot_lines():
         stand_in.log(line)
-    if kind == "asr":
-        # vLLM binds early but listens only once the engine is up: connection refused meanwhile.
-        stand_in._start(load_seconds, app.ready_lines)
-    else:
-        stand_in._start(0.0, app.ready_lines)
+    # Both bind early and listen once the model is loaded: vLLM after the engine is up, uvicorn
+    # after the TTS server's lifespan hook (which loads the model) returns. Connection refused
+    # meanwhile.
+    stand_in._start(load_seconds, app.ready_lines)
     return stand_in
+
+
+# ---------------------------------------------------------------------------------------------
+# How the real servers' settings shape connections and time (keep-alive, dtype, synthesis time)
+
+UVICORN_KEEP_ALIVE_SECONDS = 5.0  # uvicorn's --timeout-keep-alive default; api.main passes none
+VLLM_KEEP_ALIVE_SECONDS = 5.0     # vllm envs.py: VLLM_HTTP_TIMEOUT_KEEP_ALIVE default
+TTS_RTF = 2.16                    # the guide: a T4 needs 2.16 s of inference per second of speech
+VLLM_DTYPES = {"auto": "auto", "half": "float16", "float16": "float16", "bfloat16": "bfloat16",
+               "float": "float32", "float32": "float32"}
+ASR_MODEL_DTYPE = "bfloat16"      # Qwen3-ASR's config.json torch_dtype, what `auto` asks for
+
+
+def _flag_values(args: list[str], flag: str) -> list[str] | None:
+    """Values after `flag` (argparse nargs='+': up to the next option) or in `flag=value`; None if absent."""
+    for i, arg in enumerate(args):
+        if arg == flag:
+            values = []
+            for value in args[i + 1:]:
+                if value.startswith("-"):
+                    break
+                values.append(value)
+            return values
+        if arg.startswith(flag + "="):
+            return [arg.split("=", 1)[1]]
+    return None
+
+
+def asr_served_names(args: list[str]) -> list[str]:
+    """The names vLLM serves: every `--served-model-name` alias (the first is reported), else the model argument."""
+    names = _flag_values(args, "--served-model-name")
+    if names:
+        return names
+    model = next((a for i, a in enumerate(args) if not a.startswith("-")
+                  and (i == 0 or not args[i - 1].startswith("--") or "=" in args[i - 1])), None)
+    return [model] if model else []
+
+
+def asr_dtype(args: list[str], gpu: tuple[str, float] | None) -> tuple[str, list[str]]:
+    """(dtype vLLM runs, warning lines), or StandInCrashed as vLLM exits for a dtype the GPU lacks.
+
+    vLLM (vllm/platforms/cuda.py) refuses bfloat16 below compute capability 8.0 and resolves
+    `auto` for a bfloat16 model to float16 there, with a warning.
+    """
+    given = (_flag_values(args, "--dtype") or ["auto"])[0]
+    if given not in VLLM_DTYPES:
+        raise StandInCrashed(f"vllm serve: error: argument --dtype: invalid choice: {given!r} "
+                             f"(choose from {', '.join(repr(d) for d in VLLM_DTYPES)})")
+    dtype = VLLM_DTYPES[given]
+    if gpu is None:
+        return (ASR_MODEL_DTYPE if dtype == "auto" else dtype), []
+    name, capability = gpu
+    if capability >= 8.0:
+        return (ASR_MODEL_DTYPE if dtype == "auto" else dtype), []
+    if dtype == "bfloat16":
+        raise StandInCrashed(f"ValueError: Bfloat16 needs compute capability 8.0 or higher; this {name} has "
+                             f"{capability}. Pass --dtype=half to run in float16.")
+    if dtype == "auto":
+        return "float16", [f"WARNING {name} (compute capability {capability}) has no torch.bfloat16 support; "
+                           f"falling back to torch.float16"]
+    return dtype, []
+
+
+def asr_keep_alive_seconds(env: dict) -> float:
+    """vLLM's uvicorn keep-alive: VLLM_HTTP_TIMEOUT_KEEP_ALIVE seconds (default 5)."""
+    raw = env.get("VLLM_HTTP_TIMEOUT_KEEP_ALIVE")
+    try:
+        return float(raw) if raw not in (None, "") else VLLM_KEEP_ALIVE_SECONDS
+    except ValueError:
+        raise StandInCrashed(f"ValueError: VLLM_HTTP_TIMEOUT_KEEP_ALIVE={raw!r} is not a number") from None
+
+
+def tts_keep_alive_seconds(args: list[str]) -> float:
+    """uvicorn's keep-alive for the TTS server: `--timeout-keep-alive N` when started through the
+    uvicorn CLI; `python -m api.main` calls uvicorn.run without it, so 5 s (api/main.py `main`)."""
+    values = _flag_values(args, "--timeout-keep-alive")
+    if not values:
+        return UVICORN_KEEP_ALIVE_SECONDS
+    try:
+        return float(values[0])
+    except ValueError:
+        raise StandInCrashed(f"Error: Invalid value for '--timeout-keep-alive': {values[0]!r} is not a valid "
+                             f"integer.") from None
+
+
+def tts_synthesis_seconds(text: str) -> float:
+    """How long the official backend works on `text` (real seconds): RTF x the speech's length."""
+    return TTS_RTF * speech_seconds(text)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -474,20 +633,23 @@ def parse_multipart(body: bytes, content_type: str) -> dict[str, tuple[str | Non
 
 
 class _AsrApp:
-    def __init__(self, model_dir: Path | None, served_model_name: str, env: dict):
-        self.served_model_name = served_model_name
+    def __init__(self, model_dir: Path | None, served_names: list[str], env: dict):
+        self.served_names = list(served_names)
+        self.served_model_name = served_names[0]  # the one vLLM reports in answers and logs
+        self.dtype, self.dtype_warnings = ASR_MODEL_DTYPE, []
+        self.keep_alive_seconds = VLLM_KEEP_ALIVE_SECONDS
         self.max_upload_mb = float(env.get("VLLM_MAX_AUDIO_CLIP_FILESIZE_MB") or 25)
         self.created = int(time.time())
         self.stand_in: StandIn | None = None
         if model_dir is not None and not (Path(model_dir) / "config.json").is_file():
             raise StandInCrashed(
-                f"OSError: {served_model_name} does not appear to have a file named config.json "
+                f"OSError: {self.served_model_name} does not appear to have a file named config.json "
                 f"(model directory {model_dir}); the model was not downloaded completely: seed it again")
 
     def boot_lines(self) -> list[str]:
-        return [f"INFO vLLM API server version {VLLM_VERSION}",
-                f"INFO non-default args: {{'model': {self.served_model_name!r}}}",
-                "INFO Loading model weights..."]
+        return ([f"INFO vLLM API server version {VLLM_VERSION}",
+                 f"INFO non-default args: {{'model': {self.served_model_name!r}}}"] + self.dtype_warnings
+                + [f"INFO Loading model weights (dtype {self.dtype})..."])
 
     def ready_lines(self) -> list[str]:
         return [f"INFO Starting vLLM API server 0 on http://0.0.0.0:{self.stand_in.port}",
@@ -507,10 +669,10 @@ class _AsrApp:
         return _json(404, {"detail": "Not Found"})
 
     def _models(self) -> _Response:
-        name = self.served_model_name
         return _json(200, {"object": "list", "data": [{
-            "id": name, "object": "model", "created": self.created, "owned_by": "vllm", "root": name,
-            "parent": None, "max_model_len": 65536, "permission": []}]})
+            "id": name, "object": "model", "created": self.created, "owned_by": "vllm",
+            "root": self.served_model_name, "parent": None, "max_model_len": 65536, "permission": []}
+            for name in self.served_names]})
 
     def _transcribe(self, req: _Request) -> _Response:
         try:
@@ -523,7 +685,7 @@ class _AsrApp:
         text_field = {name: value.decode("utf-8", "replace") for name, (filename, value) in fields.items()
                       if filename is None}
         model = text_field.get("model") or self.served_model_name
-        if model != self.served_model_name:
+        if model not in self.served_names:
             return _vllm_error(404, f"The model `{model}` does not exist.", "NotFoundError", "model")
         response_format = text_field.get("response_format") or "json"
         if response_format not in ASR_RESPONSE_FORMATS:
@@ -591,6 +753,11 @@ class _TtsApp:
         self.started = time.monotonic()
         self.loaded = False
         self.load_lock = threading.Lock()
+        # uvicorn's one event loop: the official backend's generate_speech is `async def` but calls
+        # the model synchronously, so while it synthesises no other request (not even /health) is
+        # answered (api/backends/official_qwen3_tts.py). Connections are still accepted.
+        self.event_loop = threading.Lock()
+        self.keep_alive_seconds = UVICORN_KEEP_ALIVE_SECONDS
         self.stand_in: StandIn | None = None
 
     def boot_lines(self) -> list[str]:
@@ -598,8 +765,17 @@ class _TtsApp:
                 f"INFO:     Loading TTS backend {self.backend_name} with model {self.model_id}"]
 
     def ready_lines(self) -> list[str]:
-        return ["INFO:     Application startup complete.",
-                f"INFO:     Uvicorn running on http://0.0.0.0:{self.stand_in.port} (Press CTRL+C to quit)"]
+        missing = self.missing_model_files()
+        # A failed load does not stop the server: the lifespan hook logs it and serves anyway,
+        # /health says `initializing` and the first request tries again (api/main.py `lifespan`).
+        failed = [f"WARNING:  Backend initialization delayed: {self.model_dir} has no {', '.join(missing)}",
+                  "INFO:     Backend will be loaded on first request."] if missing else []
+        return failed + ["INFO:     Application startup complete.",
+                         f"INFO:     Uvicorn running on http://0.0.0.0:{self.stand_in.port} (Press CTRL+C to quit)"]
+
+    def synthesise(self, text: str) -> None:
+        """Hold the event loop for as long as the model works on `text` (the sandbox's time scale)."""
+        self.stand_in._stopping.wait(self.stand_in.scaled(tts_synthesis_seconds(text)))
 
     def missing_model_files(self) -> list[str]:
         if self.model_dir is None:
@@ -629,6 +805,10 @@ class _TtsApp:
                                f"{', '.join(missing) if missing else 'model (load not finished)'}")
 
     def handle(self, req: _Request) -> _Response:
+        with self.event_loop:
+            return self._route(req)
+
+    def _route(self, req: _Request) -> _Response:
         path = req.path
         if path == "/health" and req.method == "GET":
             return self._health()
@@ -748,6 +928,7 @@ class _TtsApp:
             language = self._language(language, text)
         except (RuntimeError, ValueError) as err:
             return _detail(500, "processing_error", str(err), "server_error")
+        self.synthesise(text)
         wav = encode_speech(text, language, voice, request["speed"])
         fmt = request["response_format"]
         if fmt == "wav":

@@ -5,12 +5,12 @@ Runs while the deploy is prepared; any problem stops the run before the first wr
 
 from __future__ import annotations
 
-from pyinfra import host
+from pyinfra import host, logger
 from pyinfra.api import deploy
 
 from kubeops import client as kube_client
 from kubeops import connection
-from qwen_speech.settings import SettingsError, validate
+from qwen_speech.settings import SettingsError, settings_warnings, validate
 
 from .context import DeployBlocked, DeployContext, set_context
 
@@ -25,6 +25,8 @@ def connect():
         settings = validate(host_data())
     except SettingsError as err:
         raise DeployBlocked(f"{host.name}: {err}") from None
+    for warning in settings_warnings(settings):
+        logger.warning(f"    [{host.name}] inventory: {warning}")
     ctx = open_context(settings)
     connection.use(host, ctx.kube)
     set_context(host, ctx)

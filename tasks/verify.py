@@ -5,7 +5,9 @@ further, through the Kubernetes API's service proxy (no port-forward, no public 
 both health endpoints (TTS health is read as JSON, since it answers 200 while loading), a speech
 round trip (TTS speaks a Chinese and an English sentence, ASR transcribes them, the character
 error rate must stay under verify_max_cer), both pods on one GPU node, and the ALB when this
-machine can reach it. Read-only, so a rerun that changes nothing still verifies and still
+machine can reach it (its DNS name, or the listener URLs of `ingress_listener_urls_file`, which
+the sandbox writes): health, the same round trips, and one synthesis longer than an ALB's default
+idle timeout with a short request beside it, so long requests are proven end to end. Read-only, so a rerun that changes nothing still verifies and still
 reports no change.
 """
 
@@ -112,7 +114,8 @@ def check_placement(kube, s, report: Report) -> None:
                                + "): time-slicing is meant to share one GPU; check GPU node capacity")
 
 
-def check_endpoints(ctx, report: Report) -> None:
+def check_endpoints(ctx, report: Report) -> str | None:
+    """The ALB's address and listeners; returns its DNS name (None when the Ingresses have none)."""
     s, kube = ctx.settings, ctx.kube
     hostname = None
     for name in INGRESSES:
@@ -134,12 +137,59 @@ def check_endpoints(ctx, report: Report) -> None:
             report.warnings.append(f"ALB lookup in AWS: {err}")
     if not hostname:
         report.fail("the Ingresses have no load balancer address")
-        return
+        return None
     report.lines.append(f"ASR: http://{hostname}:{s.asr_port}/v1/audio/transcriptions  (model {s.asr_model_path})")
     report.lines.append(f"TTS: http://{hostname}:{s.tts_port}/v1/audio/speech  (model tts-1, voice Vivian)")
-    if not _reachable(hostname, s.asr_port):
+    if not s.ingress_listener_urls_file and not _reachable(hostname, s.asr_port):
         report.warnings.append(f"{hostname} is not reachable from this machine "
                                f"({s.ingress_scheme} ALB, or outside its inbound CIDRs): checked through the API instead")
+    return hostname
+
+
+def alb_urls(s, hostname: str | None) -> dict[int, str] | None:
+    """Base URL per service port through the ALB, or None when this machine cannot reach it.
+
+    From `ingress_listener_urls_file` (JSON with `alb_listeners`: port -> URL) when set, else the
+    ALB's DNS name when it answers.
+    """
+    ports = (s.asr_port, s.tts_port)
+    if s.ingress_listener_urls_file:
+        try:
+            with open(s.ingress_listener_urls_file, encoding="utf-8") as f:
+                listeners = json.load(f).get("alb_listeners") or {}
+        except (OSError, ValueError):
+            return None
+        urls = {port: listeners.get(str(port)) for port in ports}
+        return urls if all(urls.values()) else None
+    if hostname and _reachable(hostname, s.asr_port):
+        return {port: f"http://{hostname}:{port}" for port in ports}
+    return None
+
+
+def check_through_alb(s, urls: dict[int, str], report: Report) -> None:
+    """Health, the round trips and a long synthesis, as a client of the ALB sends them."""
+    from qwen_speech import roundtrip
+
+    asr, tts = roundtrip.UrlTransport(urls[s.asr_port]), roundtrip.UrlTransport(urls[s.tts_port])
+    try:
+        for name, transport in (("ASR", asr), ("TTS", tts)):
+            status, _, body = transport.request("GET", "/health", timeout=30)
+            if status != 200:
+                report.fail(f"{name} /health through the ALB ({transport}) answered {status}: "
+                            f"{body[:200].decode(errors='replace')}")
+                return
+            report.lines.append(f"through the ALB: {name} /health: 200 ({transport})")
+        results = roundtrip.round_trip(tts, asr, asr_model=s.asr_model_path, max_cer=s.verify_max_cer,
+                                       timeout=s.ingress_idle_timeout_seconds + 60)
+        for r in results:
+            line = f"through the ALB: round trip {r.model}/{r.voice}, CER {r.cer:.2f}"
+            (report.lines.append if r.ok else report.fail)(line if r.ok else line + f" (over {s.verify_max_cer})")
+        if s.verify_long_request:
+            long = roundtrip.long_request(tts, timeout=s.ingress_idle_timeout_seconds + 60)
+            report.lines.append(f"through the ALB: a {len(roundtrip.LONG_TEXT)}-character synthesis answered 200 after "
+                                f"{long.long_seconds:.1f}s, a short one beside it after {long.short_seconds:.1f}s")
+    except roundtrip.RoundTripError as err:
+        report.fail(f"through the ALB: {err}")
 
 
 def _reachable(hostname: str, port: int) -> bool:
@@ -166,7 +216,10 @@ def run_checks(ctx) -> Report:
         if report.ok:
             check_round_trip(kube, s, report)
         check_placement(kube, s, report)
-        check_endpoints(ctx, report)
+        hostname = check_endpoints(ctx, report)
+        urls = alb_urls(s, hostname) if report.ok else None
+        if urls:
+            check_through_alb(s, urls, report)
         model_summary(kube, s, report)
     except (KubeApiError, KubeUnreachable) as err:
         report.fail(str(err))

@@ -39,6 +39,10 @@ def test_deploy_converges_on_a_fresh_sandbox_with_asr_ready_before_tts_is_create
     text = output(result)
     assert "Deployment hosthree/qwen3-asr is ready" in text
     assert "round trip" in text and "TTS: http://" in text
+    # Verify also went through the ALB's listeners (state.json), long synthesis included.
+    assert "through the ALB: round trip tts-1/Vivian" in text and "through the ALB: round trip tts-1-en/Ryan" in text
+    assert "-character synthesis answered 200" in text
+    assert set(sandbox.state["alb_listeners"]) == {"8000", "8880"}
     records = sandbox.control.audit_since(mark)
     tts_created = _first_index(records, lambda r: r["verb"] in ("create", "patch") and not r.get("dry_run")
                                and r["path"].endswith("/deployments/qwen3-tts"))

@@ -50,15 +50,46 @@ def test_asr_runs_qwen_asr_serve_with_the_guides_memory_fraction_and_context_len
     assert pod["initContainers"][0]["name"] == "model-guard"
 
 
-def test_tts_readiness_reads_the_health_json_and_stays_with_asr():
+def test_tts_startup_reads_the_health_json_readiness_stays_true_during_synthesis_and_it_stays_with_asr():
     pod = _by("Deployment", "qwen3-tts")["spec"]["template"]["spec"]
     tts = pod["containers"][0]
-    assert tts["readinessProbe"]["exec"]["command"][-1].endswith("tts_health_check.py")
+    assert tts["startupProbe"]["exec"]["command"][-1].endswith("tts_health_check.py")
+    # A synthesis blocks the server's event loop: only a TCP check keeps answering meanwhile.
+    assert tts["readinessProbe"]["tcpSocket"]["port"] == "http"
+    assert tts["livenessProbe"]["tcpSocket"]["port"] == "http"
     env = {e["name"]: e.get("value") for e in tts["env"]}
-    assert env["TTS_BACKEND"] == "official" and env["TTS_DTYPE"] == "bfloat16" and env["PORT"] == "8880"
+    assert env["TTS_BACKEND"] == "official" and env["PORT"] == "8880"
+    assert "TTS_DTYPE" not in env  # the official backend ignores it
     affinity = pod["affinity"]["podAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][0]
     assert affinity["labelSelector"]["matchLabels"]["app.kubernetes.io/name"] == "qwen3-asr"
     assert "@sha256:" in tts["image"]
+
+
+def test_tts_dtype_is_passed_only_when_the_inventory_sets_it():
+    tts = next(m for m in all_manifests(tts_dtype="float16", tts_backend="pytorch")
+               if m["kind"] == "Deployment" and m["metadata"]["name"] == "qwen3-tts")
+    env = {e["name"]: e.get("value") for e in tts["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["TTS_DTYPE"] == "float16"
+
+
+def test_both_servers_keep_connections_alive_longer_than_the_albs_idle_timeout_on_both_ingresses():
+    idle = {m["metadata"]["annotations"]["alb.ingress.kubernetes.io/load-balancer-attributes"]
+            for m in all_manifests() if m["kind"] == "Ingress"}
+    assert idle == {"idle_timeout.timeout_seconds=1800"}  # group-wide: one value on every member
+    tts = _by("Deployment", "qwen3-tts")["spec"]["template"]["spec"]["containers"][0]
+    assert tts["command"][:4] == ["python", "-m", "uvicorn", "api.main:app"]
+    assert int(tts["command"][tts["command"].index("--timeout-keep-alive") + 1]) > 1800
+    asr = _by("Deployment", "qwen3-asr")["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in asr["env"]}
+    assert int(env["VLLM_HTTP_TIMEOUT_KEEP_ALIVE"]) > 1800
+    assert env["VLLM_MAX_AUDIO_CLIP_FILESIZE_MB"] == "25"
+
+
+def test_asr_runs_half_precision_and_serves_the_guides_name_first_and_an_alias():
+    args = _by("Deployment", "qwen3-asr")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--dtype") + 1] == "half"
+    at = args.index("--served-model-name")
+    assert args[at + 1:at + 3] == ["/models/Qwen3-ASR-1.7B", "qwen3-asr"]
 
 
 def test_ingresses_share_one_alb_with_explicit_scheme_ip_targets_and_health_path():

@@ -19,7 +19,7 @@ ASR_MODEL = "/models/Qwen3-ASR-1.7B"
 
 @pytest.fixture(scope="module")
 def services():
-    tts = start_stand_in("tts")
+    tts = start_stand_in("tts", time_scale=0.01)
     asr = start_stand_in("asr", served_model_name=ASR_MODEL)
     yield UrlTransport(tts.url), UrlTransport(asr.url)
     tts.stop()

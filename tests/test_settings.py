@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from qwen_speech.settings import SettingsError, validate
+from qwen_speech.settings import SettingsError, settings_warnings, validate
 from tests.manifest_helpers import default_data
 
 
@@ -41,6 +41,9 @@ def test_an_unknown_key_is_named_with_its_neighbours():
     ("asr_model_repo", "Qwen3-ASR", "owner/name"),
     ("gpu_tolerations", [{"key": "nvidia.com/gpu", "operator": "Sometimes"}], "operator Exists or Equal"),
     ("gpu_tolerations", [{"key": "nvidia.com/gpu", "tolerationSeconds": "soon"}], "tolerationSeconds an integer"),
+    ("ingress_idle_timeout_seconds", 5000, "an integer from 1 to 4000"),
+    ("ingress_deregistration_delay_seconds", -1, "an integer from 0 to 3600"),
+    ("asr_dtype", "bf16", "'auto', 'half'"),
 ])
 def test_a_bad_value_is_named_with_what_would_be_right(key, value, expected):
     text = problems(**{key: value})
@@ -60,3 +63,16 @@ def test_a_cluster_must_be_named_somehow():
 
 def test_both_services_cannot_share_a_port():
     assert "asr_port = tts_port" in problems(tts_port=8000)
+
+
+def test_a_backend_keep_alive_not_above_the_idle_timeout_is_refused_with_a_value_that_works():
+    text = problems(ingress_idle_timeout_seconds=900, backend_keep_alive_seconds=900)
+    assert "backend_keep_alive_seconds = 900: must be above ingress_idle_timeout_seconds = 900" in text
+    assert "e.g. 960" in text
+
+
+def test_tts_dtype_with_the_official_backend_is_warned_about_and_the_default_is_silent():
+    assert settings_warnings(validate(default_data())) == []
+    (warning,) = settings_warnings(validate(default_data(tts_dtype="bfloat16")))
+    assert "tts_dtype = 'bfloat16' has no effect with tts_backend = 'official'" in warning
+    assert settings_warnings(validate(default_data(tts_dtype="float16", tts_backend="pytorch"))) == []

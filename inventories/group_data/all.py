@@ -60,6 +60,12 @@ asr_cpu = "1"
 asr_memory = "6Gi"
 asr_gpus = 1
 asr_shm_size = "4Gi"
+# vLLM refuses bfloat16 on a T4 (compute capability 7.5) and would fall back from `auto` to fp16
+# with a warning: say half.
+asr_dtype = "half"
+# Served besides the model path (which stays the first name, as the guide's curl sends it).
+asr_served_model_aliases = ["qwen3-asr"]
+asr_max_audio_filesize_mb = 25  # VLLM_MAX_AUDIO_CLIP_FILESIZE_MB, vLLM's default
 
 # 6. TTS (FastAPI, official backend)
 tts_image = None  # None: <account>.dkr.ecr.<region>.amazonaws.com/<tts_ecr_repository>, pinned by digest
@@ -67,7 +73,7 @@ tts_ecr_repository = "qwen3-tts"
 tts_image_tag = "latest"
 tts_port = 8880
 tts_backend = "official"
-tts_dtype = "bfloat16"
+tts_dtype = None  # read only by the pytorch backend; the official one runs bfloat16 on a GPU regardless
 tts_cpu = "1"
 tts_memory = "6Gi"
 tts_gpus = 1
@@ -76,6 +82,16 @@ tts_gpus = 1
 ingress_group = "qwen3-speech"
 ingress_scheme = "internal"  # the controller's default, said out loud; "internet-facing" to reach it from outside the VPC
 ingress_inbound_cidrs = None
+# Long requests: the TTS server sends nothing until a synthesis ends, and the longest speech
+# (~11 min, the guide) takes ~24 min at RTF 2.16; the guide's long text (~1000 characters) ~10 min.
+# The ALB answers 504 to a request silent for longer than its idle timeout (AWS default 60 s).
+ingress_idle_timeout_seconds = 1800
+# Both servers must keep idle connections open longer than the ALB does, or it gets 502s.
+backend_keep_alive_seconds = 1860
+# A pod that leaves the target group cannot finish its requests anyway (its server stops with it):
+# drain for a minute, not the AWS default of five.
+ingress_deregistration_delay_seconds = 60
+ingress_listener_urls_file = None  # a JSON file with `alb_listeners` {port: URL}; the sandbox writes one
 
 # Timeouts (seconds), from the guide's timings: Spot node 1-3 min, ASR image pull ~7 min,
 # model load + CUDA graphs 3-5 min.
@@ -90,6 +106,7 @@ unschedulable_grace_seconds = 240  # Karpenter needs 1-3 min for a new Spot node
 
 # Verify, status, teardown
 verify_max_cer = 0.2
+verify_long_request = True  # through the ALB: one synthesis of ~2 minutes on a T4, with a short one beside it
 karpenter_interruption_queue = None
 purge_models = False
 purge_time_slicing = False

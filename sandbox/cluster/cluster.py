@@ -93,6 +93,7 @@ class Cluster:
             self._thread.join(timeout=10)
             self._thread = None
         with self._pass_lock:
+            self.alb.stop()
             self.kubelet.stop()
 
     def _on_change(self, event: WatchEvent) -> None:

@@ -7,6 +7,11 @@ listen ports (`alb.ingress.kubernetes.io/listen-ports`) are merged across the gr
 balancer comes from the sandbox's AWS (`ensure_load_balancer`), so it exists in ELBv2 tagged as
 the controller tags it; without AWS a plausible hostname is made up. When the last Ingress of a
 group goes, its load balancer is deleted.
+
+Each group also gets a working data plane (alb.py): real listeners on loopback that route by the
+rules to the ready pods, health-check them and enforce the idle timeout, as the ALB would. Their
+URLs are published through `on_listeners` ({group: {port: url}}; the sandbox writes them to
+state.json as `alb_listeners`).
 """
 
 from __future__ import annotations
@@ -14,9 +19,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
-from .common import DEPLOYMENTS, INGRESSCLASSES, INGRESSES, is_deleting
+from .alb import AlbConfigError, HealthChecker, LoadBalancer
+from .common import DEPLOYMENTS, ENDPOINTS, INGRESSCLASSES, INGRESSES, SERVICES, is_deleting
 
 if TYPE_CHECKING:
     from .cluster import Cluster
@@ -58,6 +64,35 @@ class AlbController:
         self.cluster = cluster
         self.store = cluster.store
         self._groups: dict[str, tuple[tuple[int, ...], str]] = {}  # group -> (ports, hostname)
+        self.balancers: dict[str, LoadBalancer] = {}  # group -> its data plane
+        self.on_listeners: Callable[[dict[str, dict[int, str]]], None] | None = None
+        self._published: dict[str, dict[int, str]] = {}
+        self._health: HealthChecker | None = None
+
+    def listeners(self) -> dict[str, dict[int, str]]:
+        """{group: {listen port: local URL}} of every running load balancer."""
+        return {group: {port: listener.url for port, listener in sorted(lb.listeners.items())}
+                for group, lb in sorted(self.balancers.items())}
+
+    def target_health(self, group: str) -> dict[str, dict[str, str]]:
+        """Target states of a group's ALB: {"ns/service:port": {"pod:containerPort": "healthy"}}."""
+        lb = self.balancers.get(group)
+        return lb.states() if lb is not None else {}
+
+    def stop(self) -> None:
+        """Close every listener and stop the health checks (the cluster is stopping)."""
+        if self._health is not None:
+            self._health.stop()
+        for lb in self.balancers.values():
+            lb.close()
+        self.balancers.clear()
+
+    def _publish(self) -> None:
+        current = self.listeners()
+        if current != self._published:
+            self._published = current
+            if self.on_listeners is not None:
+                self.on_listeners(current)
 
     def present(self) -> bool:
         """Whether the controller runs here: its Deployment in kube-system and an IngressClass for it."""
@@ -88,6 +123,7 @@ class AlbController:
             self._reconcile_group(group, members)
         for group in [g for g in self._groups if g not in groups]:
             self._delete_group(group)
+        self._publish()
 
     def _reconcile_group(self, group: str, members: list[dict]) -> None:
         ports: set[int] = set()
@@ -100,6 +136,13 @@ class AlbController:
                     self.cluster.events.record(member, "Warning", "FailedBuildModel",
                                                f"Failed build model due to {err}", component="ingress")
                 return
+        try:
+            self._configure_data_plane(group, members)
+        except AlbConfigError as err:
+            for member in members:
+                self.cluster.events.record(member, "Warning", "FailedBuildModel",
+                                           f"Failed build model due to {err}", component="ingress")
+            return
         wanted = tuple(sorted(ports))
         known = self._groups.get(group)
         if known is None or known[0] != wanted:
@@ -123,6 +166,16 @@ class AlbController:
                     obj.setdefault("status", {})["loadBalancer"] = {"ingress": lb}
                 self.store.mutate(INGRESSES, ing["metadata"]["namespace"], ing["metadata"]["name"], write)
 
+    def _configure_data_plane(self, group: str, members: list[dict]) -> None:
+        lb = self.balancers.get(group)
+        if lb is None:
+            lb = self.balancers[group] = LoadBalancer(group, self.cluster.options.scaled, self.cluster.kubelet.local_port)
+        if self._health is None:
+            self._health = HealthChecker(lambda: list(self.balancers.values()), self.cluster.options.tick / 3)
+        services = {(o["metadata"]["namespace"], o["metadata"]["name"]): o for o in self.cluster.snapshot(SERVICES)}
+        endpoints = {(o["metadata"]["namespace"], o["metadata"]["name"]): o for o in self.cluster.snapshot(ENDPOINTS)}
+        lb.configure([(ing, listen_ports(ing)) for ing in members], services, endpoints)
+
     def _ensure(self, group: str, ports: list[int]) -> str:
         aws = self.cluster.aws
         if aws is not None:
@@ -140,3 +193,6 @@ class AlbController:
                 log.warning("deleting the ALB of group %s: %s", group, err)
                 return
         del self._groups[group]
+        lb = self.balancers.pop(group, None)
+        if lb is not None:
+            lb.close()

@@ -7,7 +7,9 @@ How a container runs depends on what it is:
   standing in for that volume (PVC -> its EFS directory, ConfigMap/Secret -> materialised files,
   emptyDir -> a directory). Output goes to ROOT/logs/<ns>/<pod>/<container>.log.
 - image containing the ASR/TTS marker: a speech stand-in HTTP server per declared containerPort
-  (sandbox.speech), probed for readiness over HTTP like the real server.
+  (sandbox.speech), probed for readiness over HTTP like the real server; a TTS-image command that
+  starts its server (`python -m api.main`, or `python -m uvicorn api.main:app ...`) is the stand-in
+  too, with the arguments it was given.
 - image containing `k8s-device-plugin`: reads its config file at start (device_plugin.py) and
   registers GPUs with the node, or exits 1 with the plugin's error line (crash loop).
 - anything else: Running and Ready after the delays.
@@ -15,7 +17,9 @@ How a container runs depends on what it is:
 States, events and restarts follow the real kubelet: Pulling/Pulled, ErrImagePull then
 ImagePullBackOff, Created/Started, CrashLoopBackOff with doubling back-off (10 s .. 5 min, scaled
 in fast mode), Init:Error / Init:CrashLoopBackOff for failing init containers, restartPolicy
-Always/OnFailure/Never. Liveness probes are not run.
+Always/OnFailure/Never. Liveness probes are not run. Probe timeouts are enforced on the sandbox's
+clock (exec probes too, as since Kubernetes 1.20), so a server that accepts but does not answer
+fails its HTTP or exec probe as it would in a cluster.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ import importlib.util
 import json
 import os
 import re
+import select
+import shlex
 import shutil
 import signal
 import socket
@@ -51,6 +57,28 @@ if TYPE_CHECKING:
     from .cluster import Cluster
 
 PYTHON_COMMAND = re.compile(r"^python(3(\.\d+)?)?$")
+# The GPU of each GPU instance family and its CUDA compute capability (what vLLM's dtype checks read).
+GPU_OF_FAMILY = {"g4dn": ("Tesla T4", 7.5), "p3": ("Tesla V100-SXM2-16GB", 7.0), "g5": ("NVIDIA A10G", 8.6),
+                 "g6": ("NVIDIA L4", 8.9), "p4d": ("NVIDIA A100-SXM4-40GB", 8.0)}
+EXEC_FAST_FLOOR = 2.0    # fast mode: the least an exec probe gets once its interpreter runs
+EXEC_START_LIMIT = 30.0   # how long an exec probe's interpreter may take to start at all
+# Runs an exec probe's Python command after telling the kubelet, on the fd in argv[1], that the
+# interpreter and the usual standard library are up: `python -c BOOTSTRAP FD script.py args`, `... FD -c code`, `... FD -m module`.
+EXEC_BOOTSTRAP = """
+import os, runpy, sys
+import json, socket, subprocess, urllib.request  # what checks use: on a busy machine imports take seconds
+os.write(int(sys.argv[1]), b"."); os.close(int(sys.argv[1]))
+rest = sys.argv[2:]
+if rest[:1] == ["-c"]:
+    sys.argv = ["-c"] + rest[2:]
+    exec(compile(rest[1], "<string>", "exec"), {"__name__": "__main__"})
+elif rest[:1] == ["-m"]:
+    sys.argv = [rest[1]] + rest[2:]
+    runpy.run_module(rest[1], run_name="__main__", alter_sys=True)
+else:
+    sys.argv = rest
+    runpy.run_path(rest[0], run_name="__main__")
+"""
 _NO_PROXY_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
@@ -93,8 +121,9 @@ class _HealthOnlyStandIn:
         self._server.server_close()
 
 
-def start_speech_stand_in(kind: str, *, model_dir: Path | None, load_seconds: float,
-                          served_model_name: str | None, env: dict[str, str], log_path: Path | None = None):
+def start_speech_stand_in(kind: str, *, model_dir: Path | None, load_seconds: float, args: list[str],
+                          env: dict[str, str], log_path: Path | None = None, time_scale: float = 1.0,
+                          gpu: tuple[str, float] | None = None):
     """sandbox.speech's stand-in when that module exists, else a /health-only server.
 
     Raises StandInFailed with the server's last words when the real server would exit at start.
@@ -104,8 +133,8 @@ def start_speech_stand_in(kind: str, *, model_dir: Path | None, load_seconds: fl
     from sandbox import speech
 
     try:
-        return speech.start_stand_in(kind, 0, model_dir=model_dir, load_seconds=load_seconds,
-                                     served_model_name=served_model_name, env=env, log_path=log_path)
+        return speech.start_stand_in(kind, 0, model_dir=model_dir, load_seconds=load_seconds, args=args, env=env,
+                                     log_path=log_path, time_scale=time_scale, gpu=gpu)
     except getattr(speech, "StandInCrashed", RuntimeError) as err:
         raise StandInFailed(str(err)) from None
 
@@ -308,10 +337,12 @@ class Kubelet:
         return None
 
     def _kind(self, container: dict) -> str:
-        argv = list(container.get("command") or []) + list(container.get("args") or [])
+        argv = [str(a) for a in list(container.get("command") or []) + list(container.get("args") or [])]
+        image = (container.get("image") or "").lower()
+        if self.options.tts_image_marker.lower() in image and _starts_tts_server(argv):
+            return "tts"
         if argv and PYTHON_COMMAND.match(os.path.basename(str(argv[0]))):
             return "process"
-        image = (container.get("image") or "").lower()
         if self.options.asr_image_marker.lower() in image:
             return "asr"
         if self.options.tts_image_marker.lower() in image:
@@ -505,15 +536,7 @@ class Kubelet:
 
     def _start_speech(self, run: PodRun, c: ContainerRun, now: float) -> None:
         args = [str(a) for a in (list(c.spec.get("command") or [])[1:] + list(c.spec.get("args") or []))]
-        served = None
-        for i, arg in enumerate(args):
-            if arg == "--served-model-name" and i + 1 < len(args):
-                served = args[i + 1]
-            elif arg.startswith("--served-model-name="):
-                served = arg.split("=", 1)[1]
         model_arg = next((a for a in args if not a.startswith("-")), None)
-        if served is None:
-            served = model_arg
         # The directory the server would load: ASR's model argument, TTS's TTS_MODEL_NAME.
         container_model = model_arg if c.kind == "asr" else (c.raw_env.get("TTS_MODEL_NAME")
                                                               or c.raw_env.get("TTS_MODEL_ID"))
@@ -527,7 +550,8 @@ class Kubelet:
         for port in ports:
             try:
                 stand_in = start_speech_stand_in(c.kind, model_dir=model_dir, load_seconds=self.options.model_load,
-                                                 served_model_name=served, env=dict(c.raw_env), log_path=log_path)
+                                                 args=args, env=dict(c.raw_env), log_path=log_path,
+                                                 time_scale=self.options.scaled(1.0), gpu=self._node_gpu(run))
             except StandInFailed as err:
                 self._log(c, str(err))
                 c.crash_at = now
@@ -536,6 +560,12 @@ class Kubelet:
             if port is not None:
                 with self._ports_lock:
                     self._ports.setdefault((run.namespace, run.name), {})[port] = stand_in.port
+
+    def _node_gpu(self, run: PodRun) -> tuple[str, float] | None:
+        """(GPU name, compute capability) of the pod's node, from its instance family; None without a GPU."""
+        labels = ((self.store.get(NODES, None, run.node) or {}).get("metadata") or {}).get("labels") or {}
+        family = labels.get("node.kubernetes.io/instance-type", "").split(".")[0]
+        return GPU_OF_FAMILY.get(family)
 
     def _start_device_plugin(self, run: PodRun, c: ContainerRun, now: float) -> None:
         self._log(c, "I0000 main.go] Starting FS watcher.")
@@ -713,7 +743,10 @@ class Kubelet:
         return None
 
     def _probe_call(self, run: PodRun, c: ContainerRun, spec: dict):
-        timeout = min(max(float(spec.get("timeoutSeconds", 1)), 1.0), 10.0)
+        # The kubelet enforces timeoutSeconds for every probe kind (exec too, since 1.20), on the
+        # sandbox's clock: a server that accepts but does not answer fails its probe just as fast.
+        # At least a second: in fast mode a busy machine must not fail a probe the cluster would pass.
+        timeout = self.options.scaled(float(spec.get("timeoutSeconds", 1)), 1.0)
         if spec.get("httpGet"):
             get = spec["httpGet"]
             port = self._probe_port(run, c, get.get("port"))
@@ -757,14 +790,33 @@ class Kubelet:
                     env[key] = str(ports[int(value)])
             cwd = run.pod_dir
 
+            # The timeout starts once the interpreter is up (it says so on a pipe): how long this
+            # machine takes to start Python is no part of the simulated world, and fast mode would
+            # otherwise shrink the timeout below it on a busy machine.
+            command = shlex.join(spec["exec"].get("command") or [])
+
             def exec_probe() -> tuple[bool, str]:
+                started, ready = os.pipe()
                 try:
-                    done = subprocess.run(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, capture_output=True,
-                                          timeout=timeout + 5)
+                    proc = subprocess.Popen([argv[0], "-c", EXEC_BOOTSTRAP, str(ready)] + argv[1:], cwd=cwd, env=env,
+                                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                            pass_fds=(ready,))
+                finally:
+                    os.close(ready)
+                try:
+                    if select.select([started], [], [], EXEC_START_LIMIT)[0]:
+                        os.read(started, 1)  # the marker, or EOF if it died first
+                finally:
+                    os.close(started)
+                # In fast mode never less than EXEC_FAST_FLOOR: the check's own work must fit on a busy machine.
+                limit = max(timeout, EXEC_FAST_FLOOR if self.options.fast else 0.0)
+                try:
+                    output, _ = proc.communicate(timeout=limit)
                 except subprocess.TimeoutExpired:
-                    return False, f"command timed out after {timeout}s"
-                output = (done.stdout + done.stderr).decode(errors="replace").strip()
-                return done.returncode == 0, output
+                    proc.kill()
+                    proc.communicate()
+                    return False, f"command timed out: {command} timed out after {spec.get('timeoutSeconds', 1)}s"
+                return proc.returncode == 0, output.decode(errors="replace").strip()
             return exec_probe
         return lambda: (True, "")
 
@@ -1074,6 +1126,15 @@ class Kubelet:
 
     def _backoff(self, restarts: int) -> float:
         return self.options.scaled(self._real_backoff(restarts), 0.05)
+
+
+def _starts_tts_server(argv: list[str]) -> bool:
+    """Whether a TTS-image command starts its server: the image's own `python -m api.main`, or the
+    uvicorn CLI on `api.main:app` (the way to pass uvicorn options such as --timeout-keep-alive)."""
+    if not argv or not PYTHON_COMMAND.match(os.path.basename(argv[0])):
+        return False
+    rest = argv[1:]
+    return rest[:2] == ["-m", "api.main"] or (rest[:2] == ["-m", "uvicorn"] and "api.main:app" in rest[2:])
 
 
 def _container_port(spec: dict, port: Any) -> int | None:

@@ -67,7 +67,7 @@ def test_service_port_resolves_through_named_target_port_to_the_ready_tts_stand_
         store.create(DEPLOYMENTS, manifest)
         store.create(SERVICES, service("tts", "tts", "http"))
         # Readiness runs the playbook's exec check, which reads PORT: it must reach the stand-in.
-        wait_for(lambda: deployment_ready(store, "default", "tts"), "the TTS deployment to be ready")
+        wait_for(lambda: deployment_ready(store, "default", "tts"), "the TTS deployment to be ready", timeout=30)
         host, port = cluster.backend_for_service("default", "tts", 80)
         assert host == "127.0.0.1"
         assert get_json(host, port, "/health")["status"] == "healthy"
@@ -87,7 +87,7 @@ def test_service_with_a_wrong_target_port_has_no_endpoints(tmp_path):
                                   "data": {"tts_health_check.py": check}})
         store.create(DEPLOYMENTS, manifest)
         store.create(SERVICES, service("tts", "tts", 8000))
-        wait_for(lambda: deployment_ready(store, "default", "tts"), "the TTS deployment to be ready")
+        wait_for(lambda: deployment_ready(store, "default", "tts"), "the TTS deployment to be ready", timeout=30)
         with pytest.raises(ApiError) as raised:
             cluster.backend_for_service("default", "tts", 80)
         assert (raised.value.code, raised.value.reason) == (503, "ServiceUnavailable")

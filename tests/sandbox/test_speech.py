@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import http.client
 import io
 import json
 import socket
 import struct
+import threading
+import time
 import urllib.error
 import urllib.request
 import wave
@@ -52,7 +55,7 @@ def model_dir_with(tmp_path, *names):
 
 @pytest.fixture()
 def tts():
-    stand_in = start_stand_in("tts")
+    stand_in = start_stand_in("tts", time_scale=0.01)
     yield stand_in
     stand_in.stop()
 
@@ -134,8 +137,19 @@ def test_multipart_parser_reads_back_binary_content_with_line_breaks():
 # --- TTS stand-in -------------------------------------------------------------------------------
 
 
-def test_tts_health_answers_200_initializing_while_loading(tmp_path):
-    tts = start_stand_in("tts", load_seconds=600, env={"TTS_MODEL_NAME": "/models/Qwen3-TTS"})
+@pytest.mark.parametrize("kind", ["tts", "asr"])
+def test_both_servers_refuse_connections_while_the_model_loads(kind):
+    # vLLM listens once the engine is up; uvicorn once the TTS server's lifespan hook has loaded the model.
+    stand_in = start_stand_in(kind, load_seconds=600, env={"TTS_MODEL_NAME": "/models/Qwen3-TTS"})
+    try:
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", stand_in.port), timeout=5).close()
+    finally:
+        stand_in.stop()
+
+
+def test_tts_health_answers_200_initializing_after_a_failed_load(tmp_path):
+    tts = start_stand_in("tts", model_dir=tmp_path, env={"TTS_MODEL_NAME": "/models/Qwen3-TTS"})
     try:
         status, _, body = call(tts, "GET", "/health")
     finally:
@@ -145,10 +159,11 @@ def test_tts_health_answers_200_initializing_while_loading(tmp_path):
     assert health["status"] == "initializing"
     assert health["backend"] == {"name": "official", "model_id": "/models/Qwen3-TTS", "ready": False}
     assert health["version"] == "0.1.0"
+    assert any("Backend initialization delayed" in line for line in tts.log_lines)
 
 
 def test_tts_health_turns_healthy_once_the_model_files_are_there(tmp_path):
-    tts = start_stand_in("tts", model_dir=tmp_path)
+    tts = start_stand_in("tts", model_dir=tmp_path, time_scale=0.01)
     try:
         before = json.loads(call(tts, "GET", "/health")[2])
         model_dir_with(tmp_path, "config.json", "generation_config.json", "speech_tokenizer/config.json")
@@ -161,7 +176,7 @@ def test_tts_health_turns_healthy_once_the_model_files_are_there(tmp_path):
 
 def test_tts_speech_without_model_files_answers_500_processing_error(tmp_path):
     model_dir_with(tmp_path, "config.json", "generation_config.json")
-    tts = start_stand_in("tts", model_dir=tmp_path)
+    tts = start_stand_in("tts", model_dir=tmp_path, time_scale=0.01)
     try:
         status, _, body = speech(tts, model="tts-1")
     finally:
@@ -280,15 +295,6 @@ def test_tts_with_an_unknown_backend_crashes_at_start():
 # --- ASR stand-in -------------------------------------------------------------------------------
 
 
-def test_asr_refuses_connections_while_the_model_loads():
-    asr = start_stand_in("asr", load_seconds=600, served_model_name=ASR_MODEL)
-    try:
-        with pytest.raises(ConnectionRefusedError):
-            socket.create_connection(("127.0.0.1", asr.port), timeout=5).close()
-    finally:
-        asr.stop()
-
-
 def test_asr_health_is_200_with_an_empty_body_and_models_list_the_served_name(asr):
     status, _, body = call(asr, "GET", "/health")
     assert (status, body) == (200, b"")
@@ -387,3 +393,84 @@ def test_stand_in_logs_requests_like_uvicorn(tmp_path):
     finally:
         tts.stop()
     assert '"GET /health HTTP/1.1" 200 OK' in log.read_text()
+
+
+# --- what the servers' settings do to connections and time ------------------------------------
+
+
+def test_asr_refuses_bfloat16_on_a_t4_as_vllm_does():
+    with pytest.raises(StandInCrashed, match="Bfloat16 needs compute capability 8.0.*--dtype=half"):
+        start_stand_in("asr", args=[ASR_MODEL, "--dtype", "bfloat16"], gpu=("Tesla T4", 7.5))
+
+
+def test_asr_auto_dtype_falls_back_to_half_on_a_t4_with_a_warning_and_half_runs_silently():
+    auto = start_stand_in("asr", args=[ASR_MODEL], gpu=("Tesla T4", 7.5))
+    half = start_stand_in("asr", args=[ASR_MODEL, "--dtype", "half"], gpu=("Tesla T4", 7.5))
+    try:
+        assert any("falling back to torch.float16" in line for line in auto.log_lines)
+        assert not any("falling back" in line for line in half.log_lines)
+        assert any("dtype float16" in line for line in half.log_lines)
+    finally:
+        auto.stop()
+        half.stop()
+
+
+def test_asr_serves_every_served_model_name_alias_and_nothing_else():
+    asr = start_stand_in("asr", args=[ASR_MODEL, "--served-model-name", ASR_MODEL, "qwen3-asr", "--port", "8000"])
+    try:
+        models = json.loads(call(asr, "GET", "/v1/models")[2])
+        assert [m["id"] for m in models["data"]] == [ASR_MODEL, "qwen3-asr"]
+        audio = encode_speech("Hello", "English", "Ryan")
+        assert transcription(asr, audio, model=ASR_MODEL)[0] == 200
+        assert transcription(asr, audio, model="qwen3-asr")[0] == 200
+        assert transcription(asr, audio, model="Qwen/Qwen3-ASR-1.7B")[0] == 404
+    finally:
+        asr.stop()
+
+
+def idle_connection_closed_after(stand_in, seconds: float) -> bool:
+    """Whether the server closed a kept-alive connection left idle for `seconds` after one request."""
+    conn = http.client.HTTPConnection("127.0.0.1", stand_in.port, timeout=5)
+    try:
+        conn.request("GET", "/health")
+        conn.getresponse().read()
+        conn.sock.settimeout(seconds)
+        try:
+            return conn.sock.recv(1) == b""  # EOF: the server closed it
+        except TimeoutError:
+            return False
+    finally:
+        conn.close()
+
+
+def test_both_servers_close_idle_connections_after_their_keep_alive():
+    # time_scale 0.01: 5 s of keep-alive are 0.05 s here.
+    asr_default = start_stand_in("asr", served_model_name=ASR_MODEL, time_scale=0.01)
+    asr_long = start_stand_in("asr", served_model_name=ASR_MODEL, time_scale=0.01,
+                              env={"VLLM_HTTP_TIMEOUT_KEEP_ALIVE": "1860"})
+    tts_default = start_stand_in("tts", time_scale=0.01)
+    tts_long = start_stand_in("tts", time_scale=0.01, args=["-m", "uvicorn", "api.main:app", "--timeout-keep-alive",
+                                                            "1860"])
+    try:
+        assert idle_connection_closed_after(asr_default, 0.3)
+        assert idle_connection_closed_after(tts_default, 0.3)
+        assert not idle_connection_closed_after(asr_long, 0.3)
+        assert not idle_connection_closed_after(tts_long, 0.3)
+    finally:
+        for stand_in in (asr_default, asr_long, tts_default, tts_long):
+            stand_in.stop()
+
+
+def test_tts_answers_nothing_else_while_it_synthesises():
+    tts = start_stand_in("tts", time_scale=0.01)
+    text = "这是一段很长的文本。" * 15  # ~81 s of synthesis at RTF 2.16: ~0.8 s here
+    try:
+        worker = threading.Thread(target=lambda: speech(tts, input=text, model="tts-1"))
+        worker.start()
+        time.sleep(0.2)
+        with pytest.raises(TimeoutError):
+            urllib.request.urlopen(tts.url + "/health", timeout=0.3).read()
+        worker.join()
+        assert call(tts, "GET", "/health")[0] == 200
+    finally:
+        tts.stop()
