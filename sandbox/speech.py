@@ -293,11 +293,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def handle_one_request(self):
         """One request, as BaseHTTPRequestHandler does, with the server's keep-alive timer while idle.
 
-        uvicorn closes a connection that stays idle for `timeout_keep_alive` after a response;
-        the timer covers only the wait for the next request line, not a slow upload.
+        uvicorn closes a connection that stays idle for `timeout_keep_alive` after a response
+        (the timer starts when a response is complete, so a new connection waits for its first
+        request); it covers only the wait for the next request line, not a slow upload.
         """
         stand_in: StandIn = self.server.stand_in  # type: ignore[attr-defined]
-        self.connection.settimeout(stand_in.keep_alive_wait())
+        answered = getattr(self, "_answered", False)
+        self.connection.settimeout(stand_in.keep_alive_wait() if answered else None)
+        self._answered = True
         try:
             self.raw_requestline = self.rfile.readline(65537)
         except (TimeoutError, OSError):

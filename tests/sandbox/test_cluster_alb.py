@@ -148,15 +148,15 @@ def test_with_the_manifests_before_the_fix_a_long_synthesis_gets_504_and_the_pod
         # long enough for four probe failures even on a machine slow to start Python.
         statuses: list[int] = []
         clients = [threading.Thread(target=lambda: statuses.append(Client(url).speech(LONG_TEXT)[0]), daemon=True)
-                   for _ in range(5)]
+                   for _ in range(8)]
         for thread in clients:
             thread.start()
-        wait_for(lambda: len(statuses) == 5, "the ALB to answer all five", timeout=30)
-        assert statuses == [504] * 5
+        wait_for(lambda: len(statuses) == 8, "the ALB to answer all eight", timeout=60)
+        assert statuses == [504] * 8
         # The synthesis still runs: the exec readiness probe's /health gets no answer, the pod
         # turns NotReady, and the ALB deregisters it.
         wait_for(lambda: tts_target_states(cluster) == ["draining"], "the TTS target to be deregistered",
-                 timeout=60)
+                 timeout=120)
         assert not tts_pod_ready(cluster)
         assert Client(url).request("GET", "/health")[0] == 503  # no registered target left
 
