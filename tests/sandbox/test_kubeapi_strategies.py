@@ -393,3 +393,9 @@ def test_defaulting_is_idempotent_so_a_reapply_changes_nothing(kube):
     again = kube.request("PATCH", f"{DEPLOYMENTS}/asr", body=copy.deepcopy(body), content_type=APPLY, query=query)[1]
     assert again["metadata"]["resourceVersion"] == first["metadata"]["resourceVersion"]
     assert json.dumps(again["spec"], sort_keys=True) == json.dumps(first["spec"], sort_keys=True)
+
+
+def test_pod_written_through_the_api_is_pending_with_its_qos_class_until_scheduled(kube):
+    answer = created(kube, PODS, pod(**gpu_resources(None, {"cpu": "1", "memory": "1Gi"})))
+    assert answer["status"] == {"phase": "Pending", "qosClass": "Guaranteed"}
+    assert answer["spec"]["enableServiceLinks"] is True

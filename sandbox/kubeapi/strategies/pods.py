@@ -411,6 +411,24 @@ def pod_template_causes(template: Any, field: str) -> list[dict]:
 
 # -- the Pod kind -----------------------------------------------------------------------------
 
+def qos_class(spec: dict) -> str:
+    """pkg/apis/core/v1/helper/qos GetPodQOS: BestEffort without any request or limit, Guaranteed
+    when every container limits cpu and memory with requests equal to the limits, else Burstable."""
+    containers = as_list(spec.get("containers")) + as_list(spec.get("initContainers"))
+    requests_any, limits_all = False, True
+    for c in containers:
+        res = as_dict(as_dict(c).get("resources"))
+        req, lim = as_dict(res.get("requests")), as_dict(res.get("limits"))
+        if req or lim:
+            requests_any = True
+        for r in ("cpu", "memory"):
+            if r not in lim or (r in req and str(req[r]) != str(lim[r])):
+                limits_all = False
+    if not requests_any:
+        return "BestEffort"
+    return "Guaranteed" if limits_all else "Burstable"
+
+
 _POD_UPDATE_MSG = ("pod updates may not change fields other than `spec.containers[*].image`,"
                    "`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions "
                    "to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was "
@@ -438,6 +456,9 @@ class PodStrategy(Strategy):
                         for key, value in resources["limits"].items():
                             requests.setdefault(key, value)
         spec.setdefault("enableServiceLinks", True)
+
+    def prepare_for_create(self, obj: dict, ctx) -> None:
+        obj["status"] = {"phase": "Pending", "qosClass": qos_class(as_dict(obj.get("spec")))}
 
     def validate(self, obj: dict) -> list[dict]:
         return pod_spec_causes(obj.get("spec"), "spec")
