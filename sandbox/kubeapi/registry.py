@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from . import strategies, validation
-from .managed import default_manager, server_side_apply, track_update
+from .managed import default_manager, keep_time_of_a_no_op, server_side_apply, track_update
 from .patches import json_patch, merge_patch, strategic_merge
 from .resources import RESOURCES, Resource, by_key
 from .schema import root_schema
@@ -316,6 +316,7 @@ class Registry:
                                "has been modified; please apply your changes to the latest version and try again")
             merged = server_side_apply(res, live, config, manager, force=force, subresource=subresource)
             self.admit(res, merged, live, subresource=subresource, field_validation=field_validation)
+            keep_time_of_a_no_op(merged, live)
             return 200, self.store.update(res, merged, dry_run=dry_run)
 
     @staticmethod

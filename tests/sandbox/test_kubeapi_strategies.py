@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import time
 
 import pytest
 from kubernetes import client
@@ -390,6 +391,7 @@ def test_defaulting_is_idempotent_so_a_reapply_changes_nothing(kube):
     body = deployment(**gpu_resources({"cpu": 0.5}))
     query = {"fieldManager": "test"}
     first = kube.request("PATCH", f"{DEPLOYMENTS}/asr", body=body, content_type=APPLY, query=query)[1]
+    time.sleep(1.1)  # into the next second: a no-op apply must not even move its managedFields time
     again = kube.request("PATCH", f"{DEPLOYMENTS}/asr", body=copy.deepcopy(body), content_type=APPLY, query=query)[1]
     assert again["metadata"]["resourceVersion"] == first["metadata"]["resourceVersion"]
     assert json.dumps(again["spec"], sort_keys=True) == json.dumps(first["spec"], sort_keys=True)
