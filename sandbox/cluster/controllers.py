@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from sandbox.kubeapi.resources import RESOURCES, by_key
 from sandbox.kubeapi.store import ApiError, now_iso, selector_matches
+from sandbox.kubeapi.strategies import strategy_for
 
 from .common import (DAEMONSETS, DEPLOYMENTS, ENDPOINTS, JOBS, NAMESPACES, NODES, PODS, REPLICASETS, SERVICES,
                      condition, controller_of, is_deleting, merge_condition, node_matches_pod_selectors,
@@ -118,6 +119,7 @@ class Controllers:
             pod = pod_from_template(template, namespace=ns, name_prefix=prefix, owner=owner, extra_labels=extra_labels)
             if mutate:
                 mutate(pod)
+            strategy_for("Pod").default(pod)  # the controller creates pods through the API upstream: defaulted
             try:
                 return self.store.create(PODS, pod)
             except ApiError as err:

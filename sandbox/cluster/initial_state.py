@@ -16,6 +16,7 @@ import random
 from typing import TYPE_CHECKING
 
 from sandbox.kubeapi.store import ApiError
+from sandbox.kubeapi.strategies import strategy_for
 
 from .common import (CSIDRIVERS, DAEMONSETS, DEPLOYMENTS, INGRESSCLASSES, NAMESPACES, NODEPOOLS, NODES,
                      SERVICEACCOUNTS, hex_id, now_iso)
@@ -198,6 +199,7 @@ def seed(cluster: "Cluster") -> None:
     options, store = cluster.options, cluster.store
 
     def put(res, obj: dict) -> None:
+        strategy_for(res.kind).default(obj)  # as if written through the API: what EKS would hold
         try:
             store.create(res, obj)
         except ApiError as err:

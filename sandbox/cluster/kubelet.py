@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sandbox.kubeapi.store import ApiError, now_iso
+from sandbox.kubeapi.strategies.pods import qos_class
 
 from .common import (CONFIGMAPS, NODES, PODS, PVCS, PVS, REPLICASETS, SECRETS, container_requests, controller_of,
                      hex_id, merge_condition, node_internal_ip, pod_requests)
@@ -1077,7 +1078,7 @@ class Kubelet:
             status["containerStatuses"] = statuses
             if init_statuses:
                 status["initContainerStatuses"] = init_statuses
-            status["qosClass"] = _qos_class(obj["spec"])
+            status["qosClass"] = qos_class(obj["spec"])
             if reason:
                 status["reason"], status["message"] = reason, message
             else:
@@ -1163,22 +1164,6 @@ def _field_value(pod: dict, path: str) -> Any:
     for part in path.split("."):
         cur = cur.get(part) if isinstance(cur, dict) else None
     return cur
-
-
-def _qos_class(spec: dict) -> str:
-    containers = (spec.get("containers") or []) + (spec.get("initContainers") or [])
-    requests_any, limits_all = False, True
-    for c in containers:
-        res = c.get("resources") or {}
-        req, lim = res.get("requests") or {}, res.get("limits") or {}
-        if req or lim:
-            requests_any = True
-        for r in ("cpu", "memory"):
-            if r not in lim or (r in req and str(req[r]) != str(lim[r])):
-                limits_all = False
-    if not requests_any:
-        return "BestEffort"
-    return "Guaranteed" if limits_all else "Burstable"
 
 
 def _image_id(image: str) -> str:

@@ -240,6 +240,19 @@ def _write_entries(obj: dict, entries: list[Entry], acting: Entry | None, old_ob
     return obj
 
 
+def keep_time_of_a_no_op(new: dict, old: dict) -> None:
+    """An apply is merged before the server defaults the result: when the defaulted result equals
+    the stored object and nobody's fields moved, the apply changed nothing, and its time stays."""
+    if _content(new) != _content(old):
+        return
+
+    def untimed(obj: dict) -> list[dict]:
+        return [{k: v for k, v in e.items() if k != "time"} for e in obj["metadata"].get("managedFields") or []]
+
+    if untimed(new) == untimed(old):
+        new["metadata"]["managedFields"] = copy.deepcopy(old["metadata"].get("managedFields"))
+
+
 def default_manager(user_agent: str | None) -> str:
     """What the real server names a manager that did not say: the user agent up to its first '/'."""
     return (user_agent or "unknown").split("/", 1)[0] or "unknown"

@@ -12,11 +12,12 @@ import base64
 import copy
 import json
 import secrets
+import uuid
 from pathlib import Path
 from typing import Any
 
-from . import validation
-from .managed import default_manager, server_side_apply, track_update
+from . import strategies, validation
+from .managed import default_manager, keep_time_of_a_no_op, server_side_apply, track_update
 from .patches import json_patch, merge_patch, strategic_merge
 from .resources import RESOURCES, Resource, by_key
 from .schema import root_schema
@@ -97,34 +98,8 @@ class Registry:
             meta.pop("namespace", None)
         return obj
 
-    def _defaults(self, res: Resource, obj: dict, old: dict | None) -> None:
-        """The few defaults the sandbox's cluster and the playbook read back, as the real server sets them."""
-        spec = obj.get("spec") if isinstance(obj.get("spec"), dict) else None
-        meta = obj["metadata"]
-        if res.kind == "Namespace":
-            meta.setdefault("labels", {})["kubernetes.io/metadata.name"] = meta["name"]
-            obj["status"] = (old or {}).get("status") or {"phase": "Active"}
-        elif res.kind in ("Deployment", "ReplicaSet") and spec is not None:
-            spec.setdefault("replicas", 1)
-        elif res.kind == "Job" and spec is not None:
-            spec.setdefault("backoffLimit", 6)
-            spec.setdefault("completions", 1)
-            spec.setdefault("parallelism", 1)
-        elif res.kind == "Service" and spec is not None:
-            spec.setdefault("type", "ClusterIP")
-            old_spec = (old or {}).get("spec") or {}
-            if spec["type"] != "ExternalName" and not spec.get("clusterIP"):
-                spec["clusterIP"] = old_spec.get("clusterIP") or self._allocate_cluster_ip()
-            if spec.get("clusterIP"):
-                spec.setdefault("clusterIPs", [spec["clusterIP"]])
-            spec.setdefault("sessionAffinity", "None")
-            for port in spec.get("ports") or []:
-                if isinstance(port, dict):
-                    port.setdefault("protocol", "TCP")
-                    if "port" in port:
-                        port.setdefault("targetPort", port["port"])
-
-    def _allocate_cluster_ip(self) -> str:
+    def allocate_cluster_ip(self) -> str:
+        """A free Service address (strategies.Context: the Service strategy allocates on create)."""
         used = {(o.get("spec") or {}).get("clusterIP") for o in self.store.list(by_key("services"))}
         while True:
             self._next_cluster_ip += 1
@@ -132,18 +107,38 @@ class Registry:
             if candidate not in used:
                 return candidate
 
-    @staticmethod
-    def _validate(res: Resource, obj: dict, *, status_write: bool, field_validation: str | None) -> None:
-        checked = obj if status_write or "status" not in res.subresources else \
-            {k: v for k, v in obj.items() if k != "status"}
+    def admit(self, res: Resource, obj: dict, old: dict | None, *, subresource: str = "",
+              field_validation: str | None = None) -> None:
+        """What happens to every written object before it is stored: the kind's strategy
+        (sandbox/kubeapi/strategies/) defaults it, sets what the server sets, and validates it,
+        together with the schema and metadata checks; one 422 lists every cause.
+
+        + old: the stored object for an update, None for a create
+        + subresource: "status" for status writes (defaults and schema only: the spec is the stored one)
+        """
+        strategy = strategies.strategy_for(res.kind)
         try:
-            validation.validate(res, checked)
-        except ApiError as err:
-            if field_validation not in ("Ignore", "Warn"):
-                raise
-            causes = [c for c in err.details["causes"] if not c["message"].startswith("unknown field")]
-            if causes:
-                raise validation.invalid(res, obj["metadata"].get("name"), causes) from None
+            strategy.default(obj)
+            if subresource != "status":
+                if old is None:
+                    strategy.prepare_for_create(obj, self)
+                else:
+                    strategy.prepare_for_update(obj, old, self)
+            checked = obj if subresource == "status" or "status" not in res.subresources else \
+                {k: v for k, v in obj.items() if k != "status"}
+            causes = validation.object_causes(res, checked)
+            if subresource != "status":
+                semantic = strategy.validate(obj) if old is None else strategy.validate_update(obj, old)
+                # The kind's own rule for a field replaces the schema's generic one (upstream has only the former).
+                named = {c["field"] for c in semantic}
+                causes = [c for c in causes if c["field"] not in named] + semantic
+        except (strategies.QuantityError, strategies.DecodeError) as err:
+            # Upstream fails while decoding the body into its type, before validation: 400, not 422.
+            raise bad_request(f'{res.kind} in version "{res.version}" cannot be handled as a {res.kind}: {err}') from None
+        if field_validation in ("Ignore", "Warn"):
+            causes = [c for c in causes if not c["message"].startswith("unknown field")]
+        if causes:
+            raise validation.invalid(res, obj["metadata"].get("name"), causes)
 
     @staticmethod
     def _keep_status(res: Resource, new: dict, live: dict | None) -> None:
@@ -207,10 +202,10 @@ class Registry:
                     raise bad_request(f"{res.kind} {meta.get('name')!r} needs a namespace: POST it under "
                                       f"/namespaces/<namespace>/{res.plural}")
                 self.require_namespace(meta["namespace"])
-            self._defaults(res, obj, None)
-            self._validate(res, obj, status_write=False, field_validation=field_validation)
+            meta.setdefault("uid", str(uuid.uuid4()))  # before admission: a Job's generated selector names it
+            self.admit(res, obj, None, field_validation=field_validation)
             obj = track_update(res, None, obj, manager)
-            return self.store.create(res, obj, dry_run=dry_run)
+            return self.store.create(res, obj, dry_run=dry_run, keep_uid=True)
 
     def update(self, res: Resource, namespace: str | None, name: str, body: Any, *, manager: str,
                subresource: str = "", dry_run: bool = False, field_validation: str | None = None) -> dict:
@@ -238,8 +233,7 @@ class Registry:
         new["metadata"]["managedFields"] = live["metadata"].get("managedFields")
         if new["metadata"]["managedFields"] is None:
             del new["metadata"]["managedFields"]
-        self._defaults(res, new, live)
-        self._validate(res, new, status_write=subresource == "status", field_validation=field_validation)
+        self.admit(res, new, live, subresource=subresource, field_validation=field_validation)
         new = track_update(res, live, new, manager, subresource=subresource)
         return self.store.update(res, new, expected_rv, dry_run=dry_run)
 
@@ -314,15 +308,15 @@ class Registry:
                 merged = server_side_apply(res, skeleton, config, manager, force=force, existed=False)
                 if "status" in res.subresources:
                     merged.pop("status", None)
-                self._defaults(res, merged, None)
-                self._validate(res, merged, status_write=False, field_validation=field_validation)
-                return 201, self.store.create(res, merged, dry_run=dry_run)
+                merged["metadata"]["uid"] = str(uuid.uuid4())
+                self.admit(res, merged, None, field_validation=field_validation)
+                return 201, self.store.create(res, merged, dry_run=dry_run, keep_uid=True)
             if expected_rv and expected_rv != live["metadata"]["resourceVersion"]:
                 raise ApiError(409, "Conflict", f'Operation cannot be fulfilled on {res.plural} "{name}": the object '
                                "has been modified; please apply your changes to the latest version and try again")
             merged = server_side_apply(res, live, config, manager, force=force, subresource=subresource)
-            self._defaults(res, merged, live)
-            self._validate(res, merged, status_write=subresource == "status", field_validation=field_validation)
+            self.admit(res, merged, live, subresource=subresource, field_validation=field_validation)
+            keep_time_of_a_no_op(merged, live)
             return 200, self.store.update(res, merged, dry_run=dry_run)
 
     @staticmethod

@@ -229,8 +229,11 @@ class Store:
         self._rv += 1
         return str(self._rv)
 
-    def create(self, res: Resource, obj: dict, *, dry_run: bool = False) -> dict:
-        """Store a new object. `dry_run`: run every check and return the result, but store nothing."""
+    def create(self, res: Resource, obj: dict, *, dry_run: bool = False, keep_uid: bool = False) -> dict:
+        """Store a new object. `dry_run`: run every check and return the result, but store nothing.
+
+        `keep_uid`: the uid the registry gave the object before admission (a Job's selector names it).
+        """
         obj = copy.deepcopy(obj)
         meta = obj.setdefault("metadata", {})
         obj["apiVersion"], obj["kind"] = res.api_version, res.kind
@@ -247,7 +250,7 @@ class Store:
         with self.lock:
             if (res.key, ns, name) in self._objects:
                 raise already_exists(res, name)
-            meta["uid"] = str(uuid.uuid4())
+            meta["uid"] = meta["uid"] if keep_uid and meta.get("uid") else str(uuid.uuid4())
             meta["creationTimestamp"] = now_iso()
             if "spec" in obj or res.kind in ("Deployment", "ReplicaSet", "DaemonSet", "Job"):
                 meta["generation"] = 1

@@ -24,10 +24,10 @@ DNS1035_LABEL = r"[a-z]([-a-z0-9]*[a-z0-9])?"
 LABEL_VALUE = r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?"
 QUALIFIED_NAME = r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]"
 
-_SUBDOMAIN_MSG = ("a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', "
+SUBDOMAIN_MSG = ("a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', "
                   "and must start and end with an alphanumeric character (e.g. 'example.com', regex used for "
                   f"validation is '{DNS1123_SUBDOMAIN}')")
-_LABEL_MSG = ("a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must "
+LABEL_MSG = ("a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must "
               "start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for "
               f"validation is '{DNS1123_LABEL}')")
 _DNS1035_MSG = ("a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an "
@@ -46,6 +46,14 @@ def _invalid(field: str, value: Any, detail: str) -> dict:
     return _cause(field, "FieldValueInvalid", f"Invalid value: {json.dumps(value)}: {detail}")
 
 
+def dns_label_causes(field: str, value: str) -> list[dict]:
+    """IsDNS1123Label: names of namespaces, containers, volumes."""
+    causes = [_invalid(field, value, "must be no more than 63 characters")] if len(value) > 63 else []
+    if not re.fullmatch(DNS1123_LABEL, value):
+        causes.append(_invalid(field, value, LABEL_MSG))
+    return causes
+
+
 def name_causes(res: Resource, name: str | None, field: str = "metadata.name") -> list[dict]:
     """Why `name` is not a valid name for this kind (empty list when it is)."""
     if not name:
@@ -55,10 +63,7 @@ def name_causes(res: Resource, name: str | None, field: str = "metadata.name") -
         bad = [s for s in (".", "..") if name == s] or [c for c in ("/", "%") if c in name]
         return [_invalid(field, name, f"may not contain {bad[0]!r}")] if bad else []
     if rule == "label":
-        causes = [_invalid(field, name, "must be no more than 63 characters")] if len(name) > 63 else []
-        if not re.fullmatch(DNS1123_LABEL, name):
-            causes.append(_invalid(field, name, _LABEL_MSG))
-        return causes
+        return dns_label_causes(field, name)
     if rule == "dns1035":
         causes = [_invalid(field, name, "must be no more than 63 characters")] if len(name) > 63 else []
         if not re.fullmatch(DNS1035_LABEL, name):
@@ -66,14 +71,14 @@ def name_causes(res: Resource, name: str | None, field: str = "metadata.name") -
         return causes
     causes = [_invalid(field, name, "must be no more than 253 characters")] if len(name) > 253 else []
     if not re.fullmatch(DNS1123_SUBDOMAIN, name):
-        causes.append(_invalid(field, name, _SUBDOMAIN_MSG))
+        causes.append(_invalid(field, name, SUBDOMAIN_MSG))
     return causes
 
 
 def _qualified_name_causes(field: str, key: str) -> list[dict]:
     prefix, _, name = key.rpartition("/")
     if prefix and (len(prefix) > 253 or not re.fullmatch(DNS1123_SUBDOMAIN, prefix)):
-        return [_invalid(field, key, "prefix part " + _SUBDOMAIN_MSG)]
+        return [_invalid(field, key, "prefix part " + SUBDOMAIN_MSG)]
     if not name or len(name) > 63 or not re.fullmatch(QUALIFIED_NAME, name):
         return [_invalid(field, key, "name part must consist of alphanumeric characters, '-', '_' or '.', and must "
                          "start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or "
@@ -199,19 +204,6 @@ def _nodepool_causes(obj: dict) -> list[dict]:
     return causes
 
 
-def _container_causes(pod_spec: Any, base: str) -> list[dict]:
-    causes: list[dict] = []
-    if not isinstance(pod_spec, dict):
-        return causes
-    for list_name in ("initContainers", "containers"):
-        for index, container in enumerate(pod_spec.get(list_name) or []):
-            if isinstance(container, dict) and isinstance(container.get("name"), str):
-                name = container["name"]
-                if len(name) > 63 or not re.fullmatch(DNS1123_LABEL, name):
-                    causes.append(_invalid(f"{base}.{list_name}[{index}].name", name, _LABEL_MSG))
-    return causes
-
-
 def invalid(res: Resource, name: str | None, causes: list[dict]) -> ApiError:
     """The 422 Invalid Status for these causes, worded like the real API server's."""
     what = f"{res.kind}.{res.group}" if res.group else res.kind
@@ -221,25 +213,21 @@ def invalid(res: Resource, name: str | None, causes: list[dict]) -> ApiError:
                     {"name": name or "", "group": res.group, "kind": res.kind, "causes": causes})
 
 
-def validate(res: Resource, obj: dict, *, check_schema: bool = True) -> None:
-    """Raise a 422 ApiError unless `obj` is a valid object of kind `res`."""
+def object_causes(res: Resource, obj: dict, *, check_schema: bool = True) -> list[dict]:
+    """The checks every kind shares: names, labels, the schema. Per-kind rules live in strategies/."""
     meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
-    name = meta.get("name")
-    causes = name_causes(res, name)
+    causes = name_causes(res, meta.get("name"))
     if res.namespaced and meta.get("namespace"):
         causes += name_causes(Resource("", "v1", "Namespace", "namespaces", False), meta["namespace"],
                               "metadata.namespace")
     causes += label_causes(meta.get("labels") if isinstance(meta.get("labels"), dict) else None, "metadata.labels")
-    spec = obj.get("spec") if isinstance(obj.get("spec"), dict) else {}
-    if res.kind == "Pod":
-        causes += _container_causes(spec, "spec")
-    elif res.kind in ("Deployment", "ReplicaSet", "DaemonSet", "Job"):
-        template = spec.get("template") if isinstance(spec.get("template"), dict) else {}
-        tmeta = template.get("metadata") if isinstance(template.get("metadata"), dict) else {}
-        causes += label_causes(tmeta.get("labels") if isinstance(tmeta.get("labels"), dict) else None,
-                               "spec.template.metadata.labels")
-        causes += _container_causes(template.get("spec"), "spec.template.spec")
     if check_schema:
         causes += schema_causes(res, obj)
+    return causes
+
+
+def validate(res: Resource, obj: dict, *, check_schema: bool = True) -> None:
+    """Raise a 422 ApiError unless `obj` passes the checks every kind shares."""
+    causes = object_causes(res, obj, check_schema=check_schema)
     if causes:
-        raise invalid(res, name, causes)
+        raise invalid(res, (obj.get("metadata") or {}).get("name"), causes)
