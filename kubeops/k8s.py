@@ -22,7 +22,7 @@ from pyinfra.api.exceptions import OperationError
 
 from . import changes, waiter
 from .client import KubeApiError, KubeUnreachable
-from .connection import kube_for
+from .connection import kube_for, registered
 from .kinds import Ref
 
 
@@ -52,12 +52,22 @@ def _fail(label: str, message: str) -> bool:
     return False
 
 
+def report_retries(label: str) -> None:
+    """One line for the transient API errors this host's connection rode out since the last report."""
+    kube = registered(host)
+    summary = kube.retries.take_summary() if kube is not None else None
+    if summary:
+        _say(label, summary)
+
+
 def _run_safely(label: str, work: Callable[[], object]) -> bool:
     """Run the execute-time work; turn our errors into one red line instead of a traceback."""
     try:
         return work() is not False
     except (waiter.WaitFailed, KubeApiError, KubeUnreachable) as err:
         return _fail(label, str(err))
+    finally:
+        report_retries(label)
 
 
 API_ERRORS = (KubeApiError, KubeUnreachable)

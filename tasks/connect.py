@@ -41,7 +41,7 @@ def open_context(settings) -> DeployContext:
         kube = _eks_connection(settings, aws_session)
     else:
         try:
-            kube = kube_client.from_kubeconfig(settings.kubeconfig, settings.kube_context, retries=settings.api_retries)
+            kube = kube_client.from_kubeconfig(settings.kubeconfig, settings.kube_context, retry_seconds=settings.api_retry_seconds)
         except Exception as err:  # kubernetes.config raises several unrelated types
             raise DeployBlocked(f"kubeconfig {settings.kubeconfig!r} (context {settings.kube_context!r}) "
                                 f"could not be loaded: {err}") from None
@@ -67,5 +67,5 @@ def _eks_connection(settings, session):
     except aws.AwsProblem as err:
         raise DeployBlocked(f"EKS cluster {settings.eks_cluster_name!r} in {settings.aws_region}: {err}") from None
     return kube_client.from_configuration(
-        configuration, f"EKS cluster {settings.eks_cluster_name} ({settings.aws_region})", retries=settings.api_retries)
+        configuration, f"EKS cluster {settings.eks_cluster_name} ({settings.aws_region})", retry_seconds=settings.api_retry_seconds)
 

@@ -8,7 +8,7 @@ import sys
 
 from kubernetes import client
 
-from tests.deploy_helpers import ROOT, assert_ok, deploy, deployed, output, run_pyinfra, writes  # noqa: F401
+from tests.deploy_helpers import ROOT, assert_ok, creations, deploy, deployed, output, run_pyinfra, writes  # noqa: F401
 
 
 def speechctl(sandbox, *args: str) -> subprocess.CompletedProcess:
@@ -49,7 +49,7 @@ def test_drift_is_0_after_a_deploy_1_after_an_edit_behind_the_playbooks_back_and
     assert "pytorch" in drifted.stdout and "official" in drifted.stdout
 
     deployed.control.fault("api-errors", codes=[500], count=1000)
-    broken = speechctl(deployed, "drift", "inventories/sandbox.py", "--data", "api_retries=0")
+    broken = speechctl(deployed, "drift", "inventories/sandbox.py", "--data", "api_retry_seconds=0")
     assert broken.returncode == 2, output(broken)
 
 
@@ -96,7 +96,7 @@ def test_teardown_with_purge_deletes_the_models_and_a_redeploy_seeds_again(deplo
     assert manifests == []
     mark = deployed.control.audit_mark()
     assert_ok(deploy(deployed))
-    created_jobs = [r for r in writes(deployed.control.audit_since(mark)) if r["path"].endswith("/jobs")]
+    created_jobs = creations(deployed.control.audit_since(mark), "jobs")
     assert len(created_jobs) == 2
 
 
