@@ -20,9 +20,9 @@ from pyinfra import host, logger, state
 from pyinfra.api import FunctionCommand, operation
 from pyinfra.api.exceptions import OperationError
 
-from . import changes, waiter
+from . import changes, interrupt, waiter
 from .client import KubeApiError, KubeUnreachable
-from .connection import kube_for, registered
+from .connection import WriteRefused, check_before_writing, kube_for, registered
 from .kinds import Ref
 
 
@@ -61,10 +61,15 @@ def report_retries(label: str) -> None:
 
 
 def _run_safely(label: str, work: Callable[[], object]) -> bool:
-    """Run the execute-time work; turn our errors into one red line instead of a traceback."""
+    """Run the execute-time work; turn our errors into one red line instead of a traceback.
+
+    First the host's write guard (the deploy lock) must agree; the step is noted for the summary
+    an interrupted run prints."""
+    interrupt.step_started(label)
     try:
+        check_before_writing(host)
         return work() is not False
-    except (waiter.WaitFailed, KubeApiError, KubeUnreachable) as err:
+    except (waiter.WaitFailed, KubeApiError, KubeUnreachable, WriteRefused) as err:
         return _fail(label, str(err))
     finally:
         report_retries(label)

@@ -9,10 +9,11 @@ from pyinfra import host, logger
 from pyinfra.api import deploy
 
 from kubeops import client as kube_client
-from kubeops import connection
+from kubeops import connection, interrupt
 from qwen_speech.settings import SettingsError, settings_warnings, validate
 
 from .context import DeployBlocked, DeployContext, set_context
+from .lock import DeployLock, run_identity
 
 
 def host_data() -> dict:
@@ -30,6 +31,24 @@ def connect():
     ctx = open_context(settings)
     connection.use(host, ctx.kube)
     set_context(host, ctx)
+    _guard_the_run(ctx)
+
+
+def _guard_the_run(ctx) -> None:
+    """One writer per cluster (tasks/lock.py), taken by the first write; Ctrl-C ends the run at once."""
+    import atexit
+    import shlex
+    import sys
+
+
+    s = ctx.settings
+    lock = DeployLock(ctx.kube, run_identity(s.environment), lease_seconds=s.deploy_lock_seconds,
+                      wait_seconds=s.deploy_lock_wait_seconds, poll=max(s.poll_seconds, 1.0),
+                      say=lambda line: logger.info(f"    [{host.name}] {line}"))
+    connection.guard_writes(host, lock.hold)
+    interrupt.on_interrupt(lock.release)
+    atexit.register(lock.release)
+    interrupt.install(rerun_hint="pyinfra " + shlex.join(sys.argv[1:]))
 
 
 def open_context(settings) -> DeployContext:
