@@ -106,3 +106,28 @@ def test_teardown_dry_run_lists_what_it_would_remove_and_writes_nothing(deployed
     assert_ok(result)
     assert "Will delete Deployment hosthree/qwen3-asr" in output(result)
     assert writes(deployed.control.audit_since(mark)) == []
+
+
+def test_status_and_verify_after_a_destroy_answer_at_once_with_what_is_missing(deployed):
+    assert_ok(run_pyinfra(deployed, "destroy.py", "-y"))
+    # Both used to sit out a deploy timeout (timeout_ingress: 10 minutes) looking for what was gone.
+    status = speechctl(deployed, "status", "inventories/sandbox.py", "--data", "timeout_verify=3600",
+                       "--data", "timeout_ingress=3600")
+    assert status.returncode == 1, output(status)
+    assert "Deployment hosthree/qwen3-asr: MISSING" in status.stdout
+    assert "missing: Ingress hosthree/qwen3-asr-ingress, Ingress hosthree/qwen3-tts-ingress" in status.stdout
+    verify = speechctl(deployed, "verify", "inventories/sandbox.py", "--data", "timeout_verify=3600",
+                       "--data", "timeout_ingress=3600")
+    assert verify.returncode == 1, output(verify)
+    assert "FAILED: missing: Deployment hosthree/qwen3-asr, Deployment hosthree/qwen3-tts" in verify.stdout
+
+
+def test_drift_exits_2_when_the_sandbox_is_down_or_the_inventory_file_does_not_exist(make_sandbox):
+    sandbox = make_sandbox(with_aws=False, with_hub=False, with_cluster=False)
+    missing = speechctl(sandbox, "drift", "inventories/no-such-inventory.py")
+    assert missing.returncode == 2, output(missing)
+    assert "inventory file inventories/no-such-inventory.py does not exist" in missing.stderr
+    sandbox.stop()
+    down = speechctl(sandbox, "drift", "inventories/sandbox.py")
+    assert down.returncode == 2, output(down)
+    assert "no sandbox runs for" in down.stderr
