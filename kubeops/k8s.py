@@ -135,6 +135,7 @@ def applied(manifests: Iterable[dict] | Callable[[], Iterable[dict]], field_mana
         for plan in to_apply:
             _show_diff(plan)
     if not to_apply and not to_wait:
+        report_retries(label)
         host.noop(", ".join(str(p.ref) for p in plans) + " up to date")
         return
 
@@ -181,6 +182,7 @@ def absent(refs: Iterable[Ref], wait: bool = True, timeout: float = 300, poll: f
         for ref in present:
             logger.info(f"    Will delete {click.style(str(ref), bold=True)}")
     if not present:
+        report_retries(label)
         host.noop("already absent: " + ", ".join(str(r) for r in refs))
         return
 
@@ -228,6 +230,7 @@ def ready(refs: Iterable[Ref], timeout: float = 300, poll: float = 2.0, label: s
         yield from failed(label, err)
         return
     if not pending:
+        report_retries(label)
         host.noop("ready: " + ", ".join(str(r) for r in refs))
         return
 
