@@ -40,7 +40,6 @@ def _guard_the_run(ctx) -> None:
     import shlex
     import sys
 
-
     s = ctx.settings
     lock = DeployLock(ctx.kube, run_identity(s.environment), lease_seconds=s.deploy_lock_seconds,
                       wait_seconds=s.deploy_lock_wait_seconds, poll=max(s.poll_seconds, 1.0),
