@@ -3,15 +3,18 @@
 Built on `kubernetes.client.ApiClient` so kubeconfig contexts, exec plugins, CA files and the
 EKS token refresh hook all work as they do everywhere else; requests go out as plain REST calls
 by path (see kinds.py for why there is no discovery). Transient failures (429 with Retry-After,
-5xx, dropped connections) are retried with backoff; anything else comes back as KubeApiError
-carrying the server's own message.
+5xx, dropped connections) are retried for up to `retry_seconds` (kubeops.retry); anything else
+comes back as KubeApiError carrying the server's own message.
+
+A retried write may have been done already (the answer, not the request, was lost): that is why
+the playbook writes with server-side apply, which is the same request whether or not the object
+exists, and treats a 404 on a retried delete as done.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import random
 import time
 from dataclasses import dataclass
 from typing import Any, Iterable
@@ -21,10 +24,10 @@ from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 
 from .kinds import Ref, collection_path
+from .retry import TRANSIENT_STATUS, RetryLog, RetryPolicy, cause_of
 
 logger = logging.getLogger("kubeops")
 
-RETRYABLE_STATUS = {429, 500, 502, 503, 504}
 APPLY_PATCH = "application/apply-patch+yaml"
 
 
@@ -42,7 +45,7 @@ class KubeApiError(Exception):
 
 
 class KubeUnreachable(Exception):
-    """The API server did not answer at all, after retries."""
+    """The API server did not answer at all, after retrying for the whole budget."""
 
 
 @dataclass
@@ -56,10 +59,11 @@ class RequestCounter:
 class Kube:
     """A Kubernetes API connection. One per cluster per run; cheap to call, safe to share."""
 
-    def __init__(self, api_client: k8s_client.ApiClient, *, retries: int = 6, timeout: float = 30.0,
+    def __init__(self, api_client: k8s_client.ApiClient, *, retry_seconds: float = 60.0, timeout: float = 30.0,
                  describe: str = "the cluster"):
         self.api = api_client
-        self.retries = retries
+        self.retry = RetryPolicy(budget_seconds=retry_seconds)
+        self.retries = RetryLog()
         self.timeout = timeout
         self.describe = describe
         self.counter = RequestCounter()
@@ -77,6 +81,7 @@ class Kube:
         # The client serialises dicts itself for JSON content types; others are sent as given.
         if isinstance(body, (dict, list)) and "json" not in content_type:
             body = json.dumps(body)
+        started = time.monotonic()
         attempt = 0
         while True:
             method_, url, header_params, body_, _ = self.api.param_serialize(
@@ -88,11 +93,11 @@ class Kube:
                 data = resp.read() if hasattr(resp, "read") else resp.data
                 status = resp.status
             except (urllib3.exceptions.HTTPError, ConnectionError, OSError) as exc:
-                if attempt >= self.retries:
-                    raise KubeUnreachable(f"{self.describe} ({self.host}) did not answer {method} {path}: {exc}") from exc
                 attempt += 1
-                self.counter.retries += 1
-                self._sleep(attempt, None, f"{method} {path}: {type(exc).__name__}")
+                if not self._pause(attempt, started, None, cause_of(exc)):
+                    raise KubeUnreachable(f"{self.describe} ({self.host}) did not answer {method} {path} "
+                                          f"(tried for {time.monotonic() - started:.0f}s, api_retry_seconds "
+                                          f"{self.retry.budget_seconds:g}): {exc}") from exc
                 continue
             self._count(method, query)
             if status < 400:
@@ -100,15 +105,25 @@ class Kube:
                     return data
                 return json.loads(data) if data else {}
             parsed = _parse_status(data)
-            if status in RETRYABLE_STATUS and attempt < self.retries:
+            if status in TRANSIENT_STATUS:
                 attempt += 1
-                self.counter.retries += 1
-                self._sleep(attempt, resp.getheader("Retry-After") if hasattr(resp, "getheader") else None,
-                            f"{method} {path}: {status} {parsed.get('reason', '')}")
-                continue
+                retry_after = resp.getheader("Retry-After") if hasattr(resp, "getheader") else None
+                if self._pause(attempt, started, retry_after, str(status)):
+                    continue
             raise KubeApiError(status, parsed.get("reason") or _reason_for(status),
                                parsed.get("message") or (data or b"").decode(errors="replace")[:300],
                                method=method, path=path, body=parsed)
+
+    def _pause(self, attempt: int, started: float, retry_after: str | None, cause: str) -> bool:
+        """Wait before retry `attempt`; False when the retry budget is spent."""
+        pause = self.retry.delay(attempt, time.monotonic() - started, retry_after)
+        if pause is None:
+            return False
+        logger.debug("retrying in %.1fs (attempt %d) after %s", pause, attempt, cause)
+        self.retries.note(cause, pause)
+        self.counter.retries += 1
+        time.sleep(pause)
+        return True
 
     def _count(self, method: str, query: dict | None) -> None:
         if query and query.get("dryRun"):
@@ -117,17 +132,6 @@ class Kube:
             self.counter.reads += 1
         else:
             self.counter.writes += 1
-
-    @staticmethod
-    def _sleep(attempt: int, retry_after: str | None, what: str) -> None:
-        delay = min(30.0, 0.25 * 2 ** (attempt - 1)) * (0.5 + random.random() / 2)
-        if retry_after:
-            try:
-                delay = min(60.0, float(retry_after))
-            except ValueError:
-                pass
-        logger.info("retrying in %.1fs (attempt %d) after %s", delay, attempt, what)
-        time.sleep(delay)
 
     # -- typed helpers -------------------------------------------------------------------------
 

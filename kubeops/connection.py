@@ -7,9 +7,16 @@ count low.
 
 from __future__ import annotations
 
+from typing import Callable
+
 from .client import Kube
 
 _BY_HOST: dict[str, Kube] = {}
+_GUARDS: dict[str, Callable[[], None]] = {}
+
+
+class WriteRefused(Exception):
+    """A guard refused to let this run write (another run holds the cluster's deploy lock)."""
 
 
 def use(host, kube: Kube) -> Kube:
@@ -27,3 +34,14 @@ def kube_for(host) -> Kube:
 
 def registered(host) -> Kube | None:
     return _BY_HOST.get(host.name)
+
+
+def guard_writes(host, check: Callable[[], None]) -> None:
+    """Run `check()` before every execute-time command of this host; it raises WriteRefused to stop the run."""
+    _GUARDS[host.name] = check
+
+
+def check_before_writing(host) -> None:
+    check = _GUARDS.get(host.name)
+    if check is not None:
+        check()

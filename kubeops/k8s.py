@@ -20,9 +20,9 @@ from pyinfra import host, logger, state
 from pyinfra.api import FunctionCommand, operation
 from pyinfra.api.exceptions import OperationError
 
-from . import changes, waiter
+from . import changes, interrupt, waiter
 from .client import KubeApiError, KubeUnreachable
-from .connection import kube_for
+from .connection import WriteRefused, check_before_writing, kube_for, registered
 from .kinds import Ref
 
 
@@ -52,12 +52,27 @@ def _fail(label: str, message: str) -> bool:
     return False
 
 
+def report_retries(label: str) -> None:
+    """One line for the transient API errors this host's connection rode out since the last report."""
+    kube = registered(host)
+    summary = kube.retries.take_summary() if kube is not None else None
+    if summary:
+        _say(label, summary)
+
+
 def _run_safely(label: str, work: Callable[[], object]) -> bool:
-    """Run the execute-time work; turn our errors into one red line instead of a traceback."""
+    """Run the execute-time work; turn our errors into one red line instead of a traceback.
+
+    First the host's write guard (the deploy lock) must agree; the step is noted for the summary
+    an interrupted run prints."""
+    interrupt.step_started(label)
     try:
+        check_before_writing(host)
         return work() is not False
-    except (waiter.WaitFailed, KubeApiError, KubeUnreachable) as err:
+    except (waiter.WaitFailed, KubeApiError, KubeUnreachable, WriteRefused) as err:
         return _fail(label, str(err))
+    finally:
+        report_retries(label)
 
 
 API_ERRORS = (KubeApiError, KubeUnreachable)
@@ -120,6 +135,7 @@ def applied(manifests: Iterable[dict] | Callable[[], Iterable[dict]], field_mana
         for plan in to_apply:
             _show_diff(plan)
     if not to_apply and not to_wait:
+        report_retries(label)
         host.noop(", ".join(str(p.ref) for p in plans) + " up to date")
         return
 
@@ -166,6 +182,7 @@ def absent(refs: Iterable[Ref], wait: bool = True, timeout: float = 300, poll: f
         for ref in present:
             logger.info(f"    Will delete {click.style(str(ref), bold=True)}")
     if not present:
+        report_retries(label)
         host.noop("already absent: " + ", ".join(str(r) for r in refs))
         return
 
@@ -213,6 +230,7 @@ def ready(refs: Iterable[Ref], timeout: float = 300, poll: float = 2.0, label: s
         yield from failed(label, err)
         return
     if not pending:
+        report_retries(label)
         host.noop("ready: " + ", ".join(str(r) for r in refs))
         return
 

@@ -29,6 +29,7 @@ KINDS: dict[tuple[str, str], tuple[str, bool]] = {
     ("networking.k8s.io/v1", "Ingress"): ("ingresses", True),
     ("networking.k8s.io/v1", "IngressClass"): ("ingressclasses", False),
     ("karpenter.sh/v1", "NodePool"): ("nodepools", False),
+    ("coordination.k8s.io/v1", "Lease"): ("leases", True),
 }
 
 

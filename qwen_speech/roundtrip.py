@@ -9,7 +9,9 @@ HTTP goes through a transport: any object with
 `request(method, path, body=None, headers=None, timeout=...) -> (status, headers, body bytes)`
 that answers non-2xx statuses instead of raising. `UrlTransport` is one for a plain base URL (the
 ALB, a port-forward, a sandbox stand-in); the verify step passes one that goes through the
-Kubernetes API server's service proxy.
+Kubernetes API server's service proxy. `RetryingTransport` wraps any of them so that an answer
+that only says "not now" (no endpoints yet after a Spot replacement, a 429, a gateway error, a
+dropped connection) is asked again within a deadline, and only a real answer fails the check.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Protocol
+
+from kubeops.retry import RetryLog, RetryPolicy
 
 # The guide's examples (API 使用): auto language with Vivian, forced English with Ryan.
 DEFAULT_CASES: tuple[dict, ...] = (
@@ -80,6 +84,77 @@ class UrlTransport:
             reason = getattr(err, "reason", err)
             raise RoundTripError(f"{method} {path} on {self}: no answer ({reason}); check that the service is "
                                  f"running and reachable from here", endpoint=f"{method} {path} on {self}") from None
+
+
+def transient(status: int, body: bytes) -> bool:
+    """An answer worth asking again: the way to the service is missing or hiccupped, not the service wrong.
+
+    429 and 502-504 from anything (the API server's proxy answers 503 "no endpoints available" while
+    no pod is Ready; an ALB 502/503 while its targets register), and a 500 that is a Kubernetes
+    Status (the API server's own failure). A 500 from the service itself is a real answer.
+    """
+    if status in (429, 502, 503, 504):
+        return True
+    return status == 500 and _kubernetes_status(body) is not None
+
+
+def _kubernetes_status(body: bytes) -> dict | None:
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        return None
+    return parsed if isinstance(parsed, dict) and parsed.get("kind") == "Status" else None
+
+
+def _cause(status: int, body: bytes) -> str:
+    message = (_kubernetes_status(body) or {}).get("message") or ""
+    if "no endpoints available" in message:
+        return f"{status} no endpoints available"
+    return str(status)
+
+
+class RetryingTransport:
+    """Another transport, asked again while its answers are transient (see `transient`), within a deadline.
+
+    + transport: where the requests go
+    + policy: how long and how often (kubeops.retry.RetryPolicy; its budget is the deadline)
+    + log: where retries are noted, for one summary line per check
+
+    At the deadline the last answer is returned (or its RoundTripError raised), so the caller
+    reports what the service last said.
+    """
+
+    def __init__(self, transport: Transport, policy: RetryPolicy, log: RetryLog | None = None):
+        self.transport, self.policy = transport, policy
+        self.log = log if log is not None else RetryLog("transient answer")
+
+    def __str__(self) -> str:
+        return str(self.transport)
+
+    def request(self, method: str, path: str, body: bytes | None = None, headers: dict | None = None,
+                timeout: float = DEFAULT_TIMEOUT) -> tuple[int, dict, bytes]:
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            try:
+                status, answer_headers, answer = self.transport.request(method, path, body, headers, timeout=timeout)
+            except RoundTripError as err:
+                if err.status:
+                    raise
+                failure, cause, retry_after = err, "no answer", None
+            else:
+                if not transient(status, answer):
+                    return status, answer_headers, answer
+                failure, cause = None, _cause(status, answer)
+                retry_after = {k.lower(): v for k, v in (answer_headers or {}).items()}.get("retry-after")
+            attempt += 1
+            pause = self.policy.delay(attempt, time.monotonic() - started, retry_after)
+            if pause is None:
+                if failure is not None:
+                    raise failure
+                return status, answer_headers, answer
+            self.log.note(cause, pause)
+            time.sleep(pause)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -179,8 +179,12 @@ SCHEMA: dict[str, Checker] = {
     "aws_endpoint_url": _optional(_string),
     "eks_token_refresh_seconds": _positive_number,
     "field_manager": _dns_subdomain,
-    "api_retries": _int_at_least(0),
     "poll_seconds": _positive_number,
+    # Riding out faults and sharing the cluster (kubeops/retry.py, tasks/lock.py)
+    "api_retry_seconds": _non_negative_number,
+    "timeout_verify": _positive_int,
+    "deploy_lock_seconds": _positive_int,
+    "deploy_lock_wait_seconds": _non_negative_number,
     # Step 1: time-slicing
     "time_slicing_replicas": _positive_int,
     "time_slicing_config_name": _dns_subdomain,

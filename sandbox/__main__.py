@@ -4,6 +4,8 @@
     source .sandbox/env                                                     # KUBECONFIG, AWS_*, HF_ENDPOINT
     python -m sandbox status                                                # what runs, object counts
     python -m sandbox fault api-errors codes='[503,429]' count=4            # inject a fault
+    python -m sandbox fault api-errors rate=0.1 codes=[500,503,429] seed=7  # ... at a rate, until `fault clear`
+    python -m sandbox fault api-drop rate=0.1 after=true                    # lose answers after the work is done
     python -m sandbox down                                                  # stop it
 
 `serve` runs the sandbox in the foreground (what `up` starts detached, logging to ROOT/server.log).
@@ -199,7 +201,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     print("  objects:")
     for key, count in sorted(status["objects"].items()):
         print(f"    {key:40} {count}")
-    armed = {k: v for k, v in status["api_faults"].items() if v.get("left")}
+    armed = {k: v for k, v in status["api_faults"].items() if v.get("left") or v.get("rate")}
     print(f"  armed API faults: {json.dumps(armed) if armed else 'none'}")
     return 0
 

@@ -9,10 +9,11 @@ from pyinfra import host, logger
 from pyinfra.api import deploy
 
 from kubeops import client as kube_client
-from kubeops import connection
+from kubeops import connection, interrupt
 from qwen_speech.settings import SettingsError, settings_warnings, validate
 
 from .context import DeployBlocked, DeployContext, set_context
+from .lock import DeployLock, run_identity
 
 
 def host_data() -> dict:
@@ -30,6 +31,23 @@ def connect():
     ctx = open_context(settings)
     connection.use(host, ctx.kube)
     set_context(host, ctx)
+    _guard_the_run(ctx)
+
+
+def _guard_the_run(ctx) -> None:
+    """One writer per cluster (tasks/lock.py), taken by the first write; Ctrl-C ends the run at once."""
+    import atexit
+    import shlex
+    import sys
+
+    s = ctx.settings
+    lock = DeployLock(ctx.kube, run_identity(s.environment), lease_seconds=s.deploy_lock_seconds,
+                      wait_seconds=s.deploy_lock_wait_seconds, poll=max(s.poll_seconds, 1.0),
+                      say=lambda line: logger.info(f"    [{host.name}] {line}"))
+    connection.guard_writes(host, lock.hold)
+    interrupt.on_interrupt(lock.release)
+    atexit.register(lock.release)
+    interrupt.install(rerun_hint="pyinfra " + shlex.join(sys.argv[1:]))
 
 
 def open_context(settings) -> DeployContext:
@@ -41,7 +59,7 @@ def open_context(settings) -> DeployContext:
         kube = _eks_connection(settings, aws_session)
     else:
         try:
-            kube = kube_client.from_kubeconfig(settings.kubeconfig, settings.kube_context, retries=settings.api_retries)
+            kube = kube_client.from_kubeconfig(settings.kubeconfig, settings.kube_context, retry_seconds=settings.api_retry_seconds)
         except Exception as err:  # kubernetes.config raises several unrelated types
             raise DeployBlocked(f"kubeconfig {settings.kubeconfig!r} (context {settings.kube_context!r}) "
                                 f"could not be loaded: {err}") from None
@@ -67,5 +85,5 @@ def _eks_connection(settings, session):
     except aws.AwsProblem as err:
         raise DeployBlocked(f"EKS cluster {settings.eks_cluster_name!r} in {settings.aws_region}: {err}") from None
     return kube_client.from_configuration(
-        configuration, f"EKS cluster {settings.eks_cluster_name} ({settings.aws_region})", retries=settings.api_retries)
+        configuration, f"EKS cluster {settings.eks_cluster_name} ({settings.aws_region})", retry_seconds=settings.api_retry_seconds)
 

@@ -170,7 +170,9 @@ def models_seeded(models: list[Model], timeout: float = 3600, poll: float = 2.0)
                 # A Job's pod template cannot change; a finished one is replaced so it runs again.
                 kube.delete(ref, propagation="Foreground")
                 _wait_deleted(kube, ref, poll)
-            kube.request("POST", f"/apis/batch/v1/namespaces/{s.namespace}/jobs", body=manifest)
+            # Server-side apply, not POST: if the answer is lost and the request retried, the retry
+            # finds the Job it made and changes nothing (a POST would get 409 AlreadyExists).
+            kube.apply(manifest, field_manager=s.field_manager)
             logger.info(f"    [{host.name}] {label}: created Job {ref.name} for {m.repo}@{m.commit[:12]}")
             jobs[m.key] = (m, ref)
         deadline = time.monotonic() + timeout

@@ -7,6 +7,11 @@
 They read the same inventory (group_data/all.py, then the group's file, then the host's data, as
 pyinfra merges them), build the same manifests the deploy would apply (each step's `desired`),
 and never write: drift asks the API server for server-side dry runs, like `--dry --diff`.
+
+They answer in seconds, never sitting out a deploy's timeouts: what is missing is said at once,
+a service that is not ready is given OPERATE_WAIT_SECONDS, the ALB is looked up once, and API
+errors are retried for at most OPERATE_RETRY_SECONDS. Any error (no sandbox, no inventory file,
+an API that does not answer) exits 2, never 1, so CI can tell "drifted" from "could not tell".
 """
 
 from __future__ import annotations
@@ -27,6 +32,9 @@ from . import asr, efs_storage, ingress, models, namespace, preflight, time_slic
 from .connect import open_context
 from .context import DeployBlocked, DeployContext
 
+OPERATE_WAIT_SECONDS = 10
+OPERATE_RETRY_SECONDS = 10
+
 STEPS: list[tuple[str, Callable[[DeployContext], list[dict]]]] = [
     ("1. time-slicing", time_slicing.desired),
     ("2. namespace", namespace.desired),
@@ -41,6 +49,9 @@ STEPS: list[tuple[str, Callable[[DeployContext], list[dict]]]] = [
 def load_inventory(path: str) -> list[tuple[str, dict]]:
     """Hosts of a pyinfra inventory file with their merged data (all < group < host)."""
     inventory = Path(path)
+    if not inventory.is_file():
+        raise DeployBlocked(f"inventory file {path} does not exist (from {Path.cwd()}); "
+                            "give the path of an inventory, e.g. inventories/sandbox.py")
     group_dir = inventory.resolve().parent / "group_data"
     defaults = _public(runpy.run_path(str(group_dir / "all.py"))) if (group_dir / "all.py").exists() else {}
     hosts = []
@@ -64,6 +75,7 @@ def _public(namespace: dict) -> dict:
 
 def context_for(data: dict) -> DeployContext:
     ctx = open_context(validate(data))
+    ctx.kube.retry.budget_seconds = min(ctx.kube.retry.budget_seconds, OPERATE_RETRY_SECONDS)
     preflight.check(ctx)
     models.resolve_models(ctx)
     return ctx
@@ -125,7 +137,7 @@ def status(ctx: DeployContext, out=print) -> bool:
         out(f"    {name}: allocatable nvidia.com/gpu {node_gpus(node)}, pods: {', '.join(on_it) or 'none'}")
     out("endpoints")
     report = verify.Report()
-    verify.check_endpoints(ctx, report)
+    verify.check_endpoints(ctx, report, alb_wait=0)
     for line in report.lines + report.warnings + report.problems:
         out("    " + line)
     return healthy
@@ -178,11 +190,19 @@ def main(argv: list[str] | None = None) -> int:
             elif command == "status":
                 worst = max(worst, 0 if status(ctx) else 1)
             else:
-                report = verify.run_checks(ctx)
+                report = verify.run_checks(ctx, wait=OPERATE_WAIT_SECONDS, alb_wait=0)
                 for line in report.lines + [f"warning: {w}" for w in report.warnings] + [f"FAILED: {p}" for p in report.problems]:
                     print("    " + line)
                 worst = max(worst, 0 if report.ok else 1)
     except (DeployBlocked, SettingsError, KubeApiError, KubeUnreachable) as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except SystemExit as err:  # an inventory that stops itself: the sandbox's when no sandbox runs
+        if isinstance(err.code, int) or err.code is None:
+            raise
+        print(f"error: {err.code}", file=sys.stderr)
+        return 2
+    except Exception as err:  # anything else is an error too, never "drifted" (1)
+        print(f"error: {type(err).__name__}: {err}", file=sys.stderr)
         return 2
     return worst

@@ -133,7 +133,7 @@ def models_purged():
             kube.delete(ref, propagation="Foreground")
             while kube.get(ref) is not None:
                 time.sleep(s.poll_seconds)
-        kube.request("POST", f"/apis/batch/v1/namespaces/{s.namespace}/jobs", body=job)
+        kube.apply(job, field_manager=s.field_manager)  # a retried create is a no-op (see tasks/models.py)
         deadline = time.monotonic() + 600
         while True:
             live = kube.get(ref) or {}

@@ -9,12 +9,19 @@ machine can reach it (its DNS name, or the listener URLs of `ingress_listener_ur
 the sandbox writes): health, the same round trips, and one synthesis longer than an ALB's default
 idle timeout with a short request beside it, so long requests are proven end to end. Read-only, so a rerun that changes nothing still verifies and still
 reports no change.
+
+It waits like every other step: first until both Deployments are ready again (a Spot
+interruption during steps 6 or 7 leaves them without pods for a while), then every request is
+asked again while its answer is transient ("no endpoints available", 429, 5xx from the API
+server, a dropped connection), up to timeout_verify. It fails only on a real answer (a 4xx, the
+service's own 500, a wrong transcript) or at the deadline, and says which.
 """
 
 from __future__ import annotations
 
 import json
 import socket
+import time
 from dataclasses import dataclass, field
 
 from pyinfra import host, logger, state
@@ -24,11 +31,14 @@ from kubeops import k8s
 
 from kubeops.client import KubeApiError, KubeUnreachable
 from kubeops.kinds import Ref
+from kubeops.retry import RetryLog, RetryPolicy
+from kubeops.waiter import WaitFailed, wait_until_ready
 
 from .context import context_of
 from .models import RECORD
 
 ASR_SERVICE, TTS_SERVICE = "qwen3-asr-service", "qwen3-tts-service"
+DEPLOYMENTS = ("qwen3-asr", "qwen3-tts")
 INGRESSES = ("qwen3-asr-ingress", "qwen3-tts-ingress")
 
 
@@ -43,9 +53,14 @@ class ServiceProxy:
 
     def request(self, method: str, path: str, body: bytes | None = None,
                 headers: dict | None = None, timeout: float = 300.0) -> tuple[int, dict, bytes]:
+        from qwen_speech.roundtrip import RoundTripError
+
         content_type = (headers or {}).get("Content-Type", "application/json")
-        status, data = self.kube.service_proxy(method, self.namespace, self.service, self.port, path, body=body,
-                                               content_type=content_type, timeout=timeout)
+        try:
+            status, data = self.kube.service_proxy(method, self.namespace, self.service, self.port, path, body=body,
+                                                   content_type=content_type, timeout=timeout)
+        except KubeUnreachable as err:  # as UrlTransport: nothing answered (status 0), worth asking again
+            raise RoundTripError(str(err), endpoint=f"{method} {path} on {self}") from None
         return status, {}, data
 
 
@@ -55,27 +70,75 @@ class Report:
     lines: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    wait: float = 0.0  # seconds a check may keep asking while the answers are transient
+    retries: RetryLog = field(default_factory=lambda: RetryLog("transient answer"))
 
     def fail(self, text: str) -> None:
         self.ok = False
         self.problems.append(text)
 
+    def retrying(self, transport):
+        """`transport`, asked again while its answers are transient, up to self.wait (API proxy and ALB alike)."""
+        from qwen_speech.roundtrip import RetryingTransport
 
-def check_health(kube, namespace: str, report: Report) -> None:
-    asr = ServiceProxy(kube, namespace, ASR_SERVICE)
-    status, _, body = asr.request("GET", "/health", timeout=15)
-    if status == 200:
-        report.lines.append("ASR /health: 200")
-    else:
-        report.fail(f"ASR /health through {asr} answered {status}: {body[:200].decode(errors='replace')}")
-    tts = ServiceProxy(kube, namespace, TTS_SERVICE)
-    status, _, body = tts.request("GET", "/health", timeout=15)
+        policy = RetryPolicy(budget_seconds=self.wait, first_delay=0.2, max_delay=2.0)
+        return RetryingTransport(transport, policy, self.retries)
+
+    def transport(self, kube, namespace: str, service: str):
+        """The way to a Service for the checks: its API proxy, asked again while answers are transient."""
+        return self.retrying(ServiceProxy(kube, namespace, service))
+
+
+def services_present(kube, namespace: str, report: Report) -> bool:
+    """The Deployments and Services verify talks to exist; what is missing is said at once, without waiting."""
+    missing = [str(ref) for ref in [Ref("apps/v1", "Deployment", name, namespace) for name in DEPLOYMENTS]
+               + [Ref("v1", "Service", name, namespace) for name in (ASR_SERVICE, TTS_SERVICE)]
+               if kube.get(ref) is None]
+    if missing:
+        report.fail(f"missing: {', '.join(missing)}; deploy first (pyinfra INVENTORY deploy.py)")
+    return not missing
+
+
+def wait_for_services(kube, s, report: Report, progress=None) -> None:
+    """Wait (up to report.wait) until both Deployments are ready, failing early with a pod's reason
+    (a pod may stay unschedulable for unschedulable_grace_seconds: a Spot replacement is coming)."""
+    deadline = time.monotonic() + report.wait
+    for name in DEPLOYMENTS:
+        ref = Ref("apps/v1", "Deployment", name, s.namespace)
+        try:
+            wait_until_ready(kube, ref, timeout=max(0.0, deadline - time.monotonic()), poll=min(1.0, s.poll_seconds),
+                             progress=progress, unschedulable_grace=s.unschedulable_grace_seconds)
+        except WaitFailed as err:
+            report.fail(str(err))
+            return
+
+
+def _health_reading(status: int, body: bytes) -> tuple[bool, dict]:
     try:
         health = json.loads(body) if status == 200 else {}
     except ValueError:
         health = {}
     backend = health.get("backend") or {}
-    if status == 200 and health.get("status") == "healthy" and backend.get("ready"):
+    return status == 200 and health.get("status") == "healthy" and bool(backend.get("ready")), health
+
+
+def check_health(kube, namespace: str, report: Report) -> None:
+    asr = report.transport(kube, namespace, ASR_SERVICE)
+    status, _, body = asr.request("GET", "/health", timeout=15)
+    if status == 200:
+        report.lines.append("ASR /health: 200")
+    else:
+        report.fail(f"ASR /health through {asr} answered {status}: {body[:200].decode(errors='replace')}")
+    tts = report.transport(kube, namespace, TTS_SERVICE)
+    deadline = time.monotonic() + report.wait
+    while True:  # the TTS answers 200 while its model loads: ask until its backend is ready
+        status, _, body = tts.request("GET", "/health", timeout=15)
+        ready, health = _health_reading(status, body)
+        if ready or status != 200 or time.monotonic() >= deadline:
+            break
+        time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+    backend = health.get("backend") or {}
+    if ready:
         report.lines.append(f"TTS /health: healthy, backend {backend.get('name', '?')} ready")
     else:
         report.fail(f"TTS /health through {tts} answered {status}: "
@@ -85,8 +148,8 @@ def check_health(kube, namespace: str, report: Report) -> None:
 def check_round_trip(kube, s, report: Report) -> None:
     from qwen_speech import roundtrip
 
-    tts = ServiceProxy(kube, s.namespace, TTS_SERVICE)
-    asr = ServiceProxy(kube, s.namespace, ASR_SERVICE)
+    tts = report.transport(kube, s.namespace, TTS_SERVICE)
+    asr = report.transport(kube, s.namespace, ASR_SERVICE)
     try:
         results = roundtrip.round_trip(tts, asr, asr_model=s.asr_model_path, max_cer=s.verify_max_cer)
     except roundtrip.RoundTripError as err:
@@ -114,20 +177,28 @@ def check_placement(kube, s, report: Report) -> None:
                                + "): time-slicing is meant to share one GPU; check GPU node capacity")
 
 
-def check_endpoints(ctx, report: Report) -> str | None:
-    """The ALB's address and listeners; returns its DNS name (None when the Ingresses have none)."""
+def check_endpoints(ctx, report: Report, alb_wait: float | None = None) -> str | None:
+    """The ALB's address and listeners, `alb_wait` seconds for the ALB (default timeout_ingress); returns
+    its DNS name (None when the Ingresses have none)."""
     s, kube = ctx.settings, ctx.kube
     hostname = None
+    missing = []
     for name in INGRESSES:
         ing = kube.get(Ref("networking.k8s.io/v1", "Ingress", name, s.namespace))
+        if ing is None:
+            missing.append(f"Ingress {s.namespace}/{name}")
         lb = (((ing or {}).get("status") or {}).get("loadBalancer") or {}).get("ingress") or [{}]
         hostname = hostname or lb[0].get("hostname")
+    if len(missing) == len(INGRESSES):  # no Ingress: no ALB to look for, nor to wait for
+        report.fail(f"missing: {', '.join(missing)}; deploy first (pyinfra INVENTORY deploy.py)")
+        return None
     if ctx.aws is not None:
         from qwen_speech import aws
 
         try:
             alb = aws.find_load_balancer(ctx.aws, cluster_name=s.eks_cluster_name or "", group_name=s.ingress_group,
-                                         expected_ports=[s.asr_port, s.tts_port], wait_seconds=s.timeout_ingress)
+                                         expected_ports=[s.asr_port, s.tts_port],
+                                         wait_seconds=s.timeout_ingress if alb_wait is None else alb_wait)
             hostname = alb.dns_name
             report.lines.append(f"ALB {alb.name} ({alb.state}), listeners {sorted(alb.listener_ports)}")
             if alb.missing_ports:
@@ -170,7 +241,7 @@ def check_through_alb(s, urls: dict[int, str], report: Report) -> None:
     """Health, the round trips and a long synthesis, as a client of the ALB sends them."""
     from qwen_speech import roundtrip
 
-    asr, tts = roundtrip.UrlTransport(urls[s.asr_port]), roundtrip.UrlTransport(urls[s.tts_port])
+    asr, tts = (report.retrying(roundtrip.UrlTransport(urls[port])) for port in (s.asr_port, s.tts_port))
     try:
         for name, transport in (("ASR", asr), ("TTS", tts)):
             status, _, body = transport.request("GET", "/health", timeout=30)
@@ -208,21 +279,28 @@ def model_summary(kube, s, report: Report) -> None:
             report.lines.append(f"model {data.get(f'{key}-repo', key)} at {data[key]} (seeded {data.get(f'{key}-seeded-at', '?')})")
 
 
-def run_checks(ctx) -> Report:
-    report = Report()
+def run_checks(ctx, wait: float | None = None, alb_wait: float | None = None, progress=None) -> Report:
+    """Every check; `wait` seconds (default timeout_verify) for the services to be ready and answer."""
     s, kube = ctx.settings, ctx.kube
+    report = Report(wait=s.timeout_verify if wait is None else wait)
     try:
-        check_health(kube, s.namespace, report)
+        if services_present(kube, s.namespace, report):
+            wait_for_services(kube, s, report, progress)
+        if report.ok:
+            check_health(kube, s.namespace, report)
         if report.ok:
             check_round_trip(kube, s, report)
         check_placement(kube, s, report)
-        hostname = check_endpoints(ctx, report)
+        hostname = check_endpoints(ctx, report, alb_wait)
         urls = alb_urls(s, hostname) if report.ok else None
         if urls:
             check_through_alb(s, urls, report)
         model_summary(kube, s, report)
     except (KubeApiError, KubeUnreachable) as err:
         report.fail(str(err))
+    summary = report.retries.take_summary()
+    if summary:
+        report.lines.append(summary)
     return report
 
 
@@ -243,7 +321,8 @@ def verified():
         host.noop("verified after the steps above have run")
         return
     ctx = context_of(host)
-    report = run_checks(ctx)
+    report = run_checks(ctx, progress=lambda line: logger.info(f"    [{host.name}] 8. verify: {line}"))
+    k8s.report_retries("8. verify")
     for line in report.lines:
         logger.info(f"    [{host.name}] 8. verify: {line}")
     for line in report.warnings:

@@ -31,6 +31,11 @@ def writes(records: list[dict]) -> list[dict]:
     return [r for r in records if r.get("verb") in WRITE_VERBS and not r.get("dry_run")]
 
 
+def creations(records: list[dict], resource: str) -> list[dict]:
+    """The requests that created an object of `resource` (plural, e.g. "jobs"): a POST or an apply, answered 201."""
+    return [r for r in writes(records) if r.get("resource") == resource and r.get("code") == 201]
+
+
 def changed_operations(text: str) -> int:
     """The Success column of pyinfra's results table: operations that changed something."""
     for line in text.splitlines():

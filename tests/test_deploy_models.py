@@ -7,13 +7,13 @@ import time
 
 from kubernetes import client
 
-from tests.deploy_helpers import assert_ok, changed_operations, deploy, deployed, output, run_pyinfra, writes  # noqa: F401
+from tests.deploy_helpers import assert_ok, changed_operations, creations, deploy, deployed, output, run_pyinfra, writes  # noqa: F401
 
 ASR_REPO = "Qwen/Qwen3-ASR-1.7B"
 
 
 def _job_creations(records):
-    return [r for r in writes(records) if r["verb"] == "create" and r["path"].endswith("/jobs")]
+    return creations(records, "jobs")
 
 
 def test_a_new_upstream_commit_shows_in_the_dry_run_and_only_that_model_is_seeded_again(deployed):

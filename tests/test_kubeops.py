@@ -7,7 +7,7 @@ import copy
 import pytest
 
 from kubeops.changes import plan_apply, with_applied_hash
-from kubeops.client import from_kubeconfig
+from kubeops.client import KubeApiError, from_kubeconfig
 from kubeops.kinds import Ref
 from kubeops.waiter import WaitFailed, wait_until_ready
 
@@ -97,3 +97,27 @@ def test_waiting_on_a_job_that_failed_stops_with_its_reason(api_sandbox, kube):
                                                   "message": "Job has reached the specified backoff limit"}]}})
     with pytest.raises(WaitFailed, match="BackoffLimitExceeded"):
         wait_until_ready(kube, Ref("batch/v1", "Job", "seed", "default"), timeout=5, poll=0.1)
+
+
+def test_transient_api_errors_are_retried_for_the_budget_in_seconds_then_fail_with_one_summary(api_sandbox):
+    kube = from_kubeconfig(str(api_sandbox.kubeconfig), retry_seconds=1.5)
+    api_sandbox.control.fault("api-errors", rate=1.0, codes=[503], path="/configmaps")
+    with pytest.raises(KubeApiError) as failed:
+        kube.get(Ref("v1", "ConfigMap", "anything", "default"))
+    assert failed.value.status == 503
+    summary = kube.retries.take_summary()
+    count = int(summary.split()[0])
+    assert count >= 2 and summary.endswith(f"503 x{count}") and "transient API errors retried over" in summary
+    assert kube.retries.take_summary() is None  # reported once
+    api_sandbox.control.fault("clear")
+    assert kube.get(Ref("v1", "ConfigMap", "anything", "default")) is None
+
+
+def test_a_create_whose_answer_is_lost_after_the_server_did_it_is_retried_into_one_object(api_sandbox):
+    kube = from_kubeconfig(str(api_sandbox.kubeconfig), retry_seconds=10)
+    api_sandbox.control.fault("api-drop", count=1, after=True, path="/deployments/asr")
+    _apply(kube, _deployment())
+    records = [r for r in api_sandbox.control.audit() if r["path"].endswith("/deployments/asr") and not r["dry_run"]]
+    assert [r.get("fault") for r in records] == ["api-drop", None]  # done, unheard, asked again
+    assert [r["code"] for r in records] == [201, 200]
+    assert kube.retries.take_summary().startswith("1 transient API error retried over 0 s: connection ")

@@ -8,7 +8,7 @@ import sys
 
 from kubernetes import client
 
-from tests.deploy_helpers import ROOT, assert_ok, deploy, deployed, output, run_pyinfra, writes  # noqa: F401
+from tests.deploy_helpers import ROOT, assert_ok, creations, deploy, deployed, output, run_pyinfra, writes  # noqa: F401
 
 
 def speechctl(sandbox, *args: str) -> subprocess.CompletedProcess:
@@ -49,7 +49,7 @@ def test_drift_is_0_after_a_deploy_1_after_an_edit_behind_the_playbooks_back_and
     assert "pytorch" in drifted.stdout and "official" in drifted.stdout
 
     deployed.control.fault("api-errors", codes=[500], count=1000)
-    broken = speechctl(deployed, "drift", "inventories/sandbox.py", "--data", "api_retries=0")
+    broken = speechctl(deployed, "drift", "inventories/sandbox.py", "--data", "api_retry_seconds=0")
     assert broken.returncode == 2, output(broken)
 
 
@@ -96,7 +96,7 @@ def test_teardown_with_purge_deletes_the_models_and_a_redeploy_seeds_again(deplo
     assert manifests == []
     mark = deployed.control.audit_mark()
     assert_ok(deploy(deployed))
-    created_jobs = [r for r in writes(deployed.control.audit_since(mark)) if r["path"].endswith("/jobs")]
+    created_jobs = creations(deployed.control.audit_since(mark), "jobs")
     assert len(created_jobs) == 2
 
 
@@ -106,3 +106,28 @@ def test_teardown_dry_run_lists_what_it_would_remove_and_writes_nothing(deployed
     assert_ok(result)
     assert "Will delete Deployment hosthree/qwen3-asr" in output(result)
     assert writes(deployed.control.audit_since(mark)) == []
+
+
+def test_status_and_verify_after_a_destroy_answer_at_once_with_what_is_missing(deployed):
+    assert_ok(run_pyinfra(deployed, "destroy.py", "-y"))
+    # Both used to sit out a deploy timeout (timeout_ingress: 10 minutes) looking for what was gone.
+    status = speechctl(deployed, "status", "inventories/sandbox.py", "--data", "timeout_verify=3600",
+                       "--data", "timeout_ingress=3600")
+    assert status.returncode == 1, output(status)
+    assert "Deployment hosthree/qwen3-asr: MISSING" in status.stdout
+    assert "missing: Ingress hosthree/qwen3-asr-ingress, Ingress hosthree/qwen3-tts-ingress" in status.stdout
+    verify = speechctl(deployed, "verify", "inventories/sandbox.py", "--data", "timeout_verify=3600",
+                       "--data", "timeout_ingress=3600")
+    assert verify.returncode == 1, output(verify)
+    assert "FAILED: missing: Deployment hosthree/qwen3-asr, Deployment hosthree/qwen3-tts" in verify.stdout
+
+
+def test_drift_exits_2_when_the_sandbox_is_down_or_the_inventory_file_does_not_exist(make_sandbox):
+    sandbox = make_sandbox(with_aws=False, with_hub=False, with_cluster=False)
+    missing = speechctl(sandbox, "drift", "inventories/no-such-inventory.py")
+    assert missing.returncode == 2, output(missing)
+    assert "inventory file inventories/no-such-inventory.py does not exist" in missing.stderr
+    sandbox.stop()
+    down = speechctl(sandbox, "drift", "inventories/sandbox.py")
+    assert down.returncode == 2, output(down)
+    assert "no sandbox runs for" in down.stderr

@@ -158,3 +158,50 @@ def test_multipart_encoding_is_read_back_by_the_stdlib_mime_parser():
              for part in message.iter_parts()}
     assert parts == {"model": (None, "text/plain", ASR_MODEL.encode()), "language": (None, "text/plain", b"zh"),
                      "file": ("speech.wav", "audio/wav", audio)}
+
+
+class ScriptedTransport:
+    """Answers a request with the next of `answers` ((status, body) or an exception), as a proxy would."""
+
+    def __init__(self, *answers):
+        self.answers, self.asked = list(answers), 0
+
+    def request(self, method, path, body=None, headers=None, timeout=300.0):
+        self.asked += 1
+        answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer[0], {}, answer[1]
+
+
+NO_ENDPOINTS = (503, b'{"kind":"Status","code":503,"message":"no endpoints available for service \\"qwen3-asr-service\\""}')
+API_500 = (500, b'{"kind":"Status","code":500,"message":"Internal error occurred"}')
+
+
+def _retrying(inner, seconds):
+    from kubeops.retry import RetryLog, RetryPolicy
+    from qwen_speech.roundtrip import RetryingTransport
+
+    return RetryingTransport(inner, RetryPolicy(budget_seconds=seconds, first_delay=0.01, max_delay=0.05),
+                             RetryLog("transient answer"))
+
+
+def test_a_retrying_transport_asks_again_while_the_answer_is_transient_and_says_so_once():
+    inner = ScriptedTransport(NO_ENDPOINTS, API_500, RoundTripError("no answer", endpoint="GET /health"), (200, b"ok"))
+    transport = _retrying(inner, seconds=30)
+    assert transport.request("GET", "/health")[0] == 200
+    summary = transport.log.take_summary()
+    assert summary.startswith("3 transient answers retried over 0 s: ")
+    assert "503 no endpoints available x1" in summary and "500 x1" in summary and "no answer x1" in summary
+
+
+def test_a_services_own_error_is_a_real_answer_and_is_not_asked_again():
+    inner = ScriptedTransport((500, b'{"detail":"model failed to load"}'), (200, b"ok"))
+    assert _retrying(inner, seconds=30).request("GET", "/health")[0] == 500
+    assert inner.asked == 1
+
+
+def test_at_the_deadline_the_last_transient_answer_is_what_the_caller_gets():
+    inner = ScriptedTransport(NO_ENDPOINTS)
+    status, _, body = _retrying(inner, seconds=0.2).request("GET", "/health")
+    assert status == 503 and b"no endpoints available" in body and inner.asked >= 2

@@ -15,8 +15,17 @@ aws_role_arn = None
 aws_endpoint_url = None  # only for the sandbox's moto server
 eks_token_refresh_seconds = 600  # EKS accepts a token for 15 minutes; make a new one well before
 field_manager = "qwen3-speech-deploy"
-api_retries = 6
 poll_seconds = 2.0
+# Riding out faults and sharing the cluster. A transient API error (429, 5xx, a dropped
+# connection) is retried for this long, with backoff and jitter, before the step fails.
+api_retry_seconds = 60
+# Verify waits this long for both services to answer (a Spot replacement, a model still loading).
+timeout_verify = 600
+# One deploy at a time per cluster: a Lease in the namespace, renewed while the run lasts and
+# taken over when it has not been renewed for this long (a run that was killed).
+deploy_lock_seconds = 60
+# A second run waits this long for the first to finish, then stops naming the holder (0: at once).
+deploy_lock_wait_seconds = 0
 
 # 1. GPU time-slicing: one T4 shown as two nvidia.com/gpu
 time_slicing_replicas = 2

@@ -310,20 +310,17 @@ class KubeApiServer:
             "user": None, "user_agent": h.headers.get("User-Agent"), "code": None,
         }
         decision = self.faults.take(path)
-        reply: Reply | None
+        reply: Reply | None = None
         try:
             if decision.delay_seconds:
                 time.sleep(decision.delay_seconds)
-            if decision.drop:
+            if decision.drop and not decision.after:
                 record["code"], record["fault"] = 0, "api-drop"
                 self.audit.write(record)
                 self._drop(h)
                 return
-            if decision.error_code:
-                record["fault"] = "api-errors"
-                status = decision.error_status()
-                headers = {"Retry-After": str(decision.retry_after)} if decision.retry_after is not None else {}
-                reply = Reply(decision.error_code, _dumps(status), headers=headers)
+            if decision.error_code and not decision.after:
+                reply = self._injected_error(decision, record)
             else:
                 if route.kind == "health" and h.command in ("GET", "HEAD"):
                     # Anyone may read health (system:public-info-viewer), with or without a token.
@@ -342,8 +339,24 @@ class KubeApiServer:
         if reply is None:  # a watch: already answered and audited
             return
         record["code"] = reply.code
+        if decision.after and decision.drop:
+            # The work is done (the audit record keeps its real code); the client never hears of it.
+            record.update(fault="api-drop", after=True)
+            self.audit.write(record)
+            self._drop(h)
+            return
+        if decision.after and decision.error_code:
+            record.update(after=True, served_code=reply.code)
+            reply = self._injected_error(decision, record)
+            record["code"] = reply.code
         self.audit.write(record)  # before answering: a client that got its answer finds the record
         self._send(h, reply)
+
+    @staticmethod
+    def _injected_error(decision, record: dict) -> Reply:
+        record["fault"] = "api-errors"
+        headers = {"Retry-After": str(decision.retry_after)} if decision.retry_after is not None else {}
+        return Reply(decision.error_code, _dumps(decision.error_status()), headers=headers)
 
     @staticmethod
     def _read_body(h: _Handler) -> bytes:
