@@ -12,7 +12,6 @@ and never write: drift asks the API server for server-side dry runs, like `--dry
 from __future__ import annotations
 
 import json
-import runpy
 import sys
 from pathlib import Path
 from typing import Callable
@@ -21,6 +20,7 @@ from kubeops.changes import plan_apply, with_applied_hash
 from kubeops.client import KubeApiError, KubeUnreachable
 from kubeops.kinds import Ref
 from kubeops.waiter import describe_pod, is_ready, node_gpus, pod_selector
+from qwen_speech.inventory_file import InventoryNotLoadable, run_file
 from qwen_speech.settings import SettingsError, validate
 
 from . import asr, efs_storage, ingress, models, namespace, preflight, time_slicing, tts, verify
@@ -42,13 +42,13 @@ def load_inventory(path: str) -> list[tuple[str, dict]]:
     """Hosts of a pyinfra inventory file with their merged data (all < group < host)."""
     inventory = Path(path)
     group_dir = inventory.resolve().parent / "group_data"
-    defaults = _public(runpy.run_path(str(group_dir / "all.py"))) if (group_dir / "all.py").exists() else {}
+    defaults = _public(run_file(group_dir / "all.py")) if (group_dir / "all.py").exists() else {}
     hosts = []
-    for group, members in _public(runpy.run_path(str(inventory))).items():
+    for group, members in _public(run_file(inventory)).items():
         if not isinstance(members, list):
             continue
         group_file = group_dir / f"{group}.py"
-        group_data = _public(runpy.run_path(str(group_file))) if group_file.exists() else {}
+        group_data = _public(run_file(group_file)) if group_file.exists() else {}
         for member in members:
             name, data = member if isinstance(member, tuple) else (member, {})
             hosts.append((name, {**defaults, **group_data, **data}))
@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
                 for line in report.lines + [f"warning: {w}" for w in report.warnings] + [f"FAILED: {p}" for p in report.problems]:
                     print("    " + line)
                 worst = max(worst, 0 if report.ok else 1)
-    except (DeployBlocked, SettingsError, KubeApiError, KubeUnreachable) as err:
+    except (DeployBlocked, InventoryNotLoadable, SettingsError, KubeApiError, KubeUnreachable) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return worst
