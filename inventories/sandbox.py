@@ -25,6 +25,7 @@ sandbox = [
         "hf_endpoint": _state["hub_url"],
         "karpenter_interruption_queue": _state.get("sqs_queue_name"),
         "poll_seconds": 0.2,
+        "model_upgrade_policy": "follow",  # the sandbox Hub's new commits are test data: take them
         "unschedulable_grace_seconds": 8,  # the sandbox's replacement nodes join within seconds
         # The sandbox's ALB name does not resolve; its listeners are on loopback, listed here.
         "ingress_listener_urls_file": str(_root / "state.json"),

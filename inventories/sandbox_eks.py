@@ -24,6 +24,7 @@ sandbox_eks = [
         "aws_endpoint_url": _state["aws_endpoint_url"],  # only because the sandbox's AWS is local
         "hf_endpoint": _state["hub_url"],
         "poll_seconds": 0.2,
+        "model_upgrade_policy": "follow",  # the sandbox Hub's new commits are test data: take them
         "unschedulable_grace_seconds": 8,
     }),
 ]

@@ -174,3 +174,35 @@ def test_the_readme_commands_work_from_another_directory(sandbox, tmp_path):
                                timeout=120)
     assert as_module.returncode in (0, 1), as_module.stdout + as_module.stderr
     assert not list(elsewhere.iterdir())  # nothing written into the working directory
+
+
+def test_the_sandbox_refuses_an_efs_access_point_outside_the_file_system_as_efs_does(sandbox):
+    """The real failure behind the efs_base_path check: EFS's CreateAccessPoint refuses the path
+    (the sandbox used to write the volume outside its file system's directory)."""
+    import time
+
+    from kubernetes import client
+
+    api = sandbox.control.kube_api_client()
+    fs_id = sandbox.control.state["efs_file_system_id"]
+    storage = client.StorageV1Api(api)
+    core = client.CoreV1Api(api)
+    storage.create_storage_class({
+        "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": "escape"},
+        "provisioner": "efs.csi.aws.com", "parameters": {
+            "provisioningMode": "efs-ap", "fileSystemId": fs_id, "directoryPerms": "755", "basePath": "/../../..",
+            "subPathPattern": "${.PVC.namespace}/${.PVC.name}", "ensureUniqueDirectory": "false"}})
+    core.create_namespaced_persistent_volume_claim("default", {
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "escape"},
+        "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": "escape",
+                 "resources": {"requests": {"storage": "1Gi"}}}})
+    deadline = time.monotonic() + 30
+    messages: list[str] = []
+    while time.monotonic() < deadline and not any("rootDirectory.path" in m for m in messages):
+        events = core.list_namespaced_event("default", field_selector="involvedObject.name=escape").items
+        messages = [e.message for e in events if e.reason == "ProvisioningFailed"]
+        time.sleep(0.2)
+    assert any("Value '/../../../default/escape' at 'rootDirectory.path' failed to satisfy constraint" in m
+               for m in messages), messages
+    assert core.read_namespaced_persistent_volume_claim("escape", "default").status.phase == "Pending"
+    assert not (sandbox.root.parent / "default").exists()

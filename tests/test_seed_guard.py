@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from sandbox.hub import ASR_REPO, TTS_REPO
-from tests.seed_helpers import GUARD_SCRIPT, MANIFEST_NAME, hub, run_guard, run_seed  # noqa: F401
+from tests.seed_helpers import GUARD_SCRIPT, MANIFEST_NAME, flip_byte_keeping_mtime, hub, run_guard, run_seed  # noqa: F401
 
 FIX = "pyinfra INVENTORY deploy.py"
 
@@ -95,17 +95,6 @@ def test_guard_never_touches_the_network_or_writes(seeded_tts):
     assert json.loads((dest / MANIFEST_NAME).read_text())["commit"] == hub.commit_of(TTS_REPO)
 
 
-def _flip_byte_keeping_mtime(path, offset=100):
-    stat = path.stat()
-    with open(path, "r+b") as handle:
-        handle.seek(offset)
-        byte = handle.read(1)
-        handle.seek(offset)
-        handle.write(bytes([byte[0] ^ 0x01]))
-    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
-    assert path.stat().st_size == stat.st_size and path.stat().st_mtime_ns == stat.st_mtime_ns
-
-
 def _audit(dest, repo, commit) -> dict:
     proc = subprocess.run([sys.executable, str(GUARD_SCRIPT), "--model-dir", str(dest), "--repo", repo,
                            "--commit", commit, "--audit"], capture_output=True, text=True, timeout=60)
@@ -116,7 +105,7 @@ def _audit(dest, repo, commit) -> dict:
 
 def test_guard_blocks_a_flipped_byte_whose_size_and_mtime_were_kept(seeded_tts):
     hub, dest = seeded_tts
-    _flip_byte_keeping_mtime(dest / "model.safetensors")
+    flip_byte_keeping_mtime(dest / "model.safetensors")
     run = run_guard(dest, TTS_REPO, hub.commit_of(TTS_REPO))
     assert run.returncode == 1
     assert "model.safetensors changed since it was verified" in run.output and FIX in run.output
@@ -136,7 +125,7 @@ def test_guard_hashes_nothing_when_no_file_changed_and_only_what_changed_otherwi
 
 def test_the_audit_lists_every_missing_truncated_and_corrupt_file_at_once(seeded_tts):
     hub, dest = seeded_tts
-    _flip_byte_keeping_mtime(dest / "model.safetensors")
+    flip_byte_keeping_mtime(dest / "model.safetensors")
     (dest / "speech_tokenizer" / "model.safetensors").unlink()
     vocab = dest / "vocab.json"
     vocab.write_bytes(vocab.read_bytes()[:10])

@@ -15,8 +15,9 @@ import time
 import pytest
 
 from sandbox.hub import ASR_REPO, TTS_REPO
-from tests.seed_helpers import (CHUNK, MANIFEST_NAME, REPOS, SEED_SCRIPT, assert_seeded, hub, manifest_of,  # noqa: F401
-                                run_seed, seed_command, seed_env, wait_until)
+from tests.seed_helpers import (CHUNK, MANIFEST_NAME, REPOS, SEED_SCRIPT, assert_seeded,  # noqa: F401
+                                flip_byte_keeping_mtime, hub, manifest_of, run_seed, seed_command, seed_env,
+                                wait_until)
 
 SHARD = "model-00001-of-00002.safetensors"
 
@@ -134,13 +135,7 @@ def test_a_flipped_byte_with_size_and_mtime_kept_is_found_by_a_plain_rerun_and_o
     dest, _ = seeded(hub, tmp_path)
     shard = dest / SHARD
     stat = shard.stat()
-    with open(shard, "r+b") as handle:
-        handle.seek(100)
-        byte = handle.read(1)
-        handle.seek(100)
-        handle.write(bytes([byte[0] ^ 0x80]))
-    os.utime(shard, ns=(stat.st_atime_ns, stat.st_mtime_ns))
-    assert shard.stat().st_size == stat.st_size and shard.stat().st_mtime_ns == stat.st_mtime_ns
+    flip_byte_keeping_mtime(shard)
     hub.reset_stats()
     run = run_seed(hub.url, ASR_REPO, hub.commit_of(ASR_REPO), dest)
     assert run.returncode == 0, run.output
