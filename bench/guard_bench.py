@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -83,14 +84,21 @@ def drop_cache(directory: Path) -> bool:
     return ok
 
 
-def run_guard(directory: Path) -> tuple[float, str]:
+def run_guard(directory: Path) -> tuple[float, float, float]:
+    """(wall seconds of the process, CPU seconds it used, seconds of the check itself as it reports).
+
+    CPU seconds hardly depend on other load on the machine; wall seconds do."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.monotonic()
     proc = subprocess.run([sys.executable, str(GUARD), "--model-dir", str(directory), "--repo", REPO, "--commit", COMMIT],
                           capture_output=True, text=True, timeout=3600)
     seconds = time.monotonic() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         raise SystemExit(f"guard failed: {proc.stdout}{proc.stderr}")
-    return seconds, proc.stdout.strip()
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    check = float(proc.stdout.split("checked in ")[1].split("s")[0])
+    return seconds, cpu, check
 
 
 def with_stats_forgotten(directory: Path, keep: set[str] | None = None):
@@ -118,34 +126,44 @@ def main() -> int:
         print(f"writing {args.size_gb} GB into {model} ...", flush=True)
         write_model(model, args.size_gb)
     total = json.loads((model / MANIFEST_NAME).read_text())["total_bytes"]
-    figures: dict[str, list[float]] = {"warm_stat_only": [], "cold_disk_full_hash": [], "cold_cached_full_hash": [],
-                                       "one_shard_changed": []}
+    names = ("warm_stat_only", "cold_disk_full_hash", "cold_cached_full_hash", "one_shard_changed")
+    figures: dict[str, list[tuple[float, float, float]]] = {name: [] for name in names}
+    evicted = False
     try:
         for _ in range(args.rounds):
-            figures["warm_stat_only"].append(run_guard(model)[0])
+            figures["warm_stat_only"].append(run_guard(model))
             original = with_stats_forgotten(model)
             try:
                 evicted = drop_cache(model)
-                figures["cold_disk_full_hash"].append(run_guard(model)[0])
-                figures["cold_cached_full_hash"].append(run_guard(model)[0])
+                figures["cold_disk_full_hash"].append(run_guard(model))
+                figures["cold_cached_full_hash"].append(run_guard(model))
             finally:
                 (model / MANIFEST_NAME).write_text(original)
             original = with_stats_forgotten(model, keep=set(LAYOUT) - {"speech_tokenizer/model.safetensors"})
             try:
                 drop_cache(model)
-                figures["one_shard_changed"].append(run_guard(model)[0])
+                figures["one_shard_changed"].append(run_guard(model))
             finally:
                 (model / MANIFEST_NAME).write_text(original)
     finally:
         if not args.keep:
             shutil.rmtree(args.dir, ignore_errors=True)
+    load = os.getloadavg()[0]
+
+    def median(name: str, index: int) -> float:
+        return round(statistics.median(f[index] for f in figures[name]), 3)
+
     result = {"bytes": total, "files": len(LAYOUT), "rounds": args.rounds, "cpus": os.cpu_count(),
-              "page_cache_evicted": evicted,
-              "seconds_median": {k: round(statistics.median(v), 3) for k, v in figures.items()},
-              "seconds_all": {k: [round(x, 3) for x in v] for k, v in figures.items()}}
-    for name, seconds in result["seconds_median"].items():
-        rate = f", {total / seconds / 1e6:.0f} MB/s" if "full_hash" in name else ""
-        print(f"{name:24s} {seconds:8.3f} s (median of {args.rounds}){rate}")
+              "load_average_1m": load, "page_cache_evicted": evicted,
+              "median": {name: {"wall_s": median(name, 0), "cpu_s": median(name, 1), "check_s": median(name, 2)}
+                         for name in names},
+              "all": {name: [[round(x, 3) for x in f] for f in figures[name]] for name in names}}
+    print(f"{total / 1e9:.2f} GB in {len(LAYOUT)} files, {os.cpu_count()} CPUs, load average {load:.1f} "
+          "(wall times grow with load; CPU seconds hardly do)")
+    for name in names:
+        m = result["median"][name]
+        rate = f", {total / m['cpu_s'] / 1e6:.0f} MB per CPU-second" if "full_hash" in name else ""
+        print(f"{name:24s} wall {m['wall_s']:8.3f} s  check {m['check_s']:8.3f} s  cpu {m['cpu_s']:8.3f} s{rate}")
     out = PROJECT / "bench" / "results"
     out.mkdir(exist_ok=True)
     (out / "guard_bench.json").write_text(json.dumps(result, indent=1) + "\n")
