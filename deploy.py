@@ -9,6 +9,13 @@ Everything before the first write (inventory, credentials, prerequisites, model 
 checked while the deploy is prepared, so a problem stops the run with nothing changed.
 """
 
+import os
+import sys
+
+# pyinfra puts only the working directory on sys.path: add this project's, so the deploy runs
+# from any directory (`pyinfra /path/to/inventories/production.py /path/to/deploy.py`).
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
 from tasks import asr, efs_storage, ingress, models, namespace, preflight, time_slicing, tts, verify
 from tasks.connect import connect
 

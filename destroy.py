@@ -9,6 +9,13 @@ PVC and the model data on EFS, the record of seeded commits, the time-slicing co
 The EFS file system itself is never deleted.
 """
 
+import os
+import sys
+
+# pyinfra puts only the working directory on sys.path: add this project's, so the deploy runs
+# from any directory (`pyinfra /path/to/inventories/production.py /path/to/deploy.py`).
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
 from tasks import preflight, teardown
 from tasks.connect import connect
 

@@ -1,74 +1,179 @@
 #!/usr/bin/env python3
-"""Model guard for the ASR/TTS init containers: is the model directory a complete seed of the wanted commit?
+"""Model guard for the ASR/TTS init containers: are the model files still the bytes that were verified?
 
     python3 check_model_manifest.py --model-dir /models/Qwen3-ASR-1.7B --repo Qwen/Qwen3-ASR-1.7B --commit <40-hex>
+    python3 check_model_manifest.py ... --audit      # report every damaged file as JSON, exit 0 (the audit Job)
 
-Reads `<model-dir>/.qwen3-seed-manifest.json`, written last by seed_models.py, and checks that it
-names that repo and commit and that every file it lists exists with the listed size. It does not
-hash (the seeder verified the hashes; a guard must answer in a second on every pod start) and it
-never downloads: a pod must not start on incomplete weights, and fixing the directory is the
-seeding Job's work.
+Reads `<model-dir>/.qwen3-seed-manifest.json`, written last by seed_models.py, checks that it
+names that repo and commit, and checks every file it lists against what the seeder verified:
+the file's hash, and the stat of the file at that moment (size, inode, mtime_ns, ctime_ns).
+A file whose stat is unchanged is the verified file: the kernel (or the NFS server) sets ctime
+on every write, truncate, rename and chmod, and no user can set it back (utime restores mtime,
+never ctime), so a flipped byte with its mtime restored still changes ctime. Only files whose
+stat changed are hashed again: a pod start stays a matter of stat calls when nothing changed,
+and any change, size kept or not, mtime kept or not, is caught before a pod serves from it.
+
+It never writes (the volume is mounted read-only) and never downloads: repairing the directory
+is the seeding Job's work, and the next deploy runs it.
 
 Exit 0 with one line saying the model is complete; exit 1 with one line naming the model, what
-is wrong and the fix. Python 3.10+, standard library only.
+is wrong and the fix. With --audit: one line `MODEL-AUDIT {json}` (missing, truncated, corrupt
+files, manifest problems), exit 0. Python 3.10+, standard library only; seed_models.py imports
+the file checks from here, so the seeder and the guard judge a file the same way.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 MANIFEST_NAME = ".qwen3-seed-manifest.json"
+MANIFEST_FORMAT = 2  # 2: each file carries the stat it had when its hash was verified
+STAT_FIELDS = ("size", "ino", "mtime_ns", "ctime_ns")
+HASH_BLOCK = 16 * 1024 * 1024
+HASH_WORKERS = 4  # hashlib releases the GIL on large blocks: a few threads use a few cores
 FIX = "Fix: rerun the playbook (`pyinfra INVENTORY deploy.py`); it re-seeds the model into the volume."
 
 
-def problem_with(model_dir: str, repo: str, commit: str) -> tuple[str | None, dict | None]:
-    """(what is wrong or None, the manifest when readable)."""
+def stat_record(st: os.stat_result) -> dict:
+    """What a file's verification is tied to: any write, truncate, replace or chmod changes it."""
+    return {"size": st.st_size, "ino": st.st_ino, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns}
+
+
+def new_hasher(sha256: bool, size: int):
+    """sha256 for LFS files; for small git files the git blob id: sha1 over "blob <size>\\0" + content."""
+    if sha256:
+        return hashlib.sha256()
+    digest = hashlib.sha1()
+    digest.update(b"blob %d\0" % size)
+    return digest
+
+
+def expected_hash(entry: dict) -> str | None:
+    return entry.get("sha256") or entry.get("blob_id")
+
+
+def hash_path(path: str, sha256: bool, size: int, limit: int | None = None, stop=None, counter=None):
+    """The hasher fed with the first `limit` (default: size) bytes of path."""
+    digest = new_hasher(sha256, size)
+    buffer = bytearray(min(HASH_BLOCK, max(size, 1)))
+    view = memoryview(buffer)
+    remaining = size if limit is None else limit
+    with open(path, "rb", buffering=0) as handle:
+        while remaining > 0:
+            if stop is not None and stop.is_set():
+                raise InterruptedError("stopped")
+            n = handle.readinto(view[:min(len(buffer), remaining)])
+            if not n:
+                break
+            digest.update(view[:n])
+            remaining -= n
+            if counter is not None:
+                counter(n)
+    return digest
+
+
+def file_problem(model_dir: str, entry: dict) -> tuple[str | None, str | None, bool]:
+    """(kind, message, hashed) for one manifest entry: kind None when the file is the verified one.
+
+    kind is "missing", "truncated" (shorter), "resized" (longer) or "corrupt" (hash differs)."""
+    path = os.path.join(model_dir, entry["path"])
+    try:
+        st = os.stat(path)
+    except OSError:
+        return "missing", f"file {entry['path']} is missing from {model_dir}", False
+    if st.st_size != entry.get("size"):
+        kind = "truncated" if st.st_size < (entry.get("size") or 0) else "resized"
+        return kind, f"file {entry['path']} has {st.st_size} bytes, the seed verified {entry.get('size')}", False
+    if entry.get("verified") == stat_record(st):
+        return None, None, False
+    want = expected_hash(entry)
+    actual = hash_path(path, bool(entry.get("sha256")), st.st_size).hexdigest()
+    if actual != want:
+        algorithm = "sha256" if entry.get("sha256") else "git blob id"
+        return "corrupt", (f"file {entry['path']} changed since it was verified: its {algorithm} is {actual}, "
+                           f"the seed verified {want}"), True
+    return None, None, True
+
+
+def read_manifest(model_dir: str) -> tuple[dict | None, str | None]:
+    """(manifest, None) or (None, what is wrong with it)."""
     path = os.path.join(model_dir, MANIFEST_NAME)
     try:
         with open(path, encoding="utf-8") as handle:
             manifest = json.load(handle)
     except FileNotFoundError:
         if not os.path.isdir(model_dir):
-            return f"{model_dir} does not exist (the model was never seeded into this volume)", None
-        return f"no completion manifest {path} (seeding never finished, or it is in progress)", None
+            return None, f"{model_dir} does not exist (the model was never seeded into this volume)"
+        return None, f"no completion manifest {path} (seeding never finished, or it is in progress)"
     except (OSError, ValueError) as err:
-        return f"unreadable completion manifest {path}: {err}", None
+        return None, f"unreadable completion manifest {path}: {err}"
     if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), list):
-        return f"completion manifest {path} has no file list", None
-    if manifest.get("repo") != repo:
-        return f"{model_dir} holds {manifest.get('repo')}, not {repo}", manifest
-    if manifest.get("commit") != commit:
-        return (f"stale seed: commit {manifest.get('commit')} is in {model_dir}, the deployment wants {commit}",
-                manifest)
+        return None, f"completion manifest {path} has no file list"
     for entry in manifest["files"]:
-        if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
-            return f"completion manifest {path} has a malformed file entry: {entry!r}", manifest
-        file_path = os.path.join(model_dir, entry["path"])
-        try:
-            size = os.stat(file_path).st_size
-        except OSError:
-            return f"file {entry['path']} is missing from {model_dir}", manifest
-        if size != entry.get("size"):
-            return f"file {entry['path']} has {size} bytes, the seed recorded {entry.get('size')}", manifest
-    return None, manifest
+        if (not isinstance(entry, dict) or not isinstance(entry.get("path"), str) or not isinstance(entry.get("size"), int)
+                or not isinstance(expected_hash(entry), str)):
+            return None, f"completion manifest {path} has a malformed file entry: {entry!r}"
+    return manifest, None
+
+
+def audit(model_dir: str, repo: str, commit: str) -> dict:
+    """Every problem of the model directory, hashing only files whose stat changed since verification."""
+    started = time.monotonic()
+    report = {"model_dir": model_dir, "repo": repo, "commit": commit, "manifest": None, "missing": [],
+              "truncated": [], "corrupt": [], "rehashed": [], "files": 0, "bytes": 0, "problems": []}
+    manifest, problem = read_manifest(model_dir)
+    if manifest is not None and manifest.get("repo") != repo:
+        problem = f"{model_dir} holds {manifest.get('repo')}, not {repo}"
+    elif manifest is not None and manifest.get("commit") != commit:
+        problem = f"stale seed: commit {manifest.get('commit')} is in {model_dir}, the deployment wants {commit}"
+    if problem is not None:
+        report["manifest"] = problem
+        report["problems"].append(problem)
+    if manifest is not None:
+        entries = manifest["files"]
+        report["files"] = len(entries)
+        report["bytes"] = sum(entry["size"] for entry in entries)
+        with ThreadPoolExecutor(max_workers=HASH_WORKERS) as pool:
+            results = list(pool.map(lambda entry: file_problem(model_dir, entry), entries))
+        for entry, (kind, message, hashed) in zip(entries, results):
+            if hashed:
+                report["rehashed"].append(entry["path"])
+            if kind is not None:
+                report["missing" if kind == "missing" else "corrupt" if kind == "corrupt" else "truncated"].append(
+                    entry["path"])
+                report["problems"].append(message)
+        report["finished_at"] = manifest.get("finished_at")
+    report["ok"] = not report["problems"]
+    report["seconds"] = round(time.monotonic() - started, 3)
+    return report
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Exit 0 when a model directory holds a complete seed of a commit.")
+    parser = argparse.ArgumentParser(description="Exit 0 when a model directory holds the verified seed of a commit.")
     parser.add_argument("--model-dir", required=True)
     parser.add_argument("--repo", required=True)
     parser.add_argument("--commit", required=True)
+    parser.add_argument("--audit", action="store_true", help="print every problem as MODEL-AUDIT {json}, exit 0")
     args = parser.parse_args(argv)
-    problem, manifest = problem_with(args.model_dir, args.repo, args.commit)
-    if problem is not None:
-        print(f"model-guard: {args.repo}@{args.commit[:12]} is not ready: {problem}. {FIX}", flush=True)
+    report = audit(args.model_dir, args.repo, args.commit)
+    if args.audit:
+        print("MODEL-AUDIT " + json.dumps(report, sort_keys=True), flush=True)
+        return 0
+    label = f"model-guard: {args.repo}@{args.commit[:12]}"
+    if not report["ok"]:
+        more = len(report["problems"]) - 1
+        extra = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
+        print(f"{label} is not ready: {report['problems'][0]}{extra}. {FIX}", flush=True)
         return 1
-    total = sum(int(entry.get("size") or 0) for entry in manifest["files"])
-    print(f"model-guard: {args.repo}@{args.commit[:12]} complete in {args.model_dir}: {len(manifest['files'])} files, "
-          f"{total} bytes, seeded {manifest.get('finished_at', '?')}", flush=True)
+    rehashed = f", {len(report['rehashed'])} re-hashed (stat changed, content verified)" if report["rehashed"] else ""
+    print(f"{label} complete in {args.model_dir}: {report['files']} files, {report['bytes']} bytes, seeded "
+          f"{report.get('finished_at') or '?'}, checked in {report['seconds']:.3f}s{rehashed}", flush=True)
     return 0
 
 

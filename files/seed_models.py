@@ -17,13 +17,17 @@ What it does:
 - hashes every downloaded byte as it arrives and checks size + sha256 (LFS) or git sha1 before
   moving the file into place with os.replace; a file that fails the check is fetched once more,
   then the run fails;
-- writes `<dest>/.qwen3-seed-manifest.json` (repo, commit, files with size, hash, mtime) last and
-  atomically; it is removed before the first file in `<dest>` changes, so a manifest always
-  describes a complete directory;
+- writes `<dest>/.qwen3-seed-manifest.json` (repo, commit, and per file its size, hash and the
+  stat it had when that hash was verified: size, inode, mtime_ns, ctime_ns) last and atomically;
+  it is removed before the first file in `<dest>` changes, so a manifest always describes a
+  complete directory, and it certifies only bytes this run verified or that provably did not
+  change since (same stat; ctime cannot be set back by a user, see check_model_manifest.py);
 - on a rerun, when the manifest names the wanted commit and every file still has its recorded
-  size and mtime, it exits 0 at once without contacting the Hub (when --revision is a commit)
-  and without hashing; `--verify full` re-hashes everything. Files whose hash matches the new
-  listing are kept, so a new commit that changes one file fetches only that file;
+  stat, it exits 0 at once without contacting the Hub (when --revision is a commit) and without
+  hashing; a file whose stat changed is hashed and fetched again only if its bytes differ
+  (a flipped byte with the mtime restored, a truncation, a deletion: only that file);
+  `--verify full` re-hashes everything. Files whose hash matches the new listing are kept, so a
+  new commit that changes one file fetches only that file;
 - prints a progress line every few seconds (bytes done of total, rate, ETA), a summary line,
   and a last line `SEED-RESULT {json}` on success; on failure the last line is the error.
 
@@ -48,7 +52,6 @@ from __future__ import annotations
 
 import argparse
 import errno
-import hashlib
 import http.client
 import json
 import os
@@ -66,16 +69,21 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from datetime import datetime, timezone
 from urllib.parse import urlsplit
 
+# The guard's file checks (same directory, in the image as in files/): one definition of "this
+# file is the one that was verified" for the seeder and the guard.
+from check_model_manifest import MANIFEST_FORMAT, MANIFEST_NAME, hash_path, new_hasher, stat_record
+
 SEEDER = "qwen3-seed-models"
 VERSION = "1.0.0"
-MANIFEST_NAME = ".qwen3-seed-manifest.json"
 LOCK_NAME = ".qwen3-seed.lock"
 WORK_DIR_NAME = ".seed"
-MANIFEST_FORMAT = 1
 DEFAULT_ENDPOINT = "https://huggingface.co"
 TEST_FREE_BYTES_ENV = "QWEN3_SEED_TEST_FREE_BYTES"
 MAX_READ = 1024 * 1024  # bytes per socket read: what a kill can lose from user space, on top of socket buffers
-HASH_BLOCK = 16 * 1024 * 1024
+# A file's stat proves it unchanged only once the clock has moved past its ctime: a write in the
+# same timestamp tick would leave ctime as it was (git's "racily clean" entries). The manifest is
+# written only when the file system's clock is this far past the newest recorded ctime.
+SETTLE_NS = 1_000_000_000
 COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 
 EXIT_OK = 0
@@ -163,17 +171,13 @@ class RemoteFile:
         return self.sha256 or self.blob_id or ""
 
     def hasher(self):
-        if self.sha256:
-            return hashlib.sha256()
-        # git's object id: sha1 over a "blob <size>\0" header and the content
-        digest = hashlib.sha1()
-        digest.update(b"blob %d\0" % self.size)
-        return digest
+        return new_hasher(bool(self.sha256), self.size)
 
-    def manifest_entry(self, mtime_ns: int) -> dict:
+    def manifest_entry(self, verified: dict) -> dict:
+        """The file with its hash and the stat it had when that hash was verified."""
         entry = {"path": self.path, "size": self.size}
         entry["sha256" if self.sha256 else "blob_id"] = self.expected
-        entry["mtime_ns"] = mtime_ns
+        entry["verified"] = verified
         return entry
 
 
@@ -513,7 +517,8 @@ def read_manifest(dest: str) -> dict | None:
 
 
 def manifest_problem(manifest: dict | None, dest: str, repo: str, commit: str) -> str | None:
-    """Why the manifest does not prove a complete seed of repo@commit (None = it does), by size and mtime."""
+    """Why the manifest does not prove a complete seed of repo@commit (None = it does), by each
+    file's stat at verification (size, inode, mtime, ctime): no hashing, no Hub."""
     if manifest is None:
         return "no completion manifest"
     if manifest.get("repo") != repo or manifest.get("commit") != commit:
@@ -523,8 +528,8 @@ def manifest_problem(manifest: dict | None, dest: str, repo: str, commit: str) -
             st = os.stat(os.path.join(dest, entry["path"]))
         except (OSError, KeyError, TypeError):
             return f"{entry.get('path')} is missing"
-        if st.st_size != entry.get("size") or st.st_mtime_ns != entry.get("mtime_ns"):
-            return f"{entry['path']} changed since it was verified (size or mtime)"
+        if entry.get("verified") != stat_record(st):
+            return f"{entry['path']} changed since it was verified (its size, inode, mtime or ctime)"
     return None
 
 
@@ -699,14 +704,14 @@ class Seeder:
         old_manifest = read_manifest(self.dest)
         old_entries = {e.get("path"): e for e in (old_manifest or {}).get("files", []) if isinstance(e, dict)}
 
-        # Phase 1: which files are already right (trusted from the manifest, or hashed).
-        keep: dict[str, int] = {}
+        # Phase 1: which files are already right: unchanged since verified (stat), or hashed now.
+        keep: dict[str, dict] = {}
         fetch: list[RemoteFile] = []
         to_hash: list[RemoteFile] = []
         for rf in remote:
             reason = self._reusable(rf, old_entries.get(rf.path))
             if reason == "trusted":
-                keep[rf.path] = os.stat(os.path.join(self.dest, rf.path)).st_mtime_ns
+                keep[rf.path] = old_entries[rf.path]["verified"]
             elif reason == "hash":
                 to_hash.append(rf)
             else:
@@ -714,9 +719,9 @@ class Seeder:
                     log(f"[seed] {label}: {rf.path}: {reason}; fetching it")
                 fetch.append(rf)
         if to_hash:
-            for rf, matches in self._parallel(self._hash_local, to_hash):
-                if matches:
-                    keep[rf.path] = os.stat(os.path.join(self.dest, rf.path)).st_mtime_ns
+            for rf, verified in self._parallel(self._hash_local, to_hash):
+                if verified is not None:
+                    keep[rf.path] = verified
                 else:
                     log(f"[seed] {label}: {rf.path}: content differs from the Hub's {rf.algorithm}; fetching it")
                     fetch.append(rf)
@@ -736,15 +741,15 @@ class Seeder:
         self.progress = Progress(label, total, done_bytes, args.progress_seconds)
         self.progress.files_total = len(remote)
         self.progress.files_done = len(keep)
-        fetched_mtimes: dict[str, int] = {}
+        fetched: dict[str, dict] = {}
         if fetch:
             log(f"[seed] {label}: fetching {len(fetch)} files ({human_bytes(sum(f.size for f in fetch))}), "
                 f"{len(keep)} already in place")
             self.progress.start()
             try:
                 fetch.sort(key=lambda f: f.size, reverse=True)  # biggest first: the tail is the small files
-                for rf, mtime_ns in self._parallel(self._fetch, fetch):
-                    fetched_mtimes[rf.path] = mtime_ns
+                for rf, verified in self._parallel(self._fetch, fetch):
+                    fetched[rf.path] = verified
             finally:
                 self.progress.stop()
         if claim.lost.is_set():
@@ -771,11 +776,9 @@ class Seeder:
         for extra in self._unknown_files(wanted):
             log(f"[seed] {label}: {extra} is not in {commit[:12]} and was not put there by this seeder; left in place")
 
-        # Phase 5: the manifest, last.
-        entries = []
-        for rf in sorted(remote, key=lambda f: f.path):
-            mtime_ns = fetched_mtimes.get(rf.path, keep.get(rf.path))
-            entries.append(rf.manifest_entry(mtime_ns))
+        # Phase 5: the manifest, last, and only for files verified by this run or unchanged since.
+        entries = [rf.manifest_entry(fetched.get(rf.path) or keep[rf.path]) for rf in sorted(remote, key=lambda f: f.path)]
+        self._settle(max(entry["verified"]["ctime_ns"] for entry in entries))
         manifest = {"format": MANIFEST_FORMAT, "seeder": f"{SEEDER}/{VERSION}", "repo": self.repo, "commit": commit,
                     "revision": args.revision, "endpoint": self.endpoint, "total_bytes": total,
                     "finished_at": utc_now(), "files": entries}
@@ -791,7 +794,8 @@ class Seeder:
         return self._result(commit, entries, total, fast_path=False, seconds=seconds, removed=removed)
 
     def _reusable(self, rf: RemoteFile, old: dict | None) -> str:
-        """'trusted' (manifest vouches, no hashing), 'hash' (same size: hash it) or why it must be fetched."""
+        """'trusted' (unchanged since the manifest's verification: no hashing), 'hash' (same size:
+        hash it) or why it must be fetched."""
         try:
             st = os.stat(os.path.join(self.dest, rf.path))
         except FileNotFoundError:
@@ -799,7 +803,7 @@ class Seeder:
         if st.st_size != rf.size:
             return f"size {st.st_size} on disk, {rf.size} on the Hub"
         vouched = (self.args.verify == "fast" and old is not None and old.get("size") == rf.size
-                   and old.get("mtime_ns") == st.st_mtime_ns)
+                   and old.get("verified") == stat_record(st))
         if vouched and rf.expected:
             if old.get("sha256" if rf.sha256 else "blob_id") == rf.expected:
                 return "trusted"
@@ -827,25 +831,36 @@ class Seeder:
         return results
 
     def _hash_file(self, path: str, rf: RemoteFile, limit: int | None = None):
-        digest = rf.hasher()
-        buffer = bytearray(HASH_BLOCK)
-        view = memoryview(buffer)
-        remaining = rf.size if limit is None else limit
-        with open(path, "rb", buffering=0) as handle:
-            while remaining > 0:
-                if self.stop.is_set():
-                    raise SeedError(EXIT_ERROR, "interrupted")
-                n = handle.readinto(view[:min(len(buffer), remaining)])
-                if not n:
-                    break
-                digest.update(view[:n])
-                remaining -= n
-                with self._counter_lock:
-                    self.hashed_bytes += n
-        return digest
+        try:
+            return hash_path(path, bool(rf.sha256), rf.size, limit=limit, stop=self.stop, counter=self._count_hashed)
+        except InterruptedError:
+            raise SeedError(EXIT_ERROR, "interrupted") from None
 
-    def _hash_local(self, rf: RemoteFile) -> bool:
-        return self._hash_file(os.path.join(self.dest, rf.path), rf).hexdigest() == rf.expected
+    def _count_hashed(self, count: int) -> None:
+        with self._counter_lock:
+            self.hashed_bytes += count
+
+    def _hash_local(self, rf: RemoteFile) -> dict | None:
+        """The file's stat when it hashes to the Hub's value and did not change while hashed, else None."""
+        path = os.path.join(self.dest, rf.path)
+        before = stat_record(os.stat(path))
+        matches = self._hash_file(path, rf).hexdigest() == rf.expected
+        return before if matches and stat_record(os.stat(path)) == before else None
+
+    def _settle(self, newest_ctime_ns: int) -> None:
+        """Wait until the file system's clock (a probe file's ctime) is SETTLE_NS past newest_ctime_ns,
+        so that any later change to a recorded file shows in its ctime."""
+        os.makedirs(self.work, exist_ok=True)
+        probe = os.path.join(self.work, ".clock")
+        deadline = time.monotonic() + 10 * SETTLE_NS / 1e9
+        while True:
+            with open(probe, "w", encoding="utf-8") as handle:
+                handle.write(str(time.time_ns()))
+            lag = newest_ctime_ns + SETTLE_NS - os.stat(probe).st_ctime_ns
+            if lag <= 0 or time.monotonic() > deadline:
+                return
+            if self.stop.wait(min(lag / 1e9, 1.0)):
+                raise SeedError(EXIT_ERROR, "stopped")
 
     def _part_paths(self, rf: RemoteFile) -> tuple[str, str]:
         part = os.path.join(self.work, rf.path + ".part")
@@ -900,7 +915,7 @@ class Seeder:
             directory = os.path.dirname(directory)
 
     def _fetch(self, rf: RemoteFile) -> int:
-        """Download one file (resuming its .part), verify it, move it into place; returns its mtime_ns."""
+        """Download one file (resuming its .part), verify it, move it into place; returns its stat then."""
         part, want = self._part_paths(rf)
         os.makedirs(os.path.dirname(part), exist_ok=True)
         marker = self._want_marker(rf)
@@ -943,7 +958,7 @@ class Seeder:
         with self._counter_lock:
             self.fetched.append(rf.path)
         self.progress.file_done()
-        return os.stat(target).st_mtime_ns
+        return stat_record(os.stat(target))
 
     def _download(self, rf: RemoteFile, part: str) -> None:
         """Fill `part` up to rf.size from where it stops, hashing as bytes arrive; raises Mismatch."""
@@ -1083,7 +1098,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--revision", default="main", help="40-hex commit (recommended), branch or tag")
     parser.add_argument("--dest", required=True, help="model directory, e.g. /models/Qwen3-ASR-1.7B")
     parser.add_argument("--verify", choices=("fast", "full"), default="fast",
-                        help="fast: trust files whose size and mtime match the manifest; full: re-hash everything")
+                        help="fast: trust files whose stat is the one recorded at verification; full: re-hash everything")
     parser.add_argument("--workers", type=int, default=4, help="parallel file transfers (default 4)")
     parser.add_argument("--chunk-size", type=parse_size, default=16 * 1024 * 1024,
                         help="bytes between fsyncs of a partial file: at most this much is fetched again after a "

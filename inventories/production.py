@@ -19,7 +19,12 @@ production = [
         "karpenter_interruption_queue": "Karpenter-my-eks-cluster",
         # "ingress_scheme": "internet-facing",
         # "ingress_inbound_cidrs": "203.0.113.0/24",
+        # Models stay at the commit they were first seeded at: a rerun (after a Spot interruption,
+        # say) never upgrades them because `main` moved on the Hub; the plan says when it did.
+        # To upgrade, pin the new commit here, or run once with --data model_upgrade_policy=follow.
+        "model_upgrade_policy": "pinned",
         # "asr_model_revision": "7278e1e70fe206f11671096ffdd38061171dd6e5",  # pin a commit
+        # "tts_model_revision": "<40-hex commit>",
         # "hf_token_secret": "hf-token",
     }),
 ]

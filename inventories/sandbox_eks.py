@@ -4,7 +4,14 @@ No kubeconfig: the endpoint and CA come from eks:DescribeCluster on the sandbox'
 API server accepts only a valid presigned STS token for that cluster, as EKS does.
 """
 
-from sandbox.control import for_inventory
+import os
+import sys
+
+# pyinfra puts only the working directory on sys.path: add this project's, so the inventory
+# works from any directory (`pyinfra /path/to/inventories/sandbox.py /path/to/deploy.py`).
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from sandbox.control import for_inventory  # noqa: E402
 
 _root, _state = for_inventory()
 
@@ -17,6 +24,7 @@ sandbox_eks = [
         "aws_endpoint_url": _state["aws_endpoint_url"],  # only because the sandbox's AWS is local
         "hf_endpoint": _state["hub_url"],
         "poll_seconds": 0.2,
+        "model_upgrade_policy": "follow",  # the sandbox Hub's new commits are test data: take them
         "unschedulable_grace_seconds": 8,
     }),
 ]

@@ -11,6 +11,9 @@ A bad value is reported with the key, the value and what would be right, all pro
 from __future__ import annotations
 
 import difflib
+import ipaddress
+import math
+import posixpath
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
@@ -27,6 +30,41 @@ IMAGE_REF = re.compile(
 )
 HF_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 GROUP_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,61}[a-z0-9])?$")
+MODEL_DIR = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
+CONFIG_MAP_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
+COMMIT = re.compile(r"^[0-9a-f]{40}$")
+# git check-ref-format: no control characters, space, ~ ^ : ? * [ \, no "..", no "@{", no "//".
+GIT_REF_BAD = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]|\.\.|@\{|//")
+
+# Kubernetes' own API limits (k8s.io/apimachinery: int32 fields such as progressDeadlineSeconds).
+INT32_MAX = 2**31 - 1
+INT64_MAX = 2**63 - 1
+# Namespaces a deploy must not take over: Kubernetes reserves the kube- prefix for its own
+# (kube-system, kube-public, kube-node-lease), and `default` holds whatever else runs in the
+# cluster; destroy.py removes everything of ours in the namespace and a purge the namespace's
+# claim, so both belong in a namespace of their own.
+SYSTEM_NAMESPACES = ("default",)
+SYSTEM_NAMESPACE_PREFIX = "kube-"
+# Directories a volume mount must neither be, nor sit inside, nor contain: mounting there would
+# hide the image's own files. System directories of a Linux image (FHS), the scripts mount of
+# every pod (/opt/qwen3-speech), the ASR image's WORKDIR (QwenLM/Qwen3-ASR
+# docker/Dockerfile-qwen3-asr-cu128: /data/shared/Qwen3-ASR) and the TTS image's (groxaxo/
+# Qwen3-TTS-Openai-Fastapi Dockerfile: /app, built in /build).
+SYSTEM_DIRS = ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/proc", "/root", "/run",
+               "/sbin", "/sys", "/tmp", "/usr", "/var")
+IMAGE_DIRS = ("/opt/qwen3-speech", "/data/shared/Qwen3-ASR", "/app", "/build")
+# Qwen3-ASR's text decoder context (QwenLM/Qwen3-ASR qwen_asr/core/transformers_backend/
+# configuration_qwen3_asr.py, Qwen3ASRTextConfig max_position_embeddings=128000): vLLM refuses a
+# --max-model-len above the model's max_position_embeddings.
+ASR_MAX_CONTEXT = 128000
+# The NVIDIA device plugin has no upper bound for replicas (api/config/v1/replicas.go only checks
+# the lower one), but each replica is one more process with its own CUDA context on the same
+# GPU; beyond this no pod could hold a model, so a larger value is a typo.
+MAX_TIME_SLICING_REPLICAS = 32
+# The EFS API's rule for an access point's root directory (botocore data/efs/2015-02-01 shape
+# Path: at most 100 characters, at most four directories, none starting with '.').
+EFS_AP_PATH = re.compile(r"^(/|(/(?!\.)+[^$#<>;`|&?{}^*/\n]+){1,4})$")
+EFS_AP_PATH_MAX = 100
 
 
 class SettingsError(Exception):
@@ -57,20 +95,14 @@ def _boolean(v: Any) -> str | None:
 
 
 def _positive_int(v: Any) -> str | None:
-    return None if isinstance(v, int) and not isinstance(v, bool) and v > 0 else "a positive integer"
+    ok = isinstance(v, int) and not isinstance(v, bool) and 0 < v <= INT32_MAX
+    return None if ok else f"a positive integer (at most {INT32_MAX}, Kubernetes' int32)"
 
 
 def _int_at_least(low: int) -> Checker:
     def check(v: Any) -> str | None:
-        ok = isinstance(v, int) and not isinstance(v, bool) and v >= low
-        return None if ok else f"an integer >= {low}"
-    return check
-
-
-def _int_range(low: int, high: int) -> Checker:
-    def check(v: Any) -> str | None:
-        ok = isinstance(v, int) and not isinstance(v, bool) and low <= v <= high
-        return None if ok else f"an integer from {low} to {high}"
+        ok = isinstance(v, int) and not isinstance(v, bool) and low <= v <= INT32_MAX
+        return None if ok else f"an integer >= {low} (at most {INT32_MAX})"
     return check
 
 
@@ -85,13 +117,13 @@ def _fraction(v: Any) -> str | None:
 
 
 def _non_negative_number(v: Any) -> str | None:
-    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0
-    return None if ok else "a number >= 0"
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and 0 <= v <= INT32_MAX
+    return None if ok else "a finite number >= 0"
 
 
 def _positive_number(v: Any) -> str | None:
-    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
-    return None if ok else "a number > 0"
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and 0 < v <= INT32_MAX
+    return None if ok else "a finite number > 0"
 
 
 def _dns_label(v: Any) -> str | None:
@@ -120,12 +152,8 @@ def _repo_id(v: Any) -> str | None:
 
 
 def _model_dir(v: Any) -> str | None:
-    ok = isinstance(v, str) and v and "/" not in v and v not in (".", "..")
+    ok = isinstance(v, str) and MODEL_DIR.match(v)
     return None if ok else "a directory name under the models mount, without '/' (e.g. \"Qwen3-ASR-1.7B\")"
-
-
-def _abs_path(v: Any) -> str | None:
-    return None if isinstance(v, str) and v.startswith("/") else "an absolute path such as \"/models\""
 
 
 def _one_of(*allowed: str) -> Checker:
@@ -146,7 +174,8 @@ def _toleration_ok(t: Any) -> bool:
     return (all(isinstance(t.get(k, ""), str) for k in ("key", "value"))
             and t.get("operator", "Equal") in ("Exists", "Equal")
             and t.get("effect", "") in ("", "NoSchedule", "PreferNoSchedule", "NoExecute")
-            and (seconds is None or isinstance(seconds, int) and not isinstance(seconds, bool)))
+            and (seconds is None or isinstance(seconds, int) and not isinstance(seconds, bool)
+                 and -INT64_MAX - 1 <= seconds <= INT64_MAX))
 
 
 def _tolerations(v: Any) -> str | None:
@@ -164,6 +193,118 @@ def _group_name(v: Any) -> str | None:
     return None if ok else "lowercase letters, digits, '-' and '.', at most 63 characters (an ALB IngressGroup name)"
 
 
+# Bounded numbers: every numeric key has a range, because a value outside what Kubernetes or the
+# servers accept is written and fails later (an int32 field), or hangs a run (poll_seconds=inf).
+
+def _int_range(low: int, high: int, why: str = "") -> Checker:
+    def check(v: Any) -> str | None:
+        ok = isinstance(v, int) and not isinstance(v, bool) and low <= v <= high
+        return None if ok else f"an integer from {low} to {high}" + (f" ({why})" if why else "")
+    return check
+
+
+def _number_in(low: float, high: float, why: str = "", low_open: bool = False) -> Checker:
+    def check(v: Any) -> str | None:
+        ok = (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+              and (low < v if low_open else low <= v) and v <= high)
+        lower = f"above {low}" if low_open else f"from {low}"
+        return None if ok else f"a finite number {lower} to {high}{' (' + why + ')' if why else ''}"
+    return check
+
+
+def _seconds(high: int = 7 * 24 * 3600) -> Checker:
+    return _int_range(1, high, "seconds; a week at most" if high == 7 * 24 * 3600 else "seconds")
+
+
+# Names and paths, by the rule of whatever they end up in.
+
+def _namespace(v: Any) -> str | None:
+    problem = _dns_label(v)
+    if problem:
+        return problem
+    if v in SYSTEM_NAMESPACES or v.startswith(SYSTEM_NAMESPACE_PREFIX):
+        return (f"a namespace of this deploy's own, not {v!r}: Kubernetes reserves the {SYSTEM_NAMESPACE_PREFIX} prefix "
+                "and 'default' is shared with everything else in the cluster (the guide uses \"hosthree\")")
+    return None
+
+
+def _abs_path(v: Any) -> str | None:
+    if not isinstance(v, str) or not v.startswith("/") or "\n" in v or "\x00" in v:
+        return "an absolute path such as \"/models\""
+    parts = v.split("/")[1:]
+    if v != "/" and (v.endswith("/") or "" in parts or "." in parts or ".." in parts):
+        clean = posixpath.normpath(v)
+        return f"a normalised absolute path without '.', '..', '//' or a trailing '/' (e.g. {clean!r})"
+    return None
+
+
+def _overlaps(path: str, reserved: tuple[str, ...]) -> str | None:
+    """The reserved directory that `path` is, is inside of, or would hide by containing it."""
+    for r in reserved:
+        if path == r or path.startswith(r + "/") or r.startswith(path.rstrip("/") + "/"):
+            return r
+    return None
+
+
+def _mount_dir(v: Any) -> str | None:
+    """A directory to mount a volume at in the pods: clean, and hiding none of the image's files."""
+    problem = _abs_path(v)
+    if problem:
+        return problem
+    clash = _overlaps(v, SYSTEM_DIRS + IMAGE_DIRS)
+    if clash:
+        return (f"a directory of its own such as \"/models\": {v} {'is' if v == clash else 'overlaps'} {clash}, "
+                "which the mount would hide in the containers")
+    return None
+
+
+def _config_file_path(v: Any) -> str | None:
+    """The device plugin's config file: its directory becomes the ConfigMap's mount."""
+    problem = _abs_path(v)
+    if problem or v == "/":
+        return problem or "an absolute file path such as \"/config/config.yaml\""
+    directory, name = posixpath.split(v)
+    if not CONFIG_MAP_KEY.match(name):
+        return f"a file name of letters, digits, '-', '_' and '.' (a ConfigMap key), not {name!r}"
+    clash = _overlaps(directory, SYSTEM_DIRS) if directory != "/" else "/"
+    if clash:
+        return (f"a file in a directory of its own such as \"/config/config.yaml\": the ConfigMap is mounted at "
+                f"{directory}, which would hide {clash} in the device plugin's container")
+    return None
+
+
+def _efs_base_path(v: Any) -> str | None:
+    """Where the access points live inside the EFS file system: it cannot leave the root."""
+    problem = _abs_path(v)
+    if problem:
+        return problem + " inside the file system, e.g. \"/qwen3-speech\""
+    return None
+
+
+def _git_revision(v: Any) -> str | None:
+    ok = (isinstance(v, str) and v and len(v) <= 255 and not GIT_REF_BAD.search(v) and not v.startswith(("-", "/", "."))
+          and not v.endswith(("/", ".", ".lock")))
+    return None if ok else ("a branch, tag or 40-hex commit (git ref rules: no spaces, newlines, '..', '~', '^', ':', "
+                            "'?', '*', '[' or '\\'), e.g. \"main\" or \"7278e1e70fe206f11671096ffdd38061171dd6e5\"")
+
+
+def _cidr_list(v: Any) -> str | None:
+    """The ALB controller's inbound-cidrs annotation: comma-separated IPv4/IPv6 networks."""
+    if not isinstance(v, str) or not v.strip():
+        return "comma-separated CIDRs such as \"10.0.0.0/8, 203.0.113.0/24\""
+    for item in (part.strip() for part in v.split(",")):
+        try:
+            ipaddress.ip_network(item, strict=True)
+        except ValueError as err:
+            hint = ""
+            try:
+                hint = f" (did you mean {ipaddress.ip_network(item, strict=False)}?)"
+            except ValueError:
+                pass
+            return f"comma-separated CIDRs such as \"203.0.113.0/24\"; {item!r} is not one: {err}{hint}"
+    return None
+
+
 # ---------------------------------------------------------------------------------------------
 # The schema: key -> checker. Defaults are in inventories/group_data/all.py.
 
@@ -177,51 +318,53 @@ SCHEMA: dict[str, Checker] = {
     "aws_profile": _optional(_string),
     "aws_role_arn": _optional(_string),
     "aws_endpoint_url": _optional(_string),
-    "eks_token_refresh_seconds": _positive_number,
+    "eks_token_refresh_seconds": _number_in(10, 840, "seconds; EKS accepts a token for 15 minutes, refresh before"),
     "field_manager": _dns_subdomain,
-    "poll_seconds": _positive_number,
+    "poll_seconds": _number_in(0.01, 60, "seconds between polls of a wait", low_open=False),
     # Riding out faults and sharing the cluster (kubeops/retry.py, tasks/lock.py)
-    "api_retry_seconds": _non_negative_number,
-    "timeout_verify": _positive_int,
-    "deploy_lock_seconds": _positive_int,
-    "deploy_lock_wait_seconds": _non_negative_number,
+    "api_retry_seconds": _number_in(0, 3600, "seconds of retrying transient API errors"),
+    "timeout_verify": _int_range(1, 604800, "seconds; a week at most"),
+    "deploy_lock_seconds": _int_range(5, 3600, "seconds a deploy lock lives unless renewed"),
+    "deploy_lock_wait_seconds": _number_in(0, 86400, "seconds to wait for another deploy's lock"),
     # Step 1: time-slicing
-    "time_slicing_replicas": _positive_int,
+    "time_slicing_replicas": _int_range(1, MAX_TIME_SLICING_REPLICAS, "processes sharing one GPU"),
     "time_slicing_config_name": _dns_subdomain,
-    "time_slicing_config_path": _abs_path,
+    "time_slicing_config_path": _config_file_path,
     "gpu_node_selector": _string_map,
     "gpu_tolerations": _tolerations,
+    "gpu_node_gpus": _int_range(1, 16, "physical GPUs per GPU node; g4dn.xlarge has 1 T4"),
     # Step 2: namespace
-    "namespace": _dns_label,
+    "namespace": _namespace,
     # Step 3: EFS
     "efs_storage_class": _dns_subdomain,
     "efs_file_system_id": _optional(_string),
     "efs_name_tag": _optional(_string),
     "efs_create": _boolean,
-    "efs_base_path": _abs_path,
+    "efs_base_path": _efs_base_path,
     "models_pvc": _dns_subdomain,
     "models_pvc_size": _quantity,
-    "models_mount_path": _abs_path,
+    "models_mount_path": _mount_dir,
     # Step 4: models
     "hf_endpoint": _optional(_string),
     "hf_token_secret": _optional(_dns_subdomain),
     "seed_image": _optional(_image),
-    "seed_workers": _positive_int,
+    "seed_workers": _int_range(1, 64, "parallel downloads per model"),
     "asr_model_repo": _repo_id,
-    "asr_model_revision": _string,
+    "asr_model_revision": _git_revision,
     "asr_model_dir": _model_dir,
     "tts_model_repo": _repo_id,
-    "tts_model_revision": _string,
+    "tts_model_revision": _git_revision,
     "tts_model_dir": _model_dir,
+    "model_upgrade_policy": _one_of("pinned", "follow"),
     # Step 5: ASR
     "asr_image": _image,
     "asr_port": _port,
     "asr_gpu_memory_utilization": _fraction,
-    "asr_max_model_len": _positive_int,
+    "asr_max_model_len": _int_range(1, ASR_MAX_CONTEXT, "tokens; Qwen3-ASR's max_position_embeddings"),
     "asr_extra_args": _string_list,
     "asr_cpu": _quantity,
     "asr_memory": _quantity,
-    "asr_gpus": _positive_int,
+    "asr_gpus": _int_range(1, 16 * MAX_TIME_SLICING_REPLICAS, "nvidia.com/gpu slots; see gpu_node_gpus"),
     "asr_shm_size": _quantity,
     "asr_dtype": _one_of("auto", "half", "float16", "bfloat16", "float", "float32"),
     "asr_served_model_aliases": _string_list,
@@ -235,26 +378,27 @@ SCHEMA: dict[str, Checker] = {
     "tts_dtype": _optional(_one_of("bfloat16", "float16", "float32")),
     "tts_cpu": _quantity,
     "tts_memory": _quantity,
-    "tts_gpus": _positive_int,
+    "tts_gpus": _int_range(1, 16 * MAX_TIME_SLICING_REPLICAS, "nvidia.com/gpu slots; see gpu_node_gpus"),
     # Step 7: ingress
     "ingress_group": _group_name,
     "ingress_scheme": _one_of("internal", "internet-facing"),
-    "ingress_inbound_cidrs": _optional(_string),
+    "ingress_inbound_cidrs": _optional(_cidr_list),
+    "ingress_allow_all_sources": _boolean,
     "ingress_idle_timeout_seconds": _int_range(1, 4000),
     "ingress_deregistration_delay_seconds": _int_range(0, 3600),
     "backend_keep_alive_seconds": _positive_int,
     "ingress_listener_urls_file": _optional(_string),
     # Timeouts, seconds
-    "timeout_time_slicing": _positive_int,
-    "timeout_pvc_bound": _positive_int,
-    "timeout_seed": _positive_int,
-    "timeout_asr_ready": _positive_int,
-    "timeout_tts_ready": _positive_int,
-    "timeout_ingress": _positive_int,
-    "progress_deadline_seconds": _positive_int,
-    "unschedulable_grace_seconds": _non_negative_number,
+    "timeout_time_slicing": _seconds(),
+    "timeout_pvc_bound": _seconds(),
+    "timeout_seed": _seconds(),
+    "timeout_asr_ready": _seconds(),
+    "timeout_tts_ready": _seconds(),
+    "timeout_ingress": _seconds(),
+    "progress_deadline_seconds": _int_range(1, INT32_MAX, "seconds; Deployment.spec.progressDeadlineSeconds is an int32"),
+    "unschedulable_grace_seconds": _number_in(0, 24 * 3600, "seconds"),
     # Verify, status, teardown
-    "verify_max_cer": _non_negative_number,
+    "verify_max_cer": _number_in(0, 1, "a character error rate"),
     "verify_long_request": _boolean,
     "karpenter_interruption_queue": _optional(_string),
     "purge_models": _boolean,
@@ -340,6 +484,21 @@ def _cross_checks(d: Mapping[str, Any]) -> list[str]:
                         f"ingress_idle_timeout_seconds = {d['ingress_idle_timeout_seconds']}, or the servers close "
                         f"kept-alive connections the ALB still uses and it answers 502; e.g. "
                         f"{d['ingress_idle_timeout_seconds'] + 60}")
+    slots = d["gpu_node_gpus"] * d["time_slicing_replicas"]
+    for key in ("asr_gpus", "tts_gpus"):
+        if d[key] > slots:
+            problems.append(f"{key} = {d[key]}: a GPU node has {slots} nvidia.com/gpu slots (gpu_node_gpus "
+                            f"{d['gpu_node_gpus']} x time_slicing_replicas {d['time_slicing_replicas']}), so the pod "
+                            f"could never be scheduled; ask for at most {slots}, or raise time_slicing_replicas")
+    if d["ingress_scheme"] == "internet-facing" and not d["ingress_inbound_cidrs"] and not d["ingress_allow_all_sources"]:
+        problems.append("ingress_inbound_cidrs = None: ingress_scheme 'internet-facing' opens both services to the "
+                        "internet; list the networks that may call them (e.g. ingress_inbound_cidrs: "
+                        "\"203.0.113.0/24\"), or set ingress_allow_all_sources: true to open them to everyone on purpose")
+    access_point = d["efs_base_path"].rstrip("/") + f"/{d['namespace']}/{d['models_pvc']}"
+    if not EFS_AP_PATH.match(access_point) or len(access_point) > EFS_AP_PATH_MAX:
+        problems.append(f"efs_base_path = {d['efs_base_path']!r}: the access point directory would be {access_point!r}, "
+                        f"which EFS refuses (at most {EFS_AP_PATH_MAX} characters and four directories, none starting "
+                        "with '.'); use one or two short directories, e.g. \"/qwen3-speech\"")
     return problems
 
 

@@ -11,6 +11,7 @@ whose model guard fails, does nothing at all: no Job, no write.
 from __future__ import annotations
 
 import base64
+import json
 import os
 import time
 from datetime import datetime, timezone
@@ -22,12 +23,15 @@ from pyinfra.api import deploy, operation
 from kubeops import k8s
 from kubeops.client import KubeApiError
 from kubeops.kinds import Ref
-from kubeops.waiter import describe_pod, job_failed, job_log_line, job_ready
+from kubeops.waiter import describe_pod, job_failed, job_log_line, job_ready, pod_selector
 from qwen_speech.manifests import labels, render, script
+from qwen_speech.settings import COMMIT
 
 from .context import DeployBlocked, Model, context_of
 
 RECORD = "qwen3-speech-models"
+AUDIT_JOB = "qwen3-model-audit"
+AUDIT_LINE = "MODEL-AUDIT "
 SCRIPTS = ("seed_models.py", "check_model_manifest.py", "tts_health_check.py")
 
 
@@ -58,11 +62,41 @@ def job_name(model: Model) -> str:
     return f"qwen3-seed-{model.key}-{model.commit[:12]}"
 
 
-def resolve_models(ctx) -> None:
+def resolve_models(ctx) -> list[str]:
+    """Each model's commit: the revision resolved on the Hub, or, when a branch or tag moved since
+    the model was seeded and model_upgrade_policy is "pinned", the seeded commit. Returns the
+    plan lines that say so (a moved branch is never followed, or refused, silently)."""
     s = ctx.settings
+    try:
+        recorded = recorded_commits(ctx.kube, s.namespace)
+    except KubeApiError:
+        recorded = {}
+    lines = []
     for key, repo, revision, path in (("asr", s.asr_model_repo, s.asr_model_revision, s.asr_model_path),
                                       ("tts", s.tts_model_repo, s.tts_model_revision, s.tts_model_path)):
-        ctx.models[key] = Model(key, repo, revision, resolve_commit(repo, revision, s.hf_endpoint), path)
+        commit = resolve_commit(repo, revision, s.hf_endpoint)
+        commit, line = _upgrade_decision(key, repo, revision, commit, recorded, s.model_upgrade_policy)
+        if line:
+            lines.append(line)
+        ctx.models[key] = Model(key, repo, revision, commit, path)
+    return lines
+
+
+def _upgrade_decision(key: str, repo: str, revision: str, commit: str, recorded: dict[str, str],
+                      policy: str) -> tuple[str, str | None]:
+    """(the commit to deploy, the plan line) for a model whose revision may have moved."""
+    seeded = recorded.get(key)
+    if not seeded or seeded == commit or COMMIT.match(revision) or recorded.get(f"{key}-repo", repo) != repo:
+        return commit, None
+    seeded_revision = recorded.get(f"{key}-revision")
+    if seeded_revision is not None and seeded_revision != revision:
+        return commit, (f"4. models: {key.upper()} {repo}: revision changed {seeded_revision} -> {revision} "
+                        f"({seeded[:12]} -> {commit[:12]}); re-seeding")
+    moved = f"4. models: {key.upper()} {repo}: branch {revision} moved {seeded[:12]} -> {commit[:12]}"
+    if policy == "follow":
+        return commit, f"{moved}; re-seeding (model_upgrade_policy follow)"
+    return seeded, (f"{moved}; keeping {seeded[:12]} (model_upgrade_policy pinned; to upgrade, set "
+                    f"{key}_model_revision: {commit} or model_upgrade_policy: follow)")
 
 
 def desired(ctx) -> list[dict]:
@@ -86,7 +120,8 @@ def desired(ctx) -> list[dict]:
 def seed():
     ctx = context_of(host)
     s = ctx.settings
-    resolve_models(ctx)
+    for line in resolve_models(ctx):
+        logger.warning(f"    [{host.name}] {line}")
     manifests = desired(ctx)
     k8s.applied(
         name="4. Seeding scripts" + (" + HF token Secret" if len(manifests) > 1 else ""),
@@ -144,10 +179,16 @@ def models_seeded(models: list[Model], timeout: float = 3600, poll: float = 2.0)
     broken: set[str] = set()
     if not wanted:
         broken = guard_failures(kube, s.namespace)
-        wanted = [m for m in models if m.key in broken]
+        damaged = audit_damage(kube, s.namespace, recorded)
+        wanted = [m for m in models if m.key in broken or m.key in damaged]
         for m in wanted:
-            logger.warning(f"    [{host.name}] 4. models: the {m.key.upper()} pod's model guard fails: "
-                           f"{m.path} on EFS is missing or incomplete; it will be seeded again")
+            if m.key in broken:
+                logger.warning(f"    [{host.name}] 4. models: the {m.key.upper()} pod's model guard fails: "
+                               f"{m.path} on EFS is missing or incomplete; it will be seeded again")
+            else:
+                logger.warning(f"    [{host.name}] 4. models: the last model audit (status --models) found "
+                               f"{m.path} damaged ({describe_damage(damaged[m.key])}); it will be seeded again, "
+                               "fetching only the damaged files")
     if not wanted:
         host.noop("models already seeded: " + ", ".join(f"{m.repo}@{m.commit[:12]}" for m in models))
         return
@@ -231,6 +272,99 @@ def _record(kube, s, m: Model) -> None:
     kube.apply({
         "apiVersion": "v1", "kind": "ConfigMap",
         "metadata": {"name": RECORD, "namespace": s.namespace, "labels": labels("qwen3-speech-models")},
-        "data": {m.key: m.commit, f"{m.key}-repo": m.repo,
+        "data": {m.key: m.commit, f"{m.key}-repo": m.repo, f"{m.key}-revision": m.revision,
                  f"{m.key}-seeded-at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")},
     }, field_manager=f"{s.field_manager}-{m.key}-record")
+
+
+# ---- the model audit: the guard in audit mode, as a short Job (`status --models`) ----------------
+
+def audit_job(ctx) -> dict:
+    s = ctx.settings
+    models = list(ctx.models.values())
+    commits = {f"qwen3-speech.io/{m.key}-commit": m.commit for m in models}
+    return render("qwen3-model-audit-job.yaml", s, job_name=AUDIT_JOB, models=models, commits=commits,
+                  image=s.seed_image or s.asr_image, timeout=max(60, min(s.timeout_seed, 3600)))[0]
+
+
+def audit_models(ctx, timeout: float = 600, poll: float = 1.0) -> dict[str, dict]:
+    """Run the audit Job over the models on EFS; each model's report (see check_model_manifest.py).
+
+    Its one write: the Job (replacing the previous audit's, which the next deploy reads)."""
+    kube, s = ctx.kube, ctx.settings
+    if kube.get(Ref("v1", "ConfigMap", "qwen3-speech-scripts", s.namespace)) is None:
+        raise DeployBlocked(f"models: nothing to audit, the scripts ConfigMap is missing in {s.namespace}; "
+                            "deploy first (`pyinfra INVENTORY deploy.py`)")
+    if kube.get(Ref("v1", "PersistentVolumeClaim", s.models_pvc, s.namespace)) is None:
+        raise DeployBlocked(f"models: nothing to audit, the PVC {s.namespace}/{s.models_pvc} is missing; deploy first")
+    manifest = audit_job(ctx)
+    ref = Ref.of(manifest)
+    if kube.get(ref) is not None:
+        kube.delete(ref, propagation="Foreground")
+        _wait_deleted(kube, ref, poll)
+    kube.request("POST", f"/apis/batch/v1/namespaces/{s.namespace}/jobs", body=manifest)
+    deadline = time.monotonic() + timeout
+    while True:
+        job = kube.get(ref)
+        if job is not None and (job_ready(job) or job_failed(job)):
+            break
+        if time.monotonic() >= deadline:
+            raise DeployBlocked(f"models: the audit Job {ref.name} did not finish within {timeout:.0f}s; "
+                                f"see `kubectl -n {s.namespace} describe job {ref.name}`")
+        time.sleep(poll)
+    reports = audit_reports(kube, job)
+    if not reports:
+        raise DeployBlocked(f"models: the audit Job {ref.name} ended ({job_failed(job) or 'Complete'}) without "
+                            f"a report; see `kubectl -n {s.namespace} logs job/{ref.name} --all-containers`")
+    return reports
+
+
+def audit_reports(kube, job: dict) -> dict[str, dict]:
+    """The MODEL-AUDIT report of each model in a finished audit Job's pod, by model key."""
+    namespace = job["metadata"]["namespace"]
+    pods = kube.list("v1", "Pod", namespace, label_selector=pod_selector(job))
+    if not pods:
+        return {}
+    pod = max(pods, key=lambda p: p["metadata"].get("creationTimestamp", ""))
+    reports = {}
+    for container in pod["spec"]["containers"]:
+        key = container["name"].removeprefix("audit-")
+        log = kube.pod_log(namespace, pod["metadata"]["name"], container=container["name"], tail_lines=5)
+        for line in reversed(log.splitlines()):
+            if line.startswith(AUDIT_LINE):
+                try:
+                    reports[key] = json.loads(line[len(AUDIT_LINE):])
+                except ValueError:
+                    pass
+                break
+    return reports
+
+
+def audit_damage(kube, namespace: str, recorded: dict[str, str]) -> dict[str, dict]:
+    """Models the last audit found damaged at their recorded commit, after they were last seeded."""
+    try:
+        job = kube.get(Ref("batch/v1", "Job", AUDIT_JOB, namespace))
+    except KubeApiError:
+        return {}
+    if job is None or not job_ready(job):
+        return {}
+    finished = (job.get("status") or {}).get("completionTime") or ""
+    damaged = {}
+    for key, report in audit_reports(kube, job).items():
+        if (not report.get("ok") and report.get("commit") == recorded.get(key)
+                and finished >= recorded.get(f"{key}-seeded-at", "")):
+            damaged[key] = report
+    return damaged
+
+
+def describe_damage(report: dict) -> str:
+    """One line: what an audit report found wrong."""
+    if report.get("ok"):
+        rehashed = len(report.get("rehashed") or [])
+        return (f"ok: {report.get('files')} files, {report.get('bytes')} bytes as verified"
+                + (f" ({rehashed} re-hashed: stat changed, content intact)" if rehashed else ""))
+    parts = [f"manifest: {report['manifest']}"] if report.get("manifest") else []
+    for kind in ("missing", "truncated", "corrupt"):
+        if report.get(kind):
+            parts.append(f"{kind}: {', '.join(report[kind])}")
+    return "; ".join(parts) or "; ".join(report.get("problems") or ["damaged"])

@@ -3,10 +3,13 @@
     python -m qwen_speech status inventories/production.py
     python -m qwen_speech drift  inventories/production.py   # exit 0 in sync, 1 drifted, 2 error
     python -m qwen_speech verify inventories/production.py
+    python -m qwen_speech status --models inventories/production.py   # also audit the model files
 
 They read the same inventory (group_data/all.py, then the group's file, then the host's data, as
 pyinfra merges them), build the same manifests the deploy would apply (each step's `desired`),
-and never write: drift asks the API server for server-side dry runs, like `--dry --diff`.
+and never write: drift asks the API server for server-side dry runs, like `--dry --diff`. The
+one exception is `--models`: it runs a short Job (the model guard in audit mode, read-only on
+EFS) and keeps it, so the next deploy re-seeds what it found damaged.
 
 They answer in seconds, never sitting out a deploy's timeouts: what is missing is said at once,
 a service that is not ready is given OPERATE_WAIT_SECONDS, the ALB is looked up once, and API
@@ -17,7 +20,6 @@ an API that does not answer) exits 2, never 1, so CI can tell "drifted" from "co
 from __future__ import annotations
 
 import json
-import runpy
 import sys
 from pathlib import Path
 from typing import Callable
@@ -26,6 +28,7 @@ from kubeops.changes import plan_apply, with_applied_hash
 from kubeops.client import KubeApiError, KubeUnreachable
 from kubeops.kinds import Ref
 from kubeops.waiter import describe_pod, is_ready, node_gpus, pod_selector
+from qwen_speech.inventory_file import InventoryNotLoadable, run_file
 from qwen_speech.settings import SettingsError, validate
 
 from . import asr, efs_storage, ingress, models, namespace, preflight, time_slicing, tts, verify
@@ -53,13 +56,13 @@ def load_inventory(path: str) -> list[tuple[str, dict]]:
         raise DeployBlocked(f"inventory file {path} does not exist (from {Path.cwd()}); "
                             "give the path of an inventory, e.g. inventories/sandbox.py")
     group_dir = inventory.resolve().parent / "group_data"
-    defaults = _public(runpy.run_path(str(group_dir / "all.py"))) if (group_dir / "all.py").exists() else {}
+    defaults = _public(run_file(group_dir / "all.py")) if (group_dir / "all.py").exists() else {}
     hosts = []
-    for group, members in _public(runpy.run_path(str(inventory))).items():
+    for group, members in _public(run_file(inventory)).items():
         if not isinstance(members, list):
             continue
         group_file = group_dir / f"{group}.py"
-        group_data = _public(runpy.run_path(str(group_file))) if group_file.exists() else {}
+        group_data = _public(run_file(group_file)) if group_file.exists() else {}
         for member in members:
             name, data = member if isinstance(member, tuple) else (member, {})
             hosts.append((name, {**defaults, **group_data, **data}))
@@ -73,22 +76,29 @@ def _public(namespace: dict) -> dict:
             and not isinstance(v, type(sys))}
 
 
-def context_for(data: dict) -> DeployContext:
+def context_for(data: dict, out=print) -> DeployContext:
     ctx = open_context(validate(data))
     ctx.kube.retry.budget_seconds = min(ctx.kube.retry.budget_seconds, OPERATE_RETRY_SECONDS)
     preflight.check(ctx)
-    models.resolve_models(ctx)
+    for line in models.resolve_models(ctx):
+        out(line)
     return ctx
 
 
-def drift(ctx: DeployContext, out=print) -> int:
-    """Print the per-object diff of every object that differs; return how many do."""
+def drift(ctx: DeployContext, out=print, audit: bool = False) -> int:
+    """Print the per-object diff of every object that differs; return how many do (with audit,
+    damaged model files on EFS count too)."""
     drifted = 0
     recorded = models.recorded_commits(ctx.kube, ctx.settings.namespace)
     for model in ctx.models.values():
         if recorded.get(model.key) != model.commit:
             drifted += 1
             out(f"4. models: {model.repo} wanted at {model.commit}, seeded: {recorded.get(model.key) or 'nothing'}")
+    if audit:
+        for key, report in models.audit_models(ctx).items():
+            if not report.get("ok"):
+                drifted += 1
+                out(f"4. models: {ctx.models[key].repo} files on EFS damaged: {models.describe_damage(report)}")
     for step, desired in STEPS:
         for manifest in desired(ctx):
             plan = plan_apply(ctx.kube, with_applied_hash(manifest), field_manager=ctx.settings.field_manager)
@@ -100,8 +110,9 @@ def drift(ctx: DeployContext, out=print) -> int:
     return drifted
 
 
-def status(ctx: DeployContext, out=print) -> bool:
-    """Per step, each object and its health; then seeded models, endpoints, GPU nodes and pods."""
+def status(ctx: DeployContext, out=print, audit: bool = False) -> bool:
+    """Per step, each object and its health; then seeded models (with audit: their files on EFS,
+    checked by a short Job), endpoints, GPU nodes and pods."""
     kube, s = ctx.kube, ctx.settings
     healthy = True
     for step, desired in STEPS:
@@ -127,6 +138,13 @@ def status(ctx: DeployContext, out=print) -> bool:
         mark = "ok" if seeded == model.commit else "NOT SEEDED at the wanted commit"
         out(f"    {model.repo} ({model.revision} = {model.commit[:12]}): seeded {seeded or 'nothing'} - {mark}")
         healthy &= seeded == model.commit
+    if audit:
+        for key, report in models.audit_models(ctx).items():
+            healthy &= bool(report.get("ok"))
+            out(f"    {ctx.models[key].repo} files on EFS: {'ok' if report.get('ok') else 'DAMAGED'} - "
+                + models.describe_damage(report))
+            for problem in report.get("problems") or []:
+                out(f"        {problem}")
     out("GPU nodes")
     selector = ",".join(f"{k}={v}" for k, v in sorted(s.gpu_node_selector.items()))
     pods = kube.list("v1", "Pod", s.namespace, label_selector="app.kubernetes.io/part-of=qwen3-speech")
@@ -174,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("inventory")
     parser.add_argument("--data", action="append", default=[], metavar="KEY=VALUE",
                         help="override an inventory value, as with pyinfra")
+    parser.add_argument("--models", action="store_true",
+                        help="status, drift: also audit the model files on EFS (a short Job runs the model guard)")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     command = args.command
     worst = 0
@@ -184,17 +204,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"--> {name} ({data.get('environment', '?')})")
             ctx = context_for(data)
             if command == "drift":
-                count = drift(ctx)
+                count = drift(ctx, audit=args.models)
                 print(f"{count} object(s) differ from the inventory" if count else "in sync with the inventory")
                 worst = max(worst, 1 if count else 0)
             elif command == "status":
-                worst = max(worst, 0 if status(ctx) else 1)
+                worst = max(worst, 0 if status(ctx, audit=args.models) else 1)
             else:
                 report = verify.run_checks(ctx, wait=OPERATE_WAIT_SECONDS, alb_wait=0)
                 for line in report.lines + [f"warning: {w}" for w in report.warnings] + [f"FAILED: {p}" for p in report.problems]:
                     print("    " + line)
                 worst = max(worst, 0 if report.ok else 1)
-    except (DeployBlocked, SettingsError, KubeApiError, KubeUnreachable) as err:
+    except (DeployBlocked, InventoryNotLoadable, SettingsError, KubeApiError, KubeUnreachable) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except SystemExit as err:  # an inventory that stops itself: the sandbox's when no sandbox runs

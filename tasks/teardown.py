@@ -54,8 +54,9 @@ def tear_down():
             timeout=s.timeout_tts_ready, poll=s.poll_seconds, label=step,
         )
     k8s.absent(
-        name="4. Remove the seeding Jobs (model data and record kept)",
-        refs=_refs(kube, s.namespace, [("batch/v1", "Job")], f"{PART_OF},app.kubernetes.io/name=qwen3-model-seed"),
+        name="4. Remove the seeding and audit Jobs (model data and record kept)",
+        refs=[ref for job in ("qwen3-model-seed", "qwen3-model-audit")
+              for ref in _refs(kube, s.namespace, [("batch/v1", "Job")], f"{PART_OF},app.kubernetes.io/name={job}")],
         timeout=300, poll=s.poll_seconds, label="4. models",
     )
     if s.purge_models:

@@ -98,6 +98,18 @@ def assert_seeded(hub: HubServer, repo: str, dest: Path) -> dict:
     return manifest
 
 
+def flip_byte_keeping_mtime(path: Path, offset: int = 100) -> None:
+    """Corrupt one byte in place and put the mtime back: the size and mtime say nothing changed."""
+    stat = path.stat()
+    with open(path, "r+b") as handle:
+        handle.seek(offset)
+        byte = handle.read(1)
+        handle.seek(offset)
+        handle.write(bytes([byte[0] ^ 0x01]))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert path.stat().st_size == stat.st_size and path.stat().st_mtime_ns == stat.st_mtime_ns
+
+
 def wait_until(predicate, timeout: float, what: str, interval: float = 0.02):
     """Poll predicate until it returns a truthy value (bounded)."""
     deadline = time.monotonic() + timeout

@@ -121,7 +121,8 @@ def test_a_changed_inventory_value_changes_only_that_field():
 
 def test_inventory_values_cannot_change_the_shape_of_a_manifest():
     hostile = "x\n  evil: true"
-    manifests = all_manifests(tts_image="repo/tts:1", ingress_inbound_cidrs=hostile)
-    ing = next(m for m in manifests if m["kind"] == "Ingress")
-    assert ing["metadata"]["annotations"]["alb.ingress.kubernetes.io/inbound-cidrs"] == hostile
-    assert "evil" not in ing["metadata"]
+    manifests = all_manifests(tts_image="repo/tts:1", asr_extra_args=[hostile])
+    asr = next(m for m in manifests if m["kind"] == "Deployment" and m["metadata"]["name"] == "qwen3-asr")
+    container = asr["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"][-1] == hostile
+    assert "evil" not in container

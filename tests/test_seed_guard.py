@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
 from sandbox.hub import ASR_REPO, TTS_REPO
-from tests.seed_helpers import MANIFEST_NAME, hub, run_guard, run_seed  # noqa: F401
+from tests.seed_helpers import GUARD_SCRIPT, MANIFEST_NAME, flip_byte_keeping_mtime, hub, run_guard, run_seed  # noqa: F401
 
 FIX = "pyinfra INVENTORY deploy.py"
 
@@ -90,3 +93,61 @@ def test_guard_never_touches_the_network_or_writes(seeded_tts):
     assert hub.requests == []
     assert {p: p.stat().st_mtime_ns for p in dest.rglob("*")} == before
     assert json.loads((dest / MANIFEST_NAME).read_text())["commit"] == hub.commit_of(TTS_REPO)
+
+
+def _audit(dest, repo, commit) -> dict:
+    proc = subprocess.run([sys.executable, str(GUARD_SCRIPT), "--model-dir", str(dest), "--repo", repo,
+                           "--commit", commit, "--audit"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    line = [line for line in proc.stdout.splitlines() if line.startswith("MODEL-AUDIT ")][-1]
+    return json.loads(line[len("MODEL-AUDIT "):])
+
+
+def test_guard_blocks_a_flipped_byte_whose_size_and_mtime_were_kept(seeded_tts):
+    hub, dest = seeded_tts
+    flip_byte_keeping_mtime(dest / "model.safetensors")
+    run = run_guard(dest, TTS_REPO, hub.commit_of(TTS_REPO))
+    assert run.returncode == 1
+    assert "model.safetensors changed since it was verified" in run.output and FIX in run.output
+    assert len(run.output.strip().splitlines()) == 1
+
+
+def test_guard_hashes_nothing_when_no_file_changed_and_only_what_changed_otherwise(seeded_tts):
+    hub, dest = seeded_tts
+    commit = hub.commit_of(TTS_REPO)
+    report = _audit(dest, TTS_REPO, commit)
+    assert report["ok"] and report["rehashed"] == []
+    os.chmod(dest / "config.json", 0o600)  # a change of ctime, not of content
+    report = _audit(dest, TTS_REPO, commit)
+    assert report["ok"] and report["rehashed"] == ["config.json"]
+    assert run_guard(dest, TTS_REPO, commit).returncode == 0
+
+
+def test_the_audit_lists_every_missing_truncated_and_corrupt_file_at_once(seeded_tts):
+    hub, dest = seeded_tts
+    flip_byte_keeping_mtime(dest / "model.safetensors")
+    (dest / "speech_tokenizer" / "model.safetensors").unlink()
+    vocab = dest / "vocab.json"
+    vocab.write_bytes(vocab.read_bytes()[:10])
+    report = _audit(dest, TTS_REPO, hub.commit_of(TTS_REPO))
+    assert not report["ok"] and report["manifest"] is None
+    assert report["corrupt"] == ["model.safetensors"]
+    assert report["missing"] == ["speech_tokenizer/model.safetensors"]
+    assert report["truncated"] == ["vocab.json"]
+    assert len(report["problems"]) == 3
+
+
+@pytest.mark.parametrize("manifest_text, expected", [
+    (None, "no completion manifest"),
+    ("{not json", "unreadable completion manifest"),
+    ('{"repo": "x", "files": [{"path": "config.json"}]}', "malformed file entry"),
+])
+def test_the_audit_reports_a_deleted_or_invalid_manifest(seeded_tts, manifest_text, expected):
+    hub, dest = seeded_tts
+    if manifest_text is None:
+        (dest / MANIFEST_NAME).unlink()
+    else:
+        (dest / MANIFEST_NAME).write_text(manifest_text)
+    report = _audit(dest, TTS_REPO, hub.commit_of(TTS_REPO))
+    assert not report["ok"] and expected in report["manifest"]
+    assert run_guard(dest, TTS_REPO, hub.commit_of(TTS_REPO)).returncode == 1

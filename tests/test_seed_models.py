@@ -15,8 +15,9 @@ import time
 import pytest
 
 from sandbox.hub import ASR_REPO, TTS_REPO
-from tests.seed_helpers import (CHUNK, MANIFEST_NAME, REPOS, SEED_SCRIPT, assert_seeded, hub, manifest_of,  # noqa: F401
-                                run_seed, seed_command, seed_env, wait_until)
+from tests.seed_helpers import (CHUNK, MANIFEST_NAME, REPOS, SEED_SCRIPT, assert_seeded,  # noqa: F401
+                                flip_byte_keeping_mtime, hub, manifest_of, run_seed, seed_command, seed_env,
+                                wait_until)
 
 SHARD = "model-00001-of-00002.safetensors"
 
@@ -130,20 +131,41 @@ def test_corrupted_byte_on_disk_is_detected_and_repaired(hub, tmp_path):
     assert_seeded(hub, ASR_REPO, dest)
 
 
-def test_verify_full_finds_a_flipped_byte_that_kept_size_and_mtime(hub, tmp_path):
+def test_a_flipped_byte_with_size_and_mtime_kept_is_found_by_a_plain_rerun_and_only_that_file_fetched(hub, tmp_path):
     dest, _ = seeded(hub, tmp_path)
     shard = dest / SHARD
     stat = shard.stat()
-    data = bytearray(shard.read_bytes())
-    data[100] ^= 0x80
-    shard.write_bytes(bytes(data))
-    os.utime(shard, ns=(stat.st_atime_ns, stat.st_mtime_ns))
-    fast = run_seed(hub.url, ASR_REPO, hub.commit_of(ASR_REPO), dest)
-    assert fast.returncode == 0 and fast.result["fast_path"], "fast mode trusts size+mtime by design"
-    full = run_seed(hub.url, ASR_REPO, hub.commit_of(ASR_REPO), dest, "--verify", "full")
-    assert full.returncode == 0, full.output
-    assert full.result["fetched"] == [SHARD]
+    flip_byte_keeping_mtime(shard)
+    hub.reset_stats()
+    run = run_seed(hub.url, ASR_REPO, hub.commit_of(ASR_REPO), dest)
+    assert run.returncode == 0, run.output
+    assert not run.result["fast_path"] and run.result["fetched"] == [SHARD]
+    assert run.result["hashed_bytes"] == stat.st_size, "only the file whose ctime changed is hashed"
+    assert hub.bytes_served == {f"{ASR_REPO}/{SHARD}": stat.st_size}
     assert_seeded(hub, ASR_REPO, dest)
+    rerun = run_seed(hub.url, ASR_REPO, hub.commit_of(ASR_REPO), dest)
+    assert rerun.result["fast_path"] and rerun.result["hashed_bytes"] == 0
+
+
+def test_a_reseed_never_certifies_a_file_it_did_not_verify(hub, tmp_path):
+    dest, _ = seeded(hub, tmp_path)
+    shard = dest / SHARD
+    stat = shard.stat()
+    with open(shard, "r+b") as handle:
+        handle.seek(5000)
+        handle.write(b"\0" * 8)
+    os.utime(shard, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    (dest / MANIFEST_NAME).unlink()  # no manifest to compare with: every kept file must be hashed
+    hub.reset_stats()
+    run = run_seed(hub.url, ASR_REPO, hub.commit_of(ASR_REPO), dest)
+    assert run.returncode == 0, run.output
+    assert run.result["fetched"] == [SHARD]
+    assert run.result["hashed_bytes"] == manifest_of(dest)["total_bytes"]
+    assert_seeded(hub, ASR_REPO, dest)
+    for entry in manifest_of(dest)["files"]:
+        st = (dest / entry["path"]).stat()
+        assert entry["verified"] == {"size": st.st_size, "ino": st.st_ino, "mtime_ns": st.st_mtime_ns,
+                                     "ctime_ns": st.st_ctime_ns}
 
 
 def test_deleted_shard_is_fetched_again_and_nothing_else(hub, tmp_path):
@@ -349,7 +371,9 @@ def test_seed_script_parses_as_python_3_10(tmp_path):
                    if isinstance(node, ast.Import)}
         imports |= {node.module.split(".")[0] for node in ast.walk(ast.parse(script.read_text()))
                     if isinstance(node, ast.ImportFrom) and node.module}
-        assert imports - set(sys.stdlib_module_names) <= {"huggingface_hub"}, f"{script.name} imports {imports}"
+        # the seeder shares the guard's file checks (both sit side by side in the scripts ConfigMap)
+        allowed = {"huggingface_hub", "check_model_manifest"}
+        assert imports - set(sys.stdlib_module_names) <= allowed, f"{script.name} imports {imports}"
         for newer in ("tomllib", "datetime.UTC", "file_digest", "ExceptionGroup", "except*", "TaskGroup"):
             assert newer not in script.read_text(), f"{script.name} uses {newer} (Python 3.11+)"
 

@@ -26,11 +26,11 @@ def test_an_unknown_key_is_named_with_its_neighbours():
 
 
 @pytest.mark.parametrize("key, value, expected", [
-    ("time_slicing_replicas", 0, "a positive integer"),
+    ("time_slicing_replicas", 0, "an integer from 1 to 32"),
     ("asr_gpu_memory_utilization", 1.5, "between 0 and 1"),
     ("asr_gpu_memory_utilization", 0, "between 0 and 1"),
-    ("asr_max_model_len", "4096", "a positive integer"),
-    ("asr_max_model_len", -1, "a positive integer"),
+    ("asr_max_model_len", "4096", "an integer from 1 to 128000"),
+    ("asr_max_model_len", -1, "an integer from 1 to 128000"),
     ("namespace", "Bad_Namespace", "DNS-1123 label"),
     ("asr_image", "qwenllm/Qwen3 ASR:latest", "an image reference"),
     ("tts_image", "repo@sha256:short", "an image reference"),

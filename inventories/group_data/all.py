@@ -33,6 +33,7 @@ time_slicing_config_name = "nvidia-device-plugin-config"
 time_slicing_config_path = "/config/config.yaml"
 gpu_node_selector = {"node-type": "gpu"}
 gpu_tolerations = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+gpu_node_gpus = 1  # physical GPUs per GPU node (g4dn.xlarge: one T4); x replicas = the slots a pod can ask for
 
 # 2. Namespace
 namespace = "hosthree"
@@ -58,6 +59,10 @@ asr_model_dir = "Qwen3-ASR-1.7B"
 tts_model_repo = "Qwen/Qwen3-TTS-12Hz-1.7B-CustomVoice"
 tts_model_revision = "main"
 tts_model_dir = "Qwen3-TTS-CustomVoice"
+# When a revision is a branch or tag that has moved since the models were seeded: "pinned" keeps
+# the seeded commit (the plan says the branch moved), "follow" seeds the new one (and restarts
+# the pods). A 40-hex revision is pinned either way.
+model_upgrade_policy = "pinned"
 
 # 5. ASR (qwen-asr-serve, vLLM)
 asr_image = "qwenllm/qwen3-asr:latest"
@@ -90,7 +95,8 @@ tts_gpus = 1
 # 7. Ingress: one shared ALB
 ingress_group = "qwen3-speech"
 ingress_scheme = "internal"  # the controller's default, said out loud; "internet-facing" to reach it from outside the VPC
-ingress_inbound_cidrs = None
+ingress_inbound_cidrs = None  # "203.0.113.0/24, 198.51.100.0/24": required with internet-facing ...
+ingress_allow_all_sources = False  # ... unless this says, on purpose, that everyone may call the services
 # Long requests: the TTS server sends nothing until a synthesis ends, and the longest speech
 # (~11 min, the guide) takes ~24 min at RTF 2.16; the guide's long text (~1000 characters) ~10 min.
 # The ALB answers 504 to a request silent for longer than its idle timeout (AWS default 60 s).

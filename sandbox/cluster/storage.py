@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 EFS_PROVISIONER = "efs.csi.aws.com"
 _FS_ID = re.compile(r"^fs-[0-9a-f]{8,17}$")
+_EFS_AP_PATH = re.compile(r"^(\/|(\/(?!\.)+[^$#<>;`|&?{}^*/\n]+){1,4})$")  # at most 100 characters
 
 
 class EfsProvisioner:
@@ -156,6 +157,15 @@ class EfsProvisioner:
             sub = self._access_point_path(params, pvc, pv_name)
         except ValueError as err:
             self._event(pvc, "Warning", "ProvisioningFailed", failed + f"rpc error: code = InvalidArgument desc = {err}")
+            return
+        if mode == "efs-ap" and (not _EFS_AP_PATH.match(sub) or len(sub) > 100):
+            # EFS's CreateAccessPoint validates the root directory (botocore data/efs/2015-02-01,
+            # shape Path); the driver passes the error on. Before, "/../../.." escaped the file system.
+            self._event(pvc, "Warning", "ProvisioningFailed",
+                        failed + f"rpc error: code = Internal desc = Failed to create Access point in File System "
+                        f"{fs_id} : ValidationException: 1 validation error detected: Value '{sub}' at "
+                        "'rootDirectory.path' failed to satisfy constraint: Member must satisfy regular expression "
+                        f"pattern: {_EFS_AP_PATH.pattern}")
             return
         storage = ((spec.get("resources") or {}).get("requests") or {}).get("storage", "1Gi")
         pv = {
