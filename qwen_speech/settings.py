@@ -318,7 +318,7 @@ SCHEMA: dict[str, Checker] = {
     "aws_profile": _optional(_string),
     "aws_role_arn": _optional(_string),
     "aws_endpoint_url": _optional(_string),
-    "eks_token_refresh_seconds": _number_in(10, 840, "seconds; EKS accepts a token for 15 minutes, refresh before"),
+    "eks_token_refresh_seconds": _number_in(1, 840, "seconds; EKS accepts a token for 15 minutes, refresh before"),
     "field_manager": _dns_subdomain,
     "poll_seconds": _number_in(0.01, 60, "seconds between polls of a wait", low_open=False),
     # Riding out faults and sharing the cluster (kubeops/retry.py, tasks/lock.py)

@@ -36,7 +36,11 @@ def tts_objects(**overrides) -> list[dict]:
     """TTS Deployment + Service, both Ingresses, the scripts ConfigMap, StorageClass and PVC, as rendered."""
     kinds = {"Deployment", "Service", "Ingress", "ConfigMap", "StorageClass", "PersistentVolumeClaim"}
     out = []
-    for obj in all_manifests(namespace="default", **overrides):
+    # Rendered for a namespace of the deploy's own (the inventory refuses "default"), then placed
+    # in the bare cluster's "default" namespace, which exists without the namespace step.
+    for obj in all_manifests(namespace="qwen3-alb-test", **overrides):
+        if "namespace" in obj["metadata"]:
+            obj["metadata"]["namespace"] = "default"
         name = obj["metadata"]["name"]
         if obj["kind"] not in kinds or name in ("qwen3-asr",) or name.startswith("nvidia"):
             continue
