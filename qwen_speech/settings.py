@@ -99,13 +99,6 @@ def _positive_int(v: Any) -> str | None:
     return None if ok else f"a positive integer (at most {INT32_MAX}, Kubernetes' int32)"
 
 
-def _int_at_least(low: int) -> Checker:
-    def check(v: Any) -> str | None:
-        ok = isinstance(v, int) and not isinstance(v, bool) and low <= v <= INT32_MAX
-        return None if ok else f"an integer >= {low} (at most {INT32_MAX})"
-    return check
-
-
 def _port(v: Any) -> str | None:
     ok = isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 65535
     return None if ok else "a port number from 1 to 65535"
@@ -114,16 +107,6 @@ def _port(v: Any) -> str | None:
 def _fraction(v: Any) -> str | None:
     ok = isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < 1
     return None if ok else "a number between 0 and 1, both excluded (the guide uses 0.45)"
-
-
-def _non_negative_number(v: Any) -> str | None:
-    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and 0 <= v <= INT32_MAX
-    return None if ok else "a finite number >= 0"
-
-
-def _positive_number(v: Any) -> str | None:
-    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and 0 < v <= INT32_MAX
-    return None if ok else "a finite number > 0"
 
 
 def _dns_label(v: Any) -> str | None:
