@@ -201,9 +201,19 @@ class DeployLock:
         if not self.held:
             return
         self.held = False
-        self.kube.retry.budget_seconds = 0  # the run is ending: one try, no waiting out a flaky API
-        live = self.kube.get(LEASE)
-        if live is None or (live.get("spec") or {}).get("holderIdentity") != self.identity:
-            return
-        live["spec"].update(holderIdentity="", leaseDurationSeconds=1, renewTime=_micro_time(_now()))
-        self.kube.request("PUT", LEASE.path(), body=live, timeout=3)
+        self.kube.retry.budget_seconds = 0  # the run is ending: one try each, no waiting out a flaky API
+        if self._renewer is not None:
+            self._renewer.join(timeout=1)  # a renewal in flight would make the PUT below conflict
+        # A renewal that got through between our read and our write answers 409: read again. Without
+        # this, an interrupted run could leave the lock held and the operator's rerun would wait.
+        for _attempt in range(3):
+            live = self.kube.get(LEASE)
+            if live is None or (live.get("spec") or {}).get("holderIdentity") != self.identity:
+                return
+            live["spec"].update(holderIdentity="", leaseDurationSeconds=1, renewTime=_micro_time(_now()))
+            try:
+                self.kube.request("PUT", LEASE.path(), body=live, timeout=3)
+                return
+            except KubeApiError as err:
+                if err.status != 409:
+                    raise
