@@ -388,8 +388,6 @@ SCHEMA: dict[str, Checker] = {
     "ingress_certificate_arn": _optional(_acm_arn),
     "ingress_asr_host": _optional(_host_name),
     "ingress_tts_host": _optional(_host_name),
-    "ingress_ca_file": _optional(_string),
-    "api_key_secret": _optional(_dns_subdomain),
     # Timeouts, seconds
     "timeout_time_slicing": _seconds(),
     "timeout_pvc_bound": _seconds(),

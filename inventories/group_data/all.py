@@ -112,11 +112,6 @@ ingress_listener_urls_file = None  # a JSON file with `alb_listeners` {port: URL
 ingress_certificate_arn = None  # "arn:aws:acm:us-west-2:123456789012:certificate/..."
 ingress_asr_host = None  # "asr.example.com": a DNS name (CNAME to the ALB) the certificate covers
 ingress_tts_host = None  # "tts.example.com"
-ingress_ca_file = None  # CA bundle verify trusts for the HTTPS listener (None: the system's; the sandbox sets its CA)
-# API key for both services: the name of a Secret (key `api-key`) in the namespace. With
-# QWEN3_SPEECH_API_KEY exported here, the playbook writes that Secret; the key reaches the servers
-# only through the Secret (env), never a command line, a log line or a diff.
-api_key_secret = None
 
 # Timeouts (seconds), from the guide's timings: Spot node 1-3 min, ASR image pull ~7 min,
 # model load + CUDA graphs 3-5 min.
