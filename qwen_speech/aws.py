@@ -657,3 +657,27 @@ def check_interruption_queue(session: AwsSession, queue_name: str) -> bool:
             return False
         raise
     return True
+
+
+def _covers(pattern: str, host: str) -> bool:
+    """Whether a certificate name covers `host`: exactly, or a wildcard for one leftmost label (RFC 6125)."""
+    pattern, host = pattern.lower().rstrip("."), host.lower().rstrip(".")
+    if pattern.startswith("*."):
+        label, _, rest = host.partition(".")
+        return bool(label) and rest == pattern[2:]
+    return pattern == host
+
+
+def check_certificate(session: AwsSession, arn: str, hosts: list[str]) -> None:
+    """The ALB's certificate: it exists in ACM, is ISSUED and covers every host; AwsProblem otherwise."""
+    with aws_call("acm:DescribeCertificate", f"certificate {arn}", session.region):
+        cert = session.client("acm").describe_certificate(CertificateArn=arn)["Certificate"]
+    if cert.get("Status") != "ISSUED":
+        raise AwsProblem(f"ingress_certificate_arn {arn} is {cert.get('Status')}, not ISSUED: the ALB cannot serve "
+                         "it; finish its validation in ACM or name another certificate")
+    names = cert.get("SubjectAlternativeNames") or [cert.get("DomainName", "")]
+    uncovered = [h for h in hosts if not any(_covers(n, h) for n in names)]
+    if uncovered:
+        raise AwsProblem(f"ingress_certificate_arn {arn} covers {names}, not {uncovered}: clients would refuse "
+                         "the ALB's certificate; set ingress_asr_host / ingress_tts_host to names it covers, or "
+                         "name a certificate that covers them")

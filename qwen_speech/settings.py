@@ -288,6 +288,20 @@ def _cidr_list(v: Any) -> str | None:
     return None
 
 
+# arn:aws:acm:<region>:<account>:certificate/<id> (ACM's ARN form; the partition may be aws-cn, aws-us-gov).
+ACM_ARN = re.compile(r"^arn:aws(-[a-z]+)*:acm:[a-z0-9-]+:\d{12}:certificate/[0-9A-Za-z-]+$")
+
+
+def _acm_arn(v: Any) -> str | None:
+    ok = isinstance(v, str) and ACM_ARN.match(v)
+    return None if ok else "an ACM certificate ARN, arn:aws:acm:REGION:ACCOUNT:certificate/ID"
+
+
+def _host_name(v: Any) -> str | None:
+    """A host an Ingress rule may name: a DNS subdomain, no wildcard (the rule routes one service)."""
+    return _dns_subdomain(v) and "a DNS name such as \"asr.example.com\" (lowercase, no wildcard)"
+
+
 # ---------------------------------------------------------------------------------------------
 # The schema: key -> checker. Defaults are in inventories/group_data/all.py.
 
@@ -371,6 +385,9 @@ SCHEMA: dict[str, Checker] = {
     "ingress_deregistration_delay_seconds": _int_range(0, 3600),
     "backend_keep_alive_seconds": _positive_int,
     "ingress_listener_urls_file": _optional(_string),
+    "ingress_certificate_arn": _optional(_acm_arn),
+    "ingress_asr_host": _optional(_host_name),
+    "ingress_tts_host": _optional(_host_name),
     # Timeouts, seconds
     "timeout_time_slicing": _seconds(),
     "timeout_pvc_bound": _seconds(),
@@ -477,6 +494,13 @@ def _cross_checks(d: Mapping[str, Any]) -> list[str]:
         problems.append("ingress_inbound_cidrs = None: ingress_scheme 'internet-facing' opens both services to the "
                         "internet; list the networks that may call them (e.g. ingress_inbound_cidrs: "
                         "\"203.0.113.0/24\"), or set ingress_allow_all_sources: true to open them to everyone on purpose")
+    if d["ingress_certificate_arn"] and not (d["ingress_asr_host"] and d["ingress_tts_host"]):
+        problems.append("ingress_asr_host / ingress_tts_host: with ingress_certificate_arn both services share the "
+                        "HTTPS listener 443 (HTTP 80 redirects to it, and the redirect is group-wide), so they are "
+                        "told apart by host name; set both to names the certificate covers, e.g. "
+                        "\"asr.example.com\" and \"tts.example.com\", and point them at the ALB in DNS")
+    if d["ingress_asr_host"] and d["ingress_asr_host"] == d["ingress_tts_host"]:
+        problems.append(f"ingress_asr_host = ingress_tts_host = {d['ingress_asr_host']!r}: each service needs its own host")
     access_point = d["efs_base_path"].rstrip("/") + f"/{d['namespace']}/{d['models_pvc']}"
     if not EFS_AP_PATH.match(access_point) or len(access_point) > EFS_AP_PATH_MAX:
         problems.append(f"efs_base_path = {d['efs_base_path']!r}: the access point directory would be {access_point!r}, "

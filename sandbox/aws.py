@@ -50,6 +50,8 @@ EFS_CREATION_TOKEN = "sandbox-qwen3-models"
 EFS_SECURITY_GROUP_NAME = "qwen3-models-efs"
 ECR_REPOSITORY = "qwen3-tts"
 ECR_TAG = "latest"
+# The certificate preloaded into ACM for the ALB's HTTPS listener, signed by the sandbox's CA.
+CERTIFICATE_DOMAIN = "speech.sandbox.test"
 TOKEN_PREFIX = "k8s-aws-v1."
 # aws-iam-authenticator: a presigned URL is accepted for 15 minutes after X-Amz-Date, whatever
 # its X-Amz-Expires says (the CLI asks for 60 s), and X-Amz-Expires above 15 minutes is refused.
@@ -136,14 +138,16 @@ class SandboxAws:
         self._token_cache: dict[str, tuple[str, float]] = {}  # token -> (caller ARN, X-Amz-Date as epoch)
         self._arn_by_access_key: dict[str, str] = {}
         self._lock = threading.Lock()
+        self.certificate_files: dict[str, tuple[Path, Path]] = {}  # ACM ARN -> (cert PEM, key PEM) for the ALB
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    def start(self, kube_endpoint: str, kube_ca_pem_b64: str) -> None:
+    def start(self, kube_endpoint: str, kube_ca_pem_b64: str, tls: Any = None) -> None:
         """Start moto on a free loopback port and create the account's resources.
 
         + kube_endpoint: the sandbox API server URL that eks.describe_cluster returns
         + kube_ca_pem_b64: its CA, base64 PEM, returned as certificateAuthority.data
+        + tls: the sandbox's TlsMaterial, whose CA signs the ACM certificate; None makes a CA of its own
         """
         global _running
         with _running_lock:
@@ -167,6 +171,7 @@ class SandboxAws:
             self.timings["moto_start_seconds"] = time.perf_counter() - began
             began = time.perf_counter()
             self._preload(kube_endpoint, kube_ca_pem_b64)
+            self._import_certificate(tls)
             self.timings["preload_seconds"] = time.perf_counter() - began
         except BaseException:
             self.stop()
@@ -249,6 +254,27 @@ class SandboxAws:
         cluster.resources_vpc_config = {
             **cluster.resources_vpc_config, "vpcId": vpc_id, "clusterSecurityGroupId": node_sg_id,
             "endpointPublicAccess": True, "endpointPrivateAccess": True}
+
+    def _import_certificate(self, tls: Any) -> None:
+        """An ISSUED certificate in ACM for *.speech.sandbox.test, as an operator imports or requests one.
+
+        ACM never hands out a private key, nor does the real ALB need one from us: the key stays
+        here, found by ARN (`certificate_files`), for the sandbox ALB's HTTPS listeners.
+        """
+        from sandbox.kubeapi.tls import generate_tls, issue_certificate
+
+        directory = self.root / "tls"
+        tls = tls or generate_tls(self.root / "aws-tls")
+        directory.mkdir(parents=True, exist_ok=True)
+        cert_path, key_path = directory / "alb.crt", directory / "alb.key"
+        issue_certificate(tls, cert_path, key_path, f"*.{CERTIFICATE_DOMAIN}",
+                          [f"*.{CERTIFICATE_DOMAIN}", CERTIFICATE_DOMAIN])
+        arn = self.client("acm").import_certificate(
+            Certificate=cert_path.read_bytes(), PrivateKey=key_path.read_bytes(),
+            CertificateChain=tls.ca_pem)["CertificateArn"]
+        self.certificate_files[arn] = (cert_path, key_path)
+        self.facts.update(acm_certificate_arn=arn, acm_certificate_domain=CERTIFICATE_DOMAIN,
+                          acm_ca_file=str(tls.ca_cert_path))
 
     def _create_efs(self, vpc_id: str, subnet_ids: list[str], node_sg_id: str) -> str:
         ec2, efs = self.client("ec2"), self.client("efs")

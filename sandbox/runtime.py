@@ -190,7 +190,7 @@ class Sandbox:
             self.aws = SandboxAws(self.root, cluster_name=CLUSTER_NAME, region=REGION, options=AwsOptions(
                 efs_file_system=opts.efs_file_system, ecr_image=opts.ecr_image, sqs_queue=opts.sqs_queue,
                 token_ttl_seconds=opts.token_ttl))
-            self.aws.start(self.api.url, tls.ca_pem_b64)
+            self.aws.start(self.api.url, tls.ca_pem_b64, tls)
             self.api.aws = self.aws
             self._timed("aws_seconds", began)
             self.timings.update({f"aws_{k}": round(v, 3) for k, v in getattr(self.aws, "timings", {}).items()})

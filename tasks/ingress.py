@@ -11,15 +11,27 @@ from qwen_speech.manifests import render
 from .context import context_of
 
 SERVICES = (
-    {"app": "qwen3-asr", "ingress": "qwen3-asr-ingress", "service": "qwen3-asr-service", "port_key": "asr_port"},
-    {"app": "qwen3-tts", "ingress": "qwen3-tts-ingress", "service": "qwen3-tts-service", "port_key": "tts_port"},
+    {"app": "qwen3-asr", "ingress": "qwen3-asr-ingress", "service": "qwen3-asr-service", "port_key": "asr_port",
+     "host_key": "ingress_asr_host"},
+    {"app": "qwen3-tts", "ingress": "qwen3-tts-ingress", "service": "qwen3-tts-service", "port_key": "tts_port",
+     "host_key": "ingress_tts_host"},
 )
+
+
+def ingress_services(s) -> list[dict]:
+    """SERVICES with each one's port and host from the settings: what the Ingress template loops over."""
+    return [dict(svc, port=getattr(s, svc["port_key"]), host=getattr(s, svc["host_key"])) for svc in SERVICES]
 
 
 def desired(ctx) -> list[dict]:
     s = ctx.settings
-    services = [dict(svc, port=getattr(s, svc["port_key"])) for svc in SERVICES]
-    return render("qwen3-speech-ingress.yaml", s, services=services)
+    return render("qwen3-speech-ingress.yaml", s, services=ingress_services(s))
+
+
+def listeners_summary(s) -> str:
+    if s.ingress_certificate_arn:
+        return f"HTTPS :443 ASR {s.ingress_asr_host}, TTS {s.ingress_tts_host}; HTTP :80 redirects"
+    return f":{s.asr_port} ASR, :{s.tts_port} TTS"
 
 
 @deploy("7. Ingress")
@@ -27,7 +39,7 @@ def deploy_ingress():
     ctx = context_of(host)
     s = ctx.settings
     k8s.applied(
-        name=f"7. Ingress group {s.ingress_group} (:{s.asr_port} ASR, :{s.tts_port} TTS, {s.ingress_scheme})",
+        name=f"7. Ingress group {s.ingress_group} ({listeners_summary(s)}, {s.ingress_scheme})",
         manifests=desired(ctx),
         field_manager=s.field_manager,
         wait=True,

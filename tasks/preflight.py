@@ -128,6 +128,11 @@ def _aws_prerequisites(ctx) -> list[str]:
             ctx.tts_image = image.uri_with_digest
         except aws.AwsProblem as err:
             problems.append(f"TTS image: {err}")
+    if s.ingress_certificate_arn:
+        try:
+            aws.check_certificate(ctx.aws, s.ingress_certificate_arn, [s.ingress_asr_host, s.ingress_tts_host])
+        except aws.AwsProblem as err:
+            problems.append(f"ALB certificate: {err}")
     if s.karpenter_interruption_queue:
         try:
             if not aws.check_interruption_queue(ctx.aws, s.karpenter_interruption_queue):

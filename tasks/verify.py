@@ -197,7 +197,7 @@ def check_endpoints(ctx, report: Report, alb_wait: float | None = None) -> str |
 
         try:
             alb = aws.find_load_balancer(ctx.aws, cluster_name=s.eks_cluster_name or "", group_name=s.ingress_group,
-                                         expected_ports=[s.asr_port, s.tts_port],
+                                         expected_ports=listen_ports(s),
                                          wait_seconds=s.timeout_ingress if alb_wait is None else alb_wait)
             hostname = alb.dns_name
             report.lines.append(f"ALB {alb.name} ({alb.state}), listeners {sorted(alb.listener_ports)}")
@@ -215,6 +215,11 @@ def check_endpoints(ctx, report: Report, alb_wait: float | None = None) -> str |
         report.warnings.append(f"{hostname} is not reachable from this machine "
                                f"({s.ingress_scheme} ALB, or outside its inbound CIDRs): checked through the API instead")
     return hostname
+
+
+def listen_ports(s) -> list[int]:
+    """The ALB's listen ports: one per service, or HTTP 80 and HTTPS 443 with a certificate (files/qwen3-speech-ingress.yaml)."""
+    return [80, 443] if s.ingress_certificate_arn else [s.asr_port, s.tts_port]
 
 
 def alb_urls(s, hostname: str | None) -> dict[int, str] | None:

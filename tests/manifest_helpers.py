@@ -8,7 +8,7 @@ from pathlib import Path
 from qwen_speech.manifests import render, script
 from qwen_speech.settings import validate
 from tasks.context import DevicePlugin, Model
-from tasks.ingress import SERVICES
+from tasks.ingress import ingress_services
 from tasks.models import SCRIPTS, job_name
 from tasks.time_slicing import _config_hash
 
@@ -30,7 +30,6 @@ def all_manifests(**overrides) -> list[dict]:
     asr = Model("asr", s.asr_model_repo, "main", COMMIT, s.asr_model_path)
     tts = Model("tts", s.tts_model_repo, "main", COMMIT, s.tts_model_path)
     image = "123456789012.dkr.ecr.us-west-2.amazonaws.com/qwen3-tts@sha256:" + "a" * 64
-    services = [dict(svc, port=getattr(s, svc["port_key"])) for svc in SERVICES]
     return (
         render("nvidia-time-slicing-config.yaml", s, plugin=plugin, config_hash=_config_hash(s),
                config_key="config.yaml", config_dir="/config")
@@ -41,5 +40,5 @@ def all_manifests(**overrides) -> list[dict]:
            for m in (asr, tts)]
         + render("qwen3-asr-deployment.yaml", s, model=asr)
         + render("qwen3-tts-deployment.yaml", s, model=tts, tts_image=image)
-        + render("qwen3-speech-ingress.yaml", s, services=services)
+        + render("qwen3-speech-ingress.yaml", s, services=ingress_services(s))
     )

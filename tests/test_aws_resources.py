@@ -130,3 +130,19 @@ def test_alb_lookup_waits_for_the_controller_to_create_it(sandbox_aws, session):
 def test_interruption_queue_is_reported_present_or_absent(session):
     assert aws.check_interruption_queue(session, "Karpenter-qwen3-sandbox") is True
     assert aws.check_interruption_queue(session, "Karpenter-my-eks-cluster") is False
+
+
+# -- ACM: the ALB's certificate ----------------------------------------------------------------
+
+def test_the_albs_certificate_must_exist_be_issued_and_cover_both_hosts(sandbox_aws, session):
+    arn = sandbox_aws.facts["acm_certificate_arn"]
+    aws.check_certificate(session, arn, ["asr.speech.sandbox.test", "tts.speech.sandbox.test"])
+    with pytest.raises(aws.AwsProblem) as problem:
+        aws.check_certificate(session, arn, ["asr.speech.sandbox.test", "tts.example.com"])
+    assert "not ['tts.example.com']" in str(problem.value) and "ingress_tts_host" in str(problem.value)
+    with pytest.raises(aws.AwsProblem) as problem:  # a wildcard covers one label only
+        aws.check_certificate(session, arn, ["a.b.speech.sandbox.test"])
+    missing = arn.rsplit("/", 1)[0] + "/00000000-0000-0000-0000-000000000000"
+    with pytest.raises(aws.AwsProblem) as problem:
+        aws.check_certificate(session, missing, ["asr.speech.sandbox.test"])
+    assert "ResourceNotFoundException" in str(problem.value) and missing in str(problem.value)

@@ -44,6 +44,8 @@ def test_an_unknown_key_is_named_with_its_neighbours():
     ("ingress_idle_timeout_seconds", 5000, "an integer from 1 to 4000"),
     ("ingress_deregistration_delay_seconds", -1, "an integer from 0 to 3600"),
     ("asr_dtype", "bf16", "'auto', 'half'"),
+    ("ingress_certificate_arn", "my-cert", "an ACM certificate ARN"),
+    ("ingress_tts_host", "*.example.com", "a DNS name such as"),
 ])
 def test_a_bad_value_is_named_with_what_would_be_right(key, value, expected):
     text = problems(**{key: value})
@@ -76,3 +78,11 @@ def test_tts_dtype_with_the_official_backend_is_warned_about_and_the_default_is_
     (warning,) = settings_warnings(validate(default_data(tts_dtype="bfloat16")))
     assert "tts_dtype = 'bfloat16' has no effect with tts_backend = 'official'" in warning
     assert settings_warnings(validate(default_data(tts_dtype="float16", tts_backend="pytorch"))) == []
+
+
+def test_a_certificate_without_a_host_per_service_is_refused_naming_both_keys():
+    arn = "arn:aws:acm:us-west-2:123456789012:certificate/0c3dbbb7-1213-4293-9147-a69c671065ac"
+    text = problems(ingress_certificate_arn=arn, ingress_asr_host="asr.example.com")
+    assert "ingress_asr_host / ingress_tts_host: with ingress_certificate_arn" in text
+    assert validate(default_data(ingress_certificate_arn=arn, ingress_asr_host="asr.example.com",
+                                 ingress_tts_host="tts.example.com")).ingress_certificate_arn == arn

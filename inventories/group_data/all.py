@@ -107,6 +107,11 @@ backend_keep_alive_seconds = 1860
 # drain for a minute, not the AWS default of five.
 ingress_deregistration_delay_seconds = 60
 ingress_listener_urls_file = None  # a JSON file with `alb_listeners` {port: URL}; the sandbox writes one
+# HTTPS: an ISSUED ACM certificate covering both hosts. Set, the ALB listens on HTTP 80 and HTTPS
+# 443 instead of :asr_port/:tts_port, HTTP answers 301 to HTTPS, and the hosts tell the services apart.
+ingress_certificate_arn = None  # "arn:aws:acm:us-west-2:123456789012:certificate/..."
+ingress_asr_host = None  # "asr.example.com": a DNS name (CNAME to the ALB) the certificate covers
+ingress_tts_host = None  # "tts.example.com"
 
 # Timeouts (seconds), from the guide's timings: Spot node 1-3 min, ASR image pull ~7 min,
 # model load + CUDA graphs 3-5 min.

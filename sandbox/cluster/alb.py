@@ -22,6 +22,11 @@ group's Ingresses on every pass; this module does what AWS does with that model:
   only when it next sends a request on it, and that request gets 502. On AWS that race is lost
   only when the close and the request cross, hence sporadic 502s; the sandbox loses it every
   time, so a keep-alive shorter than the idle timeout shows in any test.
+- HTTPS listeners (`listen-ports` `{"HTTPS": 443}`) serve the certificates of `certificate-arn`
+  (merged across the group; each must be an ISSUED certificate in the sandbox's ACM, whose key
+  the sandbox holds), and need one. `ssl-redirect: '443'` (one value for the whole group) turns
+  every HTTP listener into a 301 to that HTTPS port, whatever its rules say. Here the Location
+  names the HTTPS listener's loopback port, so a client that follows it stays in the sandbox.
 
 Timings follow the sandbox's time scale (`ClusterOptions.scaled`), so `--fast` behaves the same,
 only quicker.
@@ -42,8 +47,10 @@ import http.server
 import ipaddress
 import itertools
 import socket
+import ssl
 import threading
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -108,6 +115,19 @@ def inbound_cidrs(ingress: dict) -> list:
         return [ipaddress.ip_network(v, strict=False) for v in values]
     except ValueError as err:
         raise AlbConfigError(f"inbound-cidrs {raw!r}: {err}") from None
+
+
+def certificate_arns(ingress: dict) -> list[str]:
+    return [v.strip() for v in (annotation(ingress, "certificate-arn") or "").split(",") if v.strip()]
+
+
+def ssl_redirect_port(ingress: dict) -> int | None:
+    raw = annotation(ingress, "ssl-redirect")
+    if raw is None:
+        return None
+    if not raw.strip().isdigit():
+        raise AlbConfigError(f"failed to parse integer annotation, {ANNOTATION}ssl-redirect: {raw}")
+    return int(raw)
 
 
 @dataclass(frozen=True)
@@ -277,14 +297,27 @@ class _ListenerServer(http.server.ThreadingHTTPServer):
 
 
 class Listener:
-    """One listen port of the ALB: a real HTTP server on loopback."""
+    """One listen port of the ALB: a real HTTP or HTTPS server on loopback.
 
-    def __init__(self, lb: "LoadBalancer", port: int):
-        self.lb, self.port = lb, port
+    + protocol: "HTTP" or "HTTPS"
+    + certificates: for HTTPS, (cert PEM path, key PEM path) pairs; the first is the default one
+    """
+
+    def __init__(self, lb: "LoadBalancer", port: int, protocol: str = "HTTP", certificates: tuple = ()):
+        self.lb, self.port, self.protocol, self.certificates = lb, port, protocol, tuple(certificates)
         self.rules: list[Rule] = []
+        self.redirect_to: int | None = None  # ssl-redirect: the HTTPS listen port every request is sent to
         self.cidrs: list = [ipaddress.ip_network(c) for c in DEFAULT_CIDRS]
         self.server = _ListenerServer(("127.0.0.1", 0), _proxy_handler(self))
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        if protocol == "HTTPS":
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.minimum_version = ssl.TLSVersion.TLSv1_2  # ELBSecurityPolicy-2016-08 and later
+            for cert, key in self.certificates:
+                context.load_cert_chain(cert, key)
+            # The handshake happens in the request's own thread, not in the accepting one.
+            self.server.socket = context.wrap_socket(self.server.socket, server_side=True,
+                                                     do_handshake_on_connect=False)
+        self.url = f"{protocol.lower()}://127.0.0.1:{self.server.server_address[1]}"
         self._thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
                                         name=f"alb-listener-{port}", daemon=True)
         self._thread.start()
@@ -319,12 +352,17 @@ def _proxy_handler(listener: Listener):
             if not listener.allows(self.client_address[0]):
                 return  # outside inbound-cidrs: the security group lets nothing through
             try:
+                if isinstance(self.connection, ssl.SSLSocket):
+                    self.connection.do_handshake()
                 super().handle()
-            except (TimeoutError, ConnectionError):
-                pass  # idle client connection closed by the ALB, or the client went away
+            except (TimeoutError, ConnectionError, ssl.SSLError):
+                pass  # idle client connection closed by the ALB, the client went away, a failed handshake
 
         def do_GET(self) -> None:
-            listener.lb.forward(listener, self)
+            if listener.redirect_to is not None:
+                listener.lb.redirect(listener, self)
+            else:
+                listener.lb.forward(listener, self)
 
         do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_HEAD = do_GET
 
@@ -355,8 +393,11 @@ class LoadBalancer:
 
     # -- the model from the Ingresses ------------------------------------------------------------
 
-    def configure(self, members: list[tuple[dict, list[int]]], services: dict, endpoints: dict) -> None:
-        """Apply the group: (Ingress, its ports) pairs, Services and Endpoints by (namespace, name).
+    def configure(self, members: list[tuple[dict, list[tuple[str, int]]]], services: dict, endpoints: dict,
+                  certificate: Callable[[str], tuple] | None = None) -> None:
+        """Apply the group: (Ingress, its (protocol, port) listen entries) pairs, Services and Endpoints
+        by (namespace, name); `certificate(arn)` gives the (cert, key) files of an ACM certificate or
+        raises AlbConfigError.
 
         Raises AlbConfigError (nothing changed) for annotations the controller would refuse.
         """
@@ -365,6 +406,7 @@ class LoadBalancer:
             raise AlbConfigError(f"conflicting load balancer attributes idle_timeout.timeout_seconds: "
                                  f"{sorted(int(t) for t in idle)}; the attribute is group-wide, so every Ingress "
                                  f"of group {self.group} must give the same value or leave it out")
+        protocols, redirect, certificates = self._listener_model(members, certificate)
         rules: dict[int, list[Rule]] = {}
         cidrs: dict[int, list] = {}
         groups: dict[tuple, TargetGroup] = {}
@@ -384,20 +426,54 @@ class LoadBalancer:
                 port = (default.get("port") or {}).get("number") or (default.get("port") or {}).get("name")
                 ing_rules.append(Rule(None, "/", False, self._target_group(groups, ns, default.get("name"), port,
                                                                            ing, services)))
-            for port in ports:
+            for _, port in ports:
                 rules.setdefault(port, []).extend(ing_rules)
                 cidrs[port] = nets
         # Everything parsed: now change the running ALB.
         self.idle_timeout = idle.pop() if idle else DEFAULT_IDLE_TIMEOUT
         self.target_groups = groups
-        for port in [p for p in self.listeners if p not in rules]:
+        for port in [p for p, listener in self.listeners.items() if p not in rules
+                     or (listener.protocol, listener.certificates) != (protocols[p], certificates.get(p, ()))]:
             self.listeners.pop(port).close()
         for port, port_rules in rules.items():
-            listener = self.listeners.get(port) or self.listeners.setdefault(port, Listener(self, port))
+            listener = self.listeners.get(port) or self.listeners.setdefault(
+                port, Listener(self, port, protocols[port], certificates.get(port, ())))
             listener.rules, listener.cidrs = port_rules, cidrs[port]
+            listener.redirect_to = redirect if protocols[port] == "HTTP" else None
         now = time.monotonic()
         for group in groups.values():
             group.register(self._ready_targets(group, services, endpoints), now, self.scaled)
+
+    def _listener_model(self, members: list, certificate: Callable[[str], tuple] | None) -> tuple[dict, int | None, dict]:
+        """Protocol per listen port, the ssl-redirect port, and the certificate files per HTTPS port."""
+        protocols: dict[int, str] = {}
+        for ing, entries in members:
+            for protocol, port in entries:
+                if protocols.setdefault(port, protocol) != protocol:
+                    raise AlbConfigError(f"conflicting protocols for port {port}: {protocols[port]} and {protocol}")
+        redirects = {p for p in (ssl_redirect_port(ing) for ing, _ in members) if p is not None}
+        if len(redirects) > 1:
+            raise AlbConfigError(f"conflicting sslRedirect port: {sorted(redirects)}; ssl-redirect is exclusive "
+                                 f"across group {self.group}: give one value or leave it out")
+        redirect = redirects.pop() if redirects else None
+        if redirect is not None and protocols.get(redirect) != "HTTPS":
+            raise AlbConfigError(f"listener does not exist for SSLRedirect port: {redirect}; listen-ports must "
+                                 f"contain {{\"HTTPS\": {redirect}}}")
+        certificates: dict[int, tuple] = {}
+        for ing, entries in members:
+            arns = certificate_arns(ing)
+            for protocol, port in entries:
+                if protocol != "HTTPS":
+                    continue
+                if not arns:
+                    raise AlbConfigError(f"no certificate found for HTTPS listener on port {port} of Ingress "
+                                         f"{ing['metadata']['namespace']}/{ing['metadata']['name']}: set "
+                                         f"{ANNOTATION}certificate-arn")
+                if certificate is None:
+                    raise AlbConfigError(f"certificate-arn {arns[0]}: this sandbox has no ACM to find it in")
+                files = [certificate(arn) for arn in arns]
+                certificates[port] = tuple(dict.fromkeys(certificates.get(port, ()) + tuple(files)))
+        return protocols, redirect, certificates
 
     def _target_group(self, groups: dict, ns: str, service: str, port: Any, ing: dict, services: dict) -> TargetGroup:
         key = (ns, service, port)
@@ -474,6 +550,25 @@ class LoadBalancer:
 
     # -- requests --------------------------------------------------------------------------------
 
+    def redirect(self, listener: Listener, h: http.server.BaseHTTPRequestHandler) -> None:
+        """ssl-redirect: 301 to https, same host and path (on AWS port 443; here that listener's loopback port)."""
+        try:
+            read_http_body(h.rfile, h.headers, MAX_BODY)
+        except ValueError as err:
+            _answer(h, 400, str(err))
+            return
+        target = self.listeners.get(listener.redirect_to or 0)
+        host = urllib.parse.urlsplit("//" + (h.headers.get("Host") or "127.0.0.1")).hostname
+        port = int(target.url.rsplit(":", 1)[1]) if target is not None else listener.redirect_to
+        body = b"<html><body><center><h1>301 Moved Permanently</h1></center></body></html>\n"
+        h.send_response(301, "Moved Permanently")
+        h.send_header("Location", f"https://{host}:{port}{h.path}")
+        h.send_header("Content-Type", "text/html")
+        h.send_header("Content-Length", str(len(body)))
+        h.end_headers()
+        if h.command != "HEAD":
+            h.wfile.write(body)
+
     def forward(self, listener: Listener, h: http.server.BaseHTTPRequestHandler) -> None:
         """Proxy one client request to a target; answer 4xx/5xx as the ALB does."""
         try:
@@ -496,7 +591,7 @@ class LoadBalancer:
         conn = self._connection(group, target, local)
         headers = {k: v for k, v in h.headers.items() if k.lower() not in HOP_BY_HOP}
         headers["X-Forwarded-For"] = h.client_address[0]
-        headers["X-Forwarded-Proto"] = "http"
+        headers["X-Forwarded-Proto"] = listener.protocol.lower()
         headers["X-Forwarded-Port"] = str(listener.port)
         sock = None
         try:

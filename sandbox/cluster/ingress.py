@@ -40,21 +40,26 @@ class ListenPortsError(ValueError):
 
 def listen_ports(ingress: dict) -> list[int]:
     """The ports an Ingress asks for; the controller's default is HTTP 80 (HTTPS 443 with a certificate)."""
+    return [port for _, port in listen_entries(ingress)]
+
+
+def listen_entries(ingress: dict) -> list[tuple[str, int]]:
+    """(protocol, port) of each listen port an Ingress asks for."""
     annotations = ingress["metadata"].get("annotations") or {}
     raw = annotations.get(PORTS_ANNOTATION)
     if not raw:
-        return [443] if annotations.get("alb.ingress.kubernetes.io/certificate-arn") else [80]
+        return [("HTTPS", 443)] if annotations.get("alb.ingress.kubernetes.io/certificate-arn") else [("HTTP", 80)]
     try:
         entries = json.loads(raw)
-        ports = []
+        out = []
         for entry in entries:
             if not isinstance(entry, dict) or len(entry) != 1:
                 raise ValueError(f"entry {entry!r} is not one protocol: port pair")
             (protocol, port), = entry.items()
             if protocol not in ("HTTP", "HTTPS") or not isinstance(port, int) or not 1 <= port <= 65535:
                 raise ValueError(f"entry {entry!r} needs HTTP or HTTPS and a port 1-65535")
-            ports.append(port)
-        return ports
+            out.append((protocol, port))
+        return out
     except (ValueError, TypeError, AttributeError) as err:
         raise ListenPortsError(f"failed to parse listen-ports configuration: `{raw}`: {err}") from None
 
@@ -68,6 +73,7 @@ class AlbController:
         self.on_listeners: Callable[[dict[str, dict[int, str]]], None] | None = None
         self._published: dict[str, dict[int, str]] = {}
         self._health: HealthChecker | None = None
+        self._certificates: dict[str, tuple] = {}  # ACM ARN -> (cert, key) files, once found ISSUED
 
     def listeners(self) -> dict[str, dict[int, str]]:
         """{group: {listen port: local URL}} of every running load balancer."""
@@ -174,7 +180,27 @@ class AlbController:
             self._health = HealthChecker(lambda: list(self.balancers.values()), self.cluster.options.tick / 3)
         services = {(o["metadata"]["namespace"], o["metadata"]["name"]): o for o in self.cluster.snapshot(SERVICES)}
         endpoints = {(o["metadata"]["namespace"], o["metadata"]["name"]): o for o in self.cluster.snapshot(ENDPOINTS)}
-        lb.configure([(ing, listen_ports(ing)) for ing in members], services, endpoints)
+        lb.configure([(ing, listen_entries(ing)) for ing in members], services, endpoints, self._certificate)
+
+    def _certificate(self, arn: str) -> tuple:
+        """(cert, key) files of an ISSUED ACM certificate, as the controller resolves certificate-arn."""
+        if arn in self._certificates:
+            return self._certificates[arn]
+        aws = self.cluster.aws
+        if aws is None:
+            raise AlbConfigError(f"certificate-arn {arn}: this sandbox runs without AWS, so there is no ACM")
+        try:
+            found = aws.client("acm").describe_certificate(CertificateArn=arn)["Certificate"]
+        except Exception as err:  # ClientError (not found, malformed ARN): the controller's model build fails
+            raise AlbConfigError(f"certificate-arn {arn}: {err}") from None
+        if found.get("Status") != "ISSUED":
+            raise AlbConfigError(f"certificate-arn {arn} is {found.get('Status')}, not ISSUED")
+        files = aws.certificate_files.get(arn)
+        if files is None:
+            raise AlbConfigError(f"certificate-arn {arn}: its private key is not in this sandbox (only the "
+                                 f"certificate the sandbox imported can be served)")
+        self._certificates[arn] = files
+        return files
 
     def _ensure(self, group: str, ports: list[int]) -> str:
         aws = self.cluster.aws
