@@ -126,3 +126,27 @@ def test_kubectl_auth_can_i_and_whoami_answer_for_a_non_admin_token(kube, team, 
     assert who.returncode == 0, who.stderr
     info = json.loads(who.stdout)["status"]["userInfo"]
     assert info["username"] == "alice" and set(info["groups"]) == {"deployers", "system:authenticated"}
+
+
+def test_the_shipped_deployer_role_lets_its_group_apply_the_app_but_not_read_other_secrets_kinds(kube):
+    import yaml
+    from pathlib import Path
+
+    for doc in yaml.safe_load_all((Path(__file__).resolve().parents[2] / "files/deployer-rbac.yaml").read_text()):
+        _create(kube, f"{RBAC}/{'clusterroles' if doc['kind'] == 'ClusterRole' else 'clusterrolebindings'}", doc)
+    token = mint_token(_admin_token(kube), "ci", ["qwen3-speech-deployers"])
+
+    def can(verb, group, resource, namespace="", name=""):
+        code, review, _ = kube.request("POST", "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews", token=token,
+                                       body={"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
+                                             "spec": {"resourceAttributes": {"verb": verb, "group": group,
+                                                                             "resource": resource, "name": name,
+                                                                             "namespace": namespace}}})
+        assert code == 201, review
+        return review["status"]["allowed"]
+
+    assert can("patch", "apps", "deployments", "hosthree") and can("create", "batch", "jobs", "hosthree")
+    assert can("update", "coordination.k8s.io", "leases", "kube-system", "qwen3-speech-deploy")
+    assert not can("update", "coordination.k8s.io", "leases", "kube-system", "someone-elses")
+    assert not can("delete", "", "namespaces", "hosthree", "hosthree")
+    assert not can("create", "rbac.authorization.k8s.io", "clusterrolebindings")
