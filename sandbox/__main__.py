@@ -6,6 +6,7 @@
     python -m sandbox fault api-errors codes='[503,429]' count=4            # inject a fault
     python -m sandbox fault api-errors rate=0.1 codes=[500,503,429] seed=7  # ... at a rate, until `fault clear`
     python -m sandbox fault api-drop rate=0.1 after=true                    # lose answers after the work is done
+    python -m sandbox token --group qwen3-speech-deployers --user ci --kubeconfig ci.kubeconfig  # a non-admin token
     python -m sandbox down                                                  # stop it
 
 `serve` runs the sandbox in the foreground (what `up` starts detached, logging to ROOT/server.log).
@@ -233,6 +234,42 @@ def cmd_fault(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_token(args: argparse.Namespace) -> int:
+    """Print (only to stdout, as `kubectl create token`) a token for a user or ServiceAccount; RBAC decides."""
+    import yaml
+
+    from .kubeapi.rbac import SA_PREFIX, mint_token
+
+    root = Path(args.dir).resolve()
+    state = _running_state(root)
+    if state is None:
+        print(f"No sandbox runs for {args.dir}; start one with `python -m sandbox up --dir {args.dir}`.", file=sys.stderr)
+        return 3
+    if bool(args.user) == bool(args.service_account):
+        print("name exactly one identity: --user NAME or --service-account NAMESPACE/NAME", file=sys.stderr)
+        return 2
+    if args.service_account:
+        namespace, sep, name = args.service_account.partition("/")
+        if not sep or not namespace or not name:
+            print(f"--service-account {args.service_account!r} must be NAMESPACE/NAME, e.g. hosthree/deployer",
+                  file=sys.stderr)
+            return 2
+        user = f"{SA_PREFIX}{namespace}:{name}"
+    else:
+        user = args.user
+    token = mint_token(state["admin_token"], user, args.group or [], seconds=args.duration)
+    if args.kubeconfig:
+        config = yaml.safe_load(Path(state["kubeconfig"]).read_text())
+        config["users"] = [{"name": user, "user": {"token": token}}]
+        for context in config.get("contexts") or []:
+            context["context"]["user"] = user
+        path = Path(args.kubeconfig)
+        path.touch(mode=0o600)
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+    print(token)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sandbox", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -255,8 +292,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("name", help="api-errors, api-slow, api-drop, spot-interruption, image-pull-failure, crash-loop, "
                                 "hub-cut, hub-429, hub-corrupt, hub-new-revision, clear")
     p.add_argument("params", nargs="*", help="key=value (values parsed as JSON when they can be)")
+    p = with_dir(commands.add_parser("token", help="print a bearer token for a user or ServiceAccount (RBAC applies)"))
+    p.add_argument("--user", help="user name, e.g. ci-deployer")
+    p.add_argument("--group", action="append", help="a group of that user (repeatable), e.g. qwen3-speech-deployers")
+    p.add_argument("--service-account", help="NAMESPACE/NAME: a ServiceAccount's token instead of a user's")
+    p.add_argument("--duration", type=int, default=3600, help="seconds the token is valid (default 3600)")
+    p.add_argument("--kubeconfig", help="also write a kubeconfig using the token to this path (mode 0600)")
     args = parser.parse_args(argv)
-    return {"up": cmd_up, "serve": cmd_serve, "down": cmd_down, "status": cmd_status, "fault": cmd_fault}[args.command](args)
+    return {"token": cmd_token, "up": cmd_up, "serve": cmd_serve, "down": cmd_down, "status": cmd_status, "fault": cmd_fault}[args.command](args)
 
 
 if __name__ == "__main__":

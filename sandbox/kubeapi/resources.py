@@ -75,6 +75,12 @@ RESOURCES: tuple[Resource, ...] = (
     Resource("scheduling.k8s.io", "v1", "PriorityClass", "priorityclasses", False, ("pc",)),
     Resource("", "v1", "ResourceQuota", "resourcequotas", True, ("quota",), subresources=("status",)),
     Resource("", "v1", "LimitRange", "limitranges", True, ("limits",)),
+    # Answered, never stored (sandbox/kubeapi/rbac.py): what `kubectl auth can-i` and `whoami` send.
+    Resource("authorization.k8s.io", "v1", "SelfSubjectAccessReview", "selfsubjectaccessreviews", False,
+             verbs=("create",)),
+    Resource("authorization.k8s.io", "v1", "SelfSubjectRulesReview", "selfsubjectrulesreviews", False,
+             verbs=("create",)),
+    Resource("authentication.k8s.io", "v1", "SelfSubjectReview", "selfsubjectreviews", False, verbs=("create",)),
 )
 
 BY_KEY = {r.key: r for r in RESOURCES}

@@ -28,7 +28,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import yaml
 
-from . import discovery, health, openapi, portforward, printers
+from . import discovery, health, openapi, portforward, printers, rbac
 from .faults import ApiFaults
 from .fields import check_field_selector
 from .podlogs import LogRequest
@@ -225,6 +225,7 @@ class KubeApiServer:
         self.root = Path(root)
         self.store = store
         self.registry = Registry(store)
+        self.authorizer = rbac.Authorizer(store)
         self.tls = tls
         self.admin_token = admin_token
         self.aws: Any = None  # sandbox.aws.SandboxAws: validates EKS tokens
@@ -327,8 +328,14 @@ class KubeApiServer:
                     code, text = health.answer(path, query, split.query)
                     reply = Reply(code, text.encode(), "text/plain; charset=utf-8")
                 else:
-                    record["user"] = self._authenticate(h.headers.get("Authorization"))
-                    reply = self._dispatch(h, route, query, body, record)
+                    user = self._authenticate(h.headers.get("Authorization"))
+                    record["user"] = user.name
+                    self._authorize(user, h, route, query, path)
+                    if route.res is not None and route.res.group in rbac.REVIEW_GROUPS and h.command == "POST":
+                        reply = self._json(201, rbac.review(route.res.kind, self._json_body(body), user,
+                                                            self.authorizer))
+                    else:
+                        reply = self._dispatch(h, route, query, body, record)
         except ApiError as err:
             reply = Reply(err.code, _dumps(err.status()))
         except Exception as exc:  # a bug in the sandbox: answer like the real server, keep the trace
@@ -397,22 +404,54 @@ class KubeApiServer:
             pass
         h.connection.close()
 
-    def _authenticate(self, header: str | None) -> str:
-        """'admin' for the sandbox's admin token, the caller's ARN for a valid EKS token; else 401."""
+    def _authenticate(self, header: str | None) -> rbac.UserInfo:
+        """'admin' for the sandbox's admin token, the caller's ARN for a valid EKS token (both system:masters:
+        the cluster creator's access entry), the named user of a `python -m sandbox token`; else 401."""
         if not header or not header.startswith("Bearer "):
             raise _unauthorized()
         token = header[len("Bearer "):].strip()
         if hmac.compare_digest(token.encode(), self.admin_token.encode()):
-            return "admin"
+            return rbac.user_for("admin", (rbac.MASTERS,))
         if token.startswith(EKS_TOKEN_PREFIX):
             if self.aws is None:
                 raise _unauthorized("EKS tokens need the sandbox's AWS side, which is not running")
             try:
                 # SandboxAws caches valid tokens until they expire, so this costs one dict lookup per request.
-                return self.aws.validate_eks_token(token)
+                return rbac.user_for(self.aws.validate_eks_token(token), (rbac.MASTERS,))
             except ValueError as err:
                 raise _unauthorized(str(err)) from None
-        raise _unauthorized()
+        try:
+            user = rbac.user_of_token(self.admin_token, token, self.store)
+        except ValueError as err:
+            raise _unauthorized(str(err)) from None
+        if user is None:
+            raise _unauthorized()
+        return user
+
+    def _authorize(self, user: rbac.UserInfo, h: _Handler, route: Route, query: dict[str, str], path: str) -> None:
+        """403 unless RBAC allows the request (sandbox/kubeapi/rbac.py); system:masters skip it."""
+        if user.privileged:
+            return
+        if route.kind != "resource" or route.res is None:
+            self.authorizer.check(user, rbac.Attributes("get" if h.command in ("GET", "HEAD") else h.command.lower(),
+                                                        False, path=path))
+            return
+        res = route.res
+        verb = verb_of(h.command, route, query)
+        if verb == "proxy":  # a subresource proxy is authorized by its HTTP verb (apiserver requestinfo.go)
+            verb = {"GET": "get", "HEAD": "get", "POST": "create", "PUT": "update", "PATCH": "patch",
+                    "DELETE": "delete"}.get(h.command, h.command.lower())
+        # requestinfo.go: a request for a namespace is made in that namespace.
+        namespace = route.name if res.kind == "Namespace" and route.name else route.namespace or ""
+        attributes = rbac.Attributes(verb, True, res.group, res.plural, route.subresource, namespace,
+                                     route.name or "")
+        self.authorizer.check(user, attributes)
+        content_type = (h.headers.get("Content-Type") or "").split(";")[0].strip()
+        if h.command == "PATCH" and content_type == APPLY and route.name and not route.subresource \
+                and self.store.get(res, route.namespace, route.name) is None:
+            # An apply that creates the object needs "create" too (apiserver handlers/patch.go).
+            self.authorizer.check(user, rbac.Attributes("create", True, res.group, res.plural, "", namespace,
+                                                        route.name))
 
     # -- routing -----------------------------------------------------------------------------
 
@@ -812,7 +851,8 @@ class KubeApiServer:
 
     def _control(self, h: _Handler, path: str, body: bytes) -> Reply:
         try:
-            if self._authenticate(h.headers.get("Authorization")) != "admin":
+            caller = self._authenticate(h.headers.get("Authorization"))
+            if not (caller.privileged and caller.name == "admin"):
                 raise ApiError(403, "Forbidden", "the sandbox control endpoint needs the admin token")
             if path == "/sandbox/v1/faults" and h.command == "POST":
                 request = self._json_body(body)
