@@ -158,6 +158,9 @@ class Faults:
         for pod in self.store.list(PODS, field_selector=f"spec.nodeName={name}"):
             if evicted:
                 self.cluster.events.record(pod, "Normal", "Evicted", "Evicted pod: Interrupted", component="karpenter")
+                # Karpenter drains through the Eviction API, which marks the pod before deleting it
+                # (pkg/registry/core/pod/storage/eviction.go): Jobs' podFailurePolicy matches on it.
+                self.store.mutate(PODS, pod["metadata"]["namespace"], pod["metadata"]["name"], _disruption_target)
             try:
                 self.store.delete(PODS, pod["metadata"]["namespace"], pod["metadata"]["name"])
             except ApiError:
@@ -226,3 +229,9 @@ class Faults:
     @property
     def busy(self) -> bool:
         return bool(self._timeline)
+
+
+def _disruption_target(pod: dict) -> None:
+    status = pod.setdefault("status", {})
+    status["conditions"] = merge_condition(status.get("conditions"), "DisruptionTarget", "True",
+                                           "EvictionByEvictionAPI", "Eviction API: evicting")
