@@ -8,9 +8,13 @@ import copy
 
 from sandbox.cluster.common import JOBS, PODS
 from tests.cluster_helpers import (GPU_SELECTOR, GPU_TOLERATIONS, events, job, pods, running_cluster, wait_for)
+from tests.manifest_helpers import all_manifests
 from tests.sandbox.test_cluster_workloads import job_condition
 
-IGNORE_DISRUPTION = {"rules": [{"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}]}
+# The shipped seeding Job's policy (files/qwen3-model-seed-job.yaml), so the test follows the manifest.
+SEED_JOB = next(m for m in all_manifests() if m["kind"] == "Job"
+                and m["metadata"]["labels"]["app.kubernetes.io/name"] == "qwen3-model-seed")
+IGNORE_DISRUPTION = SEED_JOB["spec"]["podFailurePolicy"]
 GPU_POD = {"nodeSelector": dict(GPU_SELECTOR), "tolerations": copy.deepcopy(GPU_TOLERATIONS)}
 
 
@@ -28,6 +32,7 @@ def running_pod(store, name: str) -> dict:
 
 
 def test_spot_interruption_fails_a_job_without_a_pod_failure_policy(tmp_path):
+    """Today's seeding Job before this change had no policy: an interruption spends backoffLimit."""
     with running_cluster(tmp_path) as cluster:
         store = cluster.store
         store.create(JOBS, seeding_job("seed-plain", None))
@@ -37,7 +42,8 @@ def test_spot_interruption_fails_a_job_without_a_pod_failure_policy(tmp_path):
         assert failed["reason"] == "BackoffLimitExceeded"  # the evicted pod spent backoffLimit: 0
 
 
-def test_spot_interruption_is_ignored_by_a_disruption_target_rule_and_the_job_completes(tmp_path):
+def test_spot_interruption_is_ignored_by_the_seed_jobs_policy_and_the_job_completes(tmp_path):
+    assert SEED_JOB["spec"]["activeDeadlineSeconds"] == 7200  # seed_active_deadline_seconds
     with running_cluster(tmp_path) as cluster:
         store = cluster.store
         store.create(JOBS, seeding_job("seed", IGNORE_DISRUPTION))
