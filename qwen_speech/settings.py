@@ -346,6 +346,7 @@ SCHEMA: dict[str, Checker] = {
     "hf_token_secret": _optional(_dns_subdomain),
     "seed_image": _optional(_image),
     "seed_workers": _int_range(1, 64, "parallel downloads per model"),
+    "seed_active_deadline_seconds": _seconds(),
     "asr_model_repo": _repo_id,
     "asr_model_revision": _git_revision,
     "asr_model_dir": _model_dir,

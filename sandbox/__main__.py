@@ -289,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     with_dir(commands.add_parser("down", help="stop the sandbox (idempotent)"))
     with_dir(commands.add_parser("status", help="print what runs"))
     p = with_dir(commands.add_parser("fault", help="inject a fault: NAME key=value ..."))
-    p.add_argument("name", help="api-errors, api-slow, api-drop, spot-interruption, image-pull-failure, crash-loop, "
+    p.add_argument("name", help="api-errors, api-slow, api-drop, spot-interruption, restart-pods, image-pull-failure, crash-loop, "
                                 "hub-cut, hub-429, hub-corrupt, hub-new-revision, clear")
     p.add_argument("params", nargs="*", help="key=value (values parsed as JSON when they can be)")
     p = with_dir(commands.add_parser("token", help="print a bearer token for a user or ServiceAccount (RBAC applies)"))

@@ -37,7 +37,7 @@ ACCOUNT_ID = "123456789012"
 BASE_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 # Fault names each component answers (a component may also list its own in a FAULTS attribute).
 COMPONENT_FAULTS = {
-    "cluster": ("spot-interruption", "image-pull-failure", "crash-loop"),
+    "cluster": ("spot-interruption", "restart-pods", "image-pull-failure", "crash-loop"),
     "hub": ("hub-cut", "hub-429", "hub-corrupt", "hub-new-revision"),
     "aws": (),
 }

@@ -94,6 +94,11 @@ ASR_LANGUAGES = dict(TTS_LANGUAGES, yue="Cantonese", ar="Arabic", id="Indonesian
 ASR_DEFAULT_MODEL = "Qwen/Qwen3-ASR-1.7B"
 ASR_RESPONSE_FORMATS = ("json", "text", "verbose_json")
 VLLM_VERSION = "0.14.0"
+# GPU memory the real servers take, in GiB: the weights as the repos list them (upstream-facts:
+# ASR ~4.7 GB, TTS ~4.52 GB), plus the sandbox's estimate of activations and CUDA context.
+ASR_WEIGHTS_GIB, ASR_ACTIVATIONS_GIB = 4.4, 0.6
+TTS_LOAD_GIB = 4.2 + 0.6
+VLLM_DEFAULT_UTILIZATION = 0.9  # vllm engine/arg_utils.py: --gpu-memory-utilization default
 
 MAX_REQUEST_BYTES = 64 * 1024 * 1024  # above this the connection is refused outright (413)
 
@@ -389,6 +394,7 @@ class StandIn:
         self._serving = False
         self._serving_lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self.exit_message: str | None = None  # set when the server exits after start (the kubelet sees it)
         server.stand_in = self  # type: ignore[attr-defined]
 
     def scaled(self, seconds: float) -> float:
@@ -412,6 +418,15 @@ class StandIn:
 
     def _start(self, listen_after: float, startup_lines: Callable[[], list[str]]) -> None:
         def listen() -> bool:
+            try:
+                self.app.finish_start()
+            except StandInCrashed as err:
+                if listen_after <= 0:
+                    raise
+                self.log(str(err))
+                self.exit_message = str(err)
+                self.app.release()
+                return False
             with self._serving_lock:
                 if self._stopping.is_set():
                     return False
@@ -442,12 +457,13 @@ class StandIn:
         self._server.server_close()
         if self._thread is not None:
             self._thread.join(timeout=5)
+        self.app.release()  # the process is gone: the driver frees its GPU memory
 
 
 def start_stand_in(kind: str, port: int = 0, *, model_dir: Path | None = None, load_seconds: float = 0.0,
                    served_model_name: str | list[str] | None = None, args: list[str] | None = None,
                    env: dict | None = None, log_path: Path | None = None, time_scale: float = 1.0,
-                   gpu: tuple[str, float] | None = None) -> StandIn:
+                   gpu: tuple[str, float] | None = None, gpu_memory=None, owner: str = "") -> StandIn:
     """Start an ASR or TTS stand-in on 127.0.0.1 in a daemon thread and return it.
 
     + kind: "asr" (vLLM OpenAI server via qwen-asr-serve) or "tts" (Qwen3-TTS FastAPI wrapper)
@@ -466,6 +482,11 @@ def start_stand_in(kind: str, port: int = 0, *, model_dir: Path | None = None, l
       the sandbox's fast mode uses 0.01
     + gpu: (name, compute capability) of the node's GPU, e.g. ("Tesla T4", 7.5); None skips the
       dtype check
+    + gpu_memory: the node's GPU memory ledger (sandbox.cluster.gpu_memory.GpuMemory); None: no
+      memory model. ASR checks free >= --gpu-memory-utilization x total at start, takes its weights,
+      and after load_seconds (its profiling) its KV cache, shrunk by whatever a co-tenant allocated
+      meanwhile (vllm v1/worker/gpu_worker.py); TTS takes its model's memory at start
+    + owner: who allocates in gpu_memory (the container), freed when the stand-in stops
 
     Raises StandInCrashed when the real server would exit at start: ASR with a model_dir lacking
     config.json or a dtype the GPU cannot run, TTS with an unknown TTS_BACKEND. Raises ValueError
@@ -478,9 +499,12 @@ def start_stand_in(kind: str, port: int = 0, *, model_dir: Path | None = None, l
             or asr_served_names(args) or [ASR_DEFAULT_MODEL]
         app = _AsrApp(model_dir, names, env)
         app.dtype, app.dtype_warnings = asr_dtype(args, gpu)
+        app.memory = _AsrMemory(gpu_memory, owner, args) if gpu_memory is not None else None
         app.keep_alive_seconds = asr_keep_alive_seconds(env)
     elif kind == "tts":
         app = _TtsApp(model_dir, load_seconds, env)
+        app.memory = gpu_memory
+        app.owner = owner
         app.keep_alive_seconds = tts_keep_alive_seconds(args)
     else:
         raise ValueError(f"kind {kind!r} is not a speech stand-in; use 'asr' or 'tts'")
@@ -494,6 +518,12 @@ def start_stand_in(kind: str, port: int = 0, *, model_dir: Path | None = None, l
     app.stand_in = stand_in
     for line in app.boot_lines():
         stand_in.log(line)
+    try:
+        app.begin_start()
+    except StandInCrashed:
+        server.server_close()
+        app.release()
+        raise
     # Both bind early and listen once the model is loaded: vLLM after the engine is up, uvicorn
     # after the TTS server's lifespan hook (which loads the model) returns. Connection refused
     # meanwhile.
@@ -635,6 +665,47 @@ def parse_multipart(body: bytes, content_type: str) -> dict[str, tuple[str | Non
     return fields
 
 
+GIB = 1024 ** 3
+
+
+class _AsrMemory:
+    """vLLM's start on a shared GPU (vllm v1/worker/gpu_worker.py): free >= utilization x total
+    first; then weights and a profiling run; the KV cache gets the rest of the reservation, less
+    any memory that grew on the device meanwhile (vLLM counts it as its own non-torch memory)."""
+
+    def __init__(self, ledger, owner: str, args: list[str]):
+        self.ledger, self.owner = ledger, owner
+        values = _flag_values(args, "--gpu-memory-utilization")
+        self.utilization = float(values[0]) if values else VLLM_DEFAULT_UTILIZATION
+        self.requested = self.utilization * ledger.total
+        self.kv = 0.0
+        self._others_at_start = 0.0
+
+    def begin(self) -> None:
+        free, total = self.ledger.free(), self.ledger.total
+        if free < self.requested:
+            raise StandInCrashed(
+                f"ValueError: Free memory on device cuda:0 ({free / GIB:.2f}/{total / GIB:.2f} GiB) on startup is "
+                f"less than desired GPU memory utilization ({self.utilization}, {self.requested / GIB:.2f} GiB). "
+                "Decrease GPU memory utilization or reduce GPU memory used by other processes.")
+        self._others_at_start = self.ledger.allocated_by_others(self.owner)
+        self._allocate((ASR_WEIGHTS_GIB + ASR_ACTIVATIONS_GIB) * GIB)
+
+    def finish(self) -> None:
+        grown = max(0.0, self.ledger.allocated_by_others(self.owner) - self._others_at_start)
+        self.kv = self.requested - self.ledger.used_by(self.owner) - grown
+        if self.kv <= 0:
+            raise StandInCrashed("ValueError: No available memory for the cache blocks. Try increasing "
+                                 "`gpu_memory_utilization` when initializing the engine.")
+        self._allocate(self.kv)
+
+    def _allocate(self, size: float) -> None:
+        try:
+            self.ledger.allocate(self.owner, size)
+        except Exception as err:  # OutOfMemory
+            raise StandInCrashed(str(err)) from None
+
+
 class _AsrApp:
     def __init__(self, model_dir: Path | None, served_names: list[str], env: dict):
         self.served_names = list(served_names)
@@ -648,6 +719,21 @@ class _AsrApp:
             raise StandInCrashed(
                 f"OSError: {self.served_model_name} does not appear to have a file named config.json "
                 f"(model directory {model_dir}); the model was not downloaded completely: seed it again")
+
+    memory: "_AsrMemory | None" = None
+
+    def begin_start(self) -> None:
+        if self.memory is not None:
+            self.memory.begin()
+
+    def finish_start(self) -> None:
+        if self.memory is not None:
+            self.memory.finish()
+            self.stand_in.log(f"INFO Available KV cache memory: {self.memory.kv / GIB:.2f} GiB")
+
+    def release(self) -> None:
+        if self.memory is not None:
+            self.memory.ledger.release(self.memory.owner)
 
     def boot_lines(self) -> list[str]:
         return ([f"INFO vLLM API server version {VLLM_VERSION}",
@@ -762,6 +848,38 @@ class _TtsApp:
         self.event_loop = threading.Lock()
         self.keep_alive_seconds = UVICORN_KEEP_ALIVE_SECONDS
         self.stand_in: StandIn | None = None
+
+    memory = None
+    owner = ""
+
+    def begin_start(self) -> None:
+        """The lifespan hook loads the model onto the GPU before the server listens: memory grows
+        while the weights stream in, half at once and the rest halfway through the load."""
+        if self.memory is None or not self.gpu:
+            return
+        half = TTS_LOAD_GIB * GIB / 2
+        try:
+            self.memory.allocate(self.owner, half)
+        except Exception as err:  # OutOfMemory: the load fails, the server exits
+            raise StandInCrashed(str(err)) from None
+
+        def rest() -> None:
+            if self.stand_in._stopping.wait(self.load_seconds / 2):
+                return
+            try:
+                self.memory.allocate(self.owner, half)
+            except Exception as err:
+                self.stand_in.log(str(err))
+                self.stand_in.exit_message = str(err)
+                self.release()
+        threading.Thread(target=rest, name="tts-load", daemon=True).start()
+
+    def finish_start(self) -> None:
+        pass
+
+    def release(self) -> None:
+        if self.memory is not None:
+            self.memory.release(self.owner)
 
     def boot_lines(self) -> list[str]:
         return ["INFO:     Started server process", "INFO:     Waiting for application startup.",

@@ -49,6 +49,7 @@ BAD_VALUES = [
     ("progress_deadline_seconds", 2**31, "int32"),
     ("timeout_asr_ready", 10**12, "a week at most"),
     ("timeout_seed", math.inf, "an integer from 1 to 604800"),
+    ("seed_active_deadline_seconds", 0, "an integer from 1 to 604800"),
     ("time_slicing_replicas", 100000, "processes sharing one GPU"),
     ("seed_workers", 10000, "parallel downloads"),
     ("api_retry_seconds", 10**9, "seconds of retrying transient API errors"),

@@ -53,6 +53,7 @@ hf_endpoint = None  # None: https://huggingface.co
 hf_token_secret = None  # name of a Secret (key HF_TOKEN) made from $HF_TOKEN on the operator's machine
 seed_image = None  # None: the ASR image, which the node pulls anyway and which has huggingface_hub
 seed_workers = 4
+seed_active_deadline_seconds = 7200  # a seeding Job is stopped after this long, whether or not step 4 still waits
 asr_model_repo = "Qwen/Qwen3-ASR-1.7B"
 asr_model_revision = "main"
 asr_model_dir = "Qwen3-ASR-1.7B"

@@ -4,8 +4,8 @@ Namespaces and Endpoints, each a reconcile function over the store.
 They follow kube-controller-manager closely enough for a playbook to be tested against them:
 pod-template-hash ReplicaSets and rolling updates with maxSurge/maxUnavailable (or Recreate),
 the Available/Progressing conditions with ProgressDeadlineExceeded, one DaemonSet pod per
-eligible node rolled one at a time, Jobs with backoffLimit and exponential pod back-off, and
-ownerReference garbage collection. Status fields that Kubernetes omits when zero are omitted.
+eligible node rolled one at a time, Jobs with backoffLimit, exponential pod back-off,
+podFailurePolicy and activeDeadlineSeconds, and ownerReference garbage collection. Status fields that Kubernetes omits when zero are omitted.
 """
 
 from __future__ import annotations
@@ -97,6 +97,8 @@ class Controllers:
         self._job_seen: dict[str, set[str]] = {}  # job uid -> uids of its active pods last pass
         self._job_lost: dict[str, int] = {}  # job uid -> pods that vanished before finishing
         self._job_failure_at: dict[str, tuple[int, float]] = {}  # job uid -> (failures, when last counted)
+        self._job_pods_gone: dict[str, dict] = {}  # pod uid -> the Job pod's last state when it was deleted
+        self.store.add_listener(self._remember_job_pod)
         self._known_namespaces: set[str] = set()
         self._managed_endpoints: set[tuple[str, str]] = set()
 
@@ -570,6 +572,16 @@ class Controllers:
         for table in (self._job_seen, self._job_lost, self._job_failure_at):
             for uid in [u for u in table if u not in live]:
                 del table[uid]
+        seen = set().union(*self._job_seen.values()) if self._job_seen else set()
+        for uid in [u for u in self._job_pods_gone if u not in seen]:
+            del self._job_pods_gone[uid]
+
+    def _remember_job_pod(self, event) -> None:
+        # Upstream keeps a Job's pods with the batch.kubernetes.io/job-tracking finalizer until it
+        # has counted them; here a deleted pod's last state stands in for that (conditions included).
+        if event.resource_key == PODS.key and event.type == "DELETED" and \
+                any(o.get("kind") == "Job" for o in event.object["metadata"].get("ownerReferences") or []):
+            self._job_pods_gone[event.object["metadata"]["uid"]] = event.object
 
     def _sync_job(self, job: dict, pods: list[dict]) -> None:
         meta, spec = job["metadata"], job.get("spec") or {}
@@ -579,11 +591,15 @@ class Controllers:
                        for c in status.get("conditions") or [])
         active = [p for p in pods if pod_is_active(p)]
         existing = {p["metadata"]["uid"] for p in pods}
-        lost = len([u for u in self._job_seen.get(uid, set()) if u not in existing])
-        self._job_lost[uid] = self._job_lost.get(uid, 0) + lost
+        policy = spec.get("podFailurePolicy")
+        lost = [self._job_pods_gone.pop(u, {}) for u in self._job_seen.get(uid, set()) if u not in existing]
+        self._job_lost[uid] = self._job_lost.get(uid, 0) + \
+            sum(1 for p in lost if pod_failure_action(policy, p) != "Ignore")
         self._job_seen[uid] = {p["metadata"]["uid"] for p in active}
         succeeded = sum(1 for p in pods if pod_phase(p) == "Succeeded")
-        failed = sum(1 for p in pods if pod_phase(p) == "Failed") + self._job_lost[uid]
+        failures = [p for p in pods if pod_phase(p) == "Failed"]
+        fail_job = next((p for p in failures + lost if pod_failure_action(policy, p) == "FailJob"), None)
+        failed = sum(1 for p in failures if pod_failure_action(policy, p) != "Ignore") + self._job_lost[uid]
         if (spec.get("template") or {}).get("spec", {}).get("restartPolicy") == "OnFailure":
             failed += sum(cs.get("restartCount", 0) for p in pods
                           for cs in (p.get("status") or {}).get("containerStatuses") or [])
@@ -601,6 +617,10 @@ class Controllers:
             conds = merge_condition(conds, "Complete", "True", probe_time=True)
             status["completionTime"] = now_iso()
             self._event(job, "Normal", "Completed", "Job completed", "job-controller")
+        elif fail_job is not None:
+            conds, active = self._fail_job(job, conds, active, "PodFailurePolicy",
+                                           f"Pod {ns}/{fail_job['metadata'].get('name')} failed a FailJob rule "
+                                           "of the Job's podFailurePolicy")
         elif failed > backoff_limit:
             conds, active = self._fail_job(job, conds, active, "BackoffLimitExceeded",
                                            "Job has reached the specified backoff limit")
@@ -729,6 +749,31 @@ class Controllers:
         for ns, name in self._managed_endpoints - wanted:
             self._delete(ENDPOINTS, ns, name)
         self._managed_endpoints = wanted
+
+
+def pod_failure_action(policy: dict | None, pod: dict) -> str | None:
+    """The action of the first podFailurePolicy rule a failed pod matches, as
+    pkg/controller/job/pod_failure_policy.go does: onExitCodes against each terminated container
+    (not restartable init containers) by `In`/`NotIn`, onPodConditions by type and status (default True)."""
+    status = pod.get("status") or {}
+    for rule in (policy or {}).get("rules") or []:
+        codes = rule.get("onExitCodes")
+        if codes:
+            values = set(codes.get("values") or [])
+            statuses = (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or [])
+            for cs in statuses:
+                if codes.get("containerName") and cs.get("name") != codes["containerName"]:
+                    continue
+                code = ((cs.get("state") or {}).get("terminated") or {}).get("exitCode")
+                if code is None or code == 0:
+                    continue
+                if (code in values) == (codes.get("operator", "In") == "In"):
+                    return rule.get("action")
+        for want in rule.get("onPodConditions") or []:
+            if any(c.get("type") == want.get("type") and c.get("status") == want.get("status", "True")
+                   for c in status.get("conditions") or []):
+                return rule.get("action")
+    return None
 
 
 def _resolve_target_port(pod: dict, target) -> int | None:

@@ -23,7 +23,7 @@ from .initial_state import new_node_name
 if TYPE_CHECKING:
     from .cluster import Cluster
 
-FAULTS = ("spot-interruption", "image-pull-failure", "crash-loop", "clear")
+FAULTS = ("spot-interruption", "restart-pods", "image-pull-failure", "crash-loop", "clear")
 
 
 @dataclass
@@ -65,6 +65,8 @@ class Faults:
             return {"fault": "clear"}
         if fault == "spot-interruption":
             return self._spot_interruption(params)
+        if fault == "restart-pods":
+            return self._restart_pods(params)
         raise ValueError(f"unknown cluster fault {fault!r}; known: {', '.join(FAULTS)}")
 
     def _restart_pods_of(self, target: tuple[str, str]) -> None:
@@ -74,6 +76,27 @@ class Faults:
                 for c in run.main:
                     if c.phase == "running":
                         c.crash_at = time.monotonic()
+
+    def _restart_pods(self, params: dict) -> dict:
+        """`kubectl delete pod` of every pod of the named Deployments at once: their ReplicaSets
+        recreate them together, as after a node reboot or a manual restart."""
+        deployments = params.get("deployments")
+        if isinstance(deployments, str):
+            deployments = [deployments]
+        if not deployments:
+            raise ValueError(f"fault 'restart-pods' needs params.deployments (a list of Deployment names), got {params!r}")
+        namespace = params.get("namespace") or "default"
+        wanted = {(namespace, str(d)) for d in deployments}
+        deleted = []
+        for run in list(self.cluster.kubelet.runs.values()):
+            if run.deployment in wanted:
+                try:
+                    self.store.delete(PODS, run.namespace, run.name)
+                    deleted.append(run.name)
+                except ApiError:
+                    pass
+        return {"fault": "restart-pods", "namespace": namespace, "deployments": sorted(d for _, d in wanted),
+                "pods": sorted(deleted)}
 
     # -- Spot ----------------------------------------------------------------------------------
 
@@ -158,6 +181,9 @@ class Faults:
         for pod in self.store.list(PODS, field_selector=f"spec.nodeName={name}"):
             if evicted:
                 self.cluster.events.record(pod, "Normal", "Evicted", "Evicted pod: Interrupted", component="karpenter")
+                # Karpenter drains through the Eviction API, which marks the pod before deleting it
+                # (pkg/registry/core/pod/storage/eviction.go): Jobs' podFailurePolicy matches on it.
+                self.store.mutate(PODS, pod["metadata"]["namespace"], pod["metadata"]["name"], _disruption_target)
             try:
                 self.store.delete(PODS, pod["metadata"]["namespace"], pod["metadata"]["name"])
             except ApiError:
@@ -226,3 +252,9 @@ class Faults:
     @property
     def busy(self) -> bool:
         return bool(self._timeline)
+
+
+def _disruption_target(pod: dict) -> None:
+    status = pod.setdefault("status", {})
+    status["conditions"] = merge_condition(status.get("conditions"), "DisruptionTarget", "True",
+                                           "EvictionByEvictionAPI", "Eviction API: evicting")

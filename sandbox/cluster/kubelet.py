@@ -52,6 +52,7 @@ from sandbox.kubeapi.strategies.pods import qos_class
 
 from .common import (CONFIGMAPS, NODES, PODS, PVCS, PVS, REPLICASETS, SECRETS, container_requests, controller_of,
                      hex_id, merge_condition, node_internal_ip, pod_requests)
+from .gpu_memory import GIB_OF_GPU, T4_GIB, GpuMemory
 from .device_plugin import (PLUGIN_IMAGE_MARKER, PluginConfigError, config_file_of,
                             load_plugin_config, plugin_error_line)
 
@@ -125,7 +126,8 @@ class _HealthOnlyStandIn:
 
 def start_speech_stand_in(kind: str, *, model_dir: Path | None, load_seconds: float, args: list[str],
                           env: dict[str, str], log_path: Path | None = None, time_scale: float = 1.0,
-                          gpu: tuple[str, float] | None = None):
+                          gpu: tuple[str, float] | None = None, gpu_memory: GpuMemory | None = None,
+                          owner: str = ""):
     """sandbox.speech's stand-in when that module exists, else a /health-only server.
 
     Raises StandInFailed with the server's last words when the real server would exit at start.
@@ -136,7 +138,8 @@ def start_speech_stand_in(kind: str, *, model_dir: Path | None, load_seconds: fl
 
     try:
         return speech.start_stand_in(kind, 0, model_dir=model_dir, load_seconds=load_seconds, args=args, env=env,
-                                     log_path=log_path, time_scale=time_scale, gpu=gpu)
+                                     log_path=log_path, time_scale=time_scale, gpu=gpu, gpu_memory=gpu_memory,
+                                     owner=owner)
     except getattr(speech, "StandInCrashed", RuntimeError) as err:
         raise StandInFailed(str(err)) from None
 
@@ -223,6 +226,7 @@ class Kubelet:
         self.options = cluster.options
         self.runs: dict[str, PodRun] = {}
         self.node_images: dict[str, set[str]] = {}
+        self.gpu_memory: dict[str, GpuMemory] = {}  # node -> its GPU's memory, shared by the pods on it
         self._ports_lock = threading.Lock()
         self._ports: dict[tuple[str, str], dict[int, int]] = {}  # (ns, pod) -> containerPort -> local port
         self._dying: list[tuple[subprocess.Popen, float]] = []
@@ -255,6 +259,7 @@ class Kubelet:
     def forget_node(self, node: str) -> None:
         """The node left: its image cache goes with it."""
         self.node_images.pop(node, None)
+        self.gpu_memory.pop(node, None)
 
     # -- the pass ------------------------------------------------------------------------------
 
@@ -553,7 +558,8 @@ class Kubelet:
             try:
                 stand_in = start_speech_stand_in(c.kind, model_dir=model_dir, load_seconds=self.options.model_load,
                                                  args=args, env=dict(c.raw_env), log_path=log_path,
-                                                 time_scale=self.options.scaled(1.0), gpu=self._node_gpu(run))
+                                                 time_scale=self.options.scaled(1.0), gpu=self._node_gpu(run),
+                                                 gpu_memory=self._node_gpu_memory(run), owner=f"{run.uid}/{c.name}")
             except StandInFailed as err:
                 self._log(c, str(err))
                 c.crash_at = now
@@ -562,6 +568,13 @@ class Kubelet:
             if port is not None:
                 with self._ports_lock:
                     self._ports.setdefault((run.namespace, run.name), {})[port] = stand_in.port
+
+    def _node_gpu_memory(self, run: PodRun) -> GpuMemory | None:
+        """The memory of the GPU on the pod's node, for containers that were given the GPU."""
+        gpu = self._node_gpu(run)
+        if gpu is None or not _wants_gpu(run.pod):
+            return None
+        return self.gpu_memory.setdefault(run.node, GpuMemory(GIB_OF_GPU.get(gpu[0], T4_GIB)))
 
     def _node_gpu(self, run: PodRun) -> tuple[str, float] | None:
         """(GPU name, compute capability) of the pod's node, from its instance family; None without a GPU."""
@@ -608,6 +621,9 @@ class Kubelet:
             if code is not None:
                 self._terminated(run, c, code if code >= 0 else 128 - code, now)
                 return
+        if any(getattr(s, "exit_message", None) for s in c.stand_ins.values()):
+            self._terminated(run, c, 1, now)  # the server exited after start (its log has why)
+            return
         if not c.init:
             self._run_probes(run, c, now)
 
@@ -1196,3 +1212,8 @@ def _signal_group(proc: subprocess.Popen, sig: int) -> None:
     except (ProcessLookupError, PermissionError):
         pass
 
+
+def _wants_gpu(pod: dict) -> bool:
+    """A container asks for a GPU (whole or time-sliced share): the device plugin gives it the device."""
+    return any(key.startswith("nvidia.com/gpu") for c in pod["spec"].get("containers") or []
+               for key in ((c.get("resources") or {}).get("limits") or {}))

@@ -78,6 +78,9 @@ class JobStrategy(Strategy):
         restart = as_dict(as_dict(spec.get("template")).get("spec")).get("restartPolicy")
         if restart not in JOB_RESTART_POLICIES:
             causes.append(not_supported("spec.template.spec.restartPolicy", restart, JOB_RESTART_POLICIES))
+        elif spec.get("podFailurePolicy") is not None and restart != "Never":  # pkg/apis/batch/validation
+            causes.append(invalid("spec.template.spec.restartPolicy", restart,
+                                  'only "Never" is supported when podFailurePolicy is specified'))
         if spec.get("completionMode") not in COMPLETION_MODES:
             causes.append(not_supported("spec.completionMode", spec.get("completionMode"), COMPLETION_MODES))
         return causes

@@ -1,0 +1,82 @@
+"""GPU memory shared by ASR and TTS on one time-sliced GPU: the sandbox's memory ledger and the
+start order it makes matter. vLLM checks free memory at start and profiles its own usage; a TTS
+load during that profiling eats ASR's KV cache, and ASR exits (vllm v1/worker/gpu_worker.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from sandbox import speech
+from sandbox.cluster.common import DEPLOYMENTS
+from sandbox.cluster.gpu_memory import GIB, GpuMemory
+from tests.cluster_helpers import (configure_time_slicing, deployment, node_gpus, pods, ready_pods,
+                                   running_cluster, time_slicing_config, wait_for)
+
+ASR_ARGS = ["Qwen/Qwen3-ASR-1.7B", "--dtype", "half", "--gpu-memory-utilization", "0.45"]
+TTS_ENV = {"NVIDIA_VISIBLE_DEVICES": "all"}
+
+
+def test_asr_refuses_to_start_when_free_memory_is_below_its_utilization_share():
+    ledger = GpuMemory()
+    ledger.allocate("other", 10 * GIB)
+    with pytest.raises(speech.StandInCrashed, match=r"Free memory on device cuda:0 \(5.00/15.00 GiB\) on startup "
+                                                     r"is less than desired GPU memory utilization \(0.45, 6.75 GiB\)"):
+        speech.start_stand_in("asr", args=ASR_ARGS, gpu_memory=ledger, owner="asr")
+    assert ledger.used_by("asr") == 0
+
+
+def test_asr_then_tts_fit_and_stopping_frees_the_memory():
+    ledger = GpuMemory()
+    asr = speech.start_stand_in("asr", args=ASR_ARGS, gpu_memory=ledger, owner="asr")
+    assert ledger.used_by("asr") == pytest.approx(0.45 * 15 * GIB)
+    assert any("Available KV cache memory: 1.75 GiB" in line for line in asr.log_lines)
+    tts = speech.start_stand_in("tts", env=TTS_ENV, gpu_memory=ledger, owner="tts")
+    wait_for(lambda: ledger.used_by("tts") == pytest.approx(speech.TTS_LOAD_GIB * GIB), "the TTS model loaded")
+    tts.stop()
+    asr.stop()
+    assert ledger.free() == ledger.total
+
+
+def test_a_tts_load_during_asr_profiling_leaves_no_memory_for_the_cache_blocks():
+    ledger = GpuMemory()
+    asr = speech.start_stand_in("asr", args=ASR_ARGS, gpu_memory=ledger, owner="asr", load_seconds=0.3)
+    tts = speech.start_stand_in("tts", env=TTS_ENV, gpu_memory=ledger, owner="tts")
+    try:
+        wait_for(lambda: asr.exit_message, "ASR to exit after profiling")
+        assert "No available memory for the cache blocks" in asr.exit_message
+        assert ledger.used_by("asr") == 0  # the exited process holds nothing
+    finally:
+        tts.stop()
+        asr.stop()
+
+
+def _speech_deployments(store) -> None:
+    asr = deployment("asr", image="qwenllm/qwen3-asr:latest", gpu=1, container={"args": ASR_ARGS})
+    tts = deployment("tts", image="qwen3-tts:test", gpu=1, next_to="asr",
+                     container={"command": ["python", "-m", "api.main"], "env": [
+                         {"name": "NVIDIA_VISIBLE_DEVICES", "value": "all"}]})
+    store.create(DEPLOYMENTS, asr)
+    wait_for(lambda: ready_pods(store, "default", "app=asr", 1), "ASR ready first, as the first deploy does")
+    store.create(DEPLOYMENTS, tts)
+    wait_for(lambda: ready_pods(store, "default", "app in (asr,tts)", 2), "both ready")
+
+
+def _asr_restarted(store):
+    (pod,) = pods(store, selector="app=asr") or [None]
+    statuses = ((pod or {}).get("status") or {}).get("containerStatuses") or []
+    return statuses and statuses[0].get("restartCount", 0) >= 1 and statuses[0]
+
+
+@pytest.mark.parametrize("fault", [("restart-pods", {"deployments": ["asr", "tts"]}),
+                                   ("spot-interruption", {"replacement_delay": 0.3})], ids=lambda f: f[0])
+def test_both_serving_pods_coming_back_together_crash_asr_with_todays_pod_specs(tmp_path, fault):
+    """Today's TTS pod only needs ASR scheduled (pod affinity), not started: after a restart of
+    both or a Spot replacement, TTS loads during ASR's profiling and ASR exits."""
+    with running_cluster(tmp_path, model_load=0.5) as cluster:
+        store = cluster.store
+        configure_time_slicing(store, time_slicing_config(4))
+        wait_for(lambda: node_gpus(store) == 4, "time-slicing in effect")
+        _speech_deployments(store)
+        cluster.inject(*fault)
+        status = wait_for(lambda: _asr_restarted(store), "ASR to exit and restart")
+        assert "No available memory for the cache blocks" in status["lastState"]["terminated"]["message"]
