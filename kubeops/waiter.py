@@ -304,7 +304,17 @@ def _progress_line(kube: Kube, obj: dict, diagnose_pods: bool, unschedulable_sin
         if view.fatal:
             raise WaitFailed(f"{ref}: {view.fatal}" + _logs_hint(kube, ref.namespace, view))
     event = latest_event(kube, ref.namespace, views[-1].name)
-    return "; ".join(v.summary for v in views) + (f" | last event {event}" if event else "")
+    if event and event.startswith("Scheduled:") and views[-1].node:  # the summary names the node already
+        event = None
+    summary = "; ".join(v.summary for v in views)
+    room = STATE_CHARS - len(summary) - len(" | last event ")
+    if event and len(event) > room:  # one line per state; `kubectl describe pod` has the rest
+        event = event[:room - 3] + "..." if room >= 24 else None
+    return summary + (f" | last event {event}" if event else "")
+
+
+# A state line's length before its step label and timing: with both, a line stays under ~160 characters.
+STATE_CHARS = 95
 
 
 def _status_words(obj: dict) -> str:

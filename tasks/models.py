@@ -278,17 +278,17 @@ def seed_result(kube, job: dict) -> dict:
 
 def seed_summary(m: Model, result: dict) -> str:
     """One human line per seeded model: files, bytes, time, rate, bytes resumed."""
-    head = f"{m.key.upper()} {m.repo}@{m.commit[:12]} seeded and verified in {m.path}"
+    head = f"{m.key.upper()} @{m.commit[:12]}:"  # the operation's name has the repo
     if not result:
-        return head
+        return f"{head} seeded and verified in {m.path}"
+    verified = f"{result.get('files')} files, {_bytes(result.get('total_bytes', 0))} in {m.path} verified"
     if result.get("fast_path"):
-        return f"{head}: already complete ({result.get('files')} files, {_bytes(result.get('total_bytes', 0))})"
+        return f"{head} already complete, {verified}"
     seconds = float(result.get("seconds") or 0)
     downloaded = int(result.get("downloaded_bytes") or 0)
     rate = f" ({_bytes(downloaded / seconds)}/s)" if seconds >= 0.1 else ""
-    return (f"{head}: {result.get('files')} files, {_bytes(result.get('total_bytes', 0))}; "
-            f"downloaded {_bytes(downloaded)} in {seconds:.1f}s{rate}, {len(result.get('fetched') or [])} files "
-            f"fetched, {_bytes(result.get('resumed_bytes', 0))} resumed")
+    return (f"{head} {verified}; {_bytes(downloaded)} downloaded in {seconds:.1f}s{rate}, "
+            f"{_bytes(result.get('resumed_bytes', 0))} resumed")
 
 
 def _bytes(count: float) -> str:

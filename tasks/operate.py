@@ -145,10 +145,11 @@ def status(ctx: DeployContext, out=print, audit: bool = False) -> bool:
                 + models.describe_damage(report))
             for problem in report.get("problems") or []:
                 out(f"        {problem}")
-    out("GPU nodes")
     selector = ",".join(f"{k}={v}" for k, v in sorted(s.gpu_node_selector.items()))
     pods = kube.list("v1", "Pod", s.namespace, label_selector="app.kubernetes.io/part-of=qwen3-speech")
-    for node in kube.list("v1", "Node", label_selector=selector):
+    gpu_nodes = kube.list("v1", "Node", label_selector=selector)
+    out("GPU nodes" if gpu_nodes else f"GPU nodes: none matches {selector} (Karpenter starts one for the ASR pod)")
+    for node in gpu_nodes:
         name = node["metadata"]["name"]
         on_it = [p["metadata"]["name"] for p in pods if p["spec"].get("nodeName") == name
                  and (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")]
