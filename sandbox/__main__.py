@@ -256,7 +256,14 @@ def main(argv: list[str] | None = None) -> int:
                                 "hub-cut, hub-429, hub-corrupt, hub-new-revision, clear")
     p.add_argument("params", nargs="*", help="key=value (values parsed as JSON when they can be)")
     args = parser.parse_args(argv)
-    return {"up": cmd_up, "serve": cmd_serve, "down": cmd_down, "status": cmd_status, "fault": cmd_fault}[args.command](args)
+    try:
+        return _COMMANDS[args.command](args)
+    except BrokenPipeError:  # `python -m sandbox status | head -3`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 0
+
+
+_COMMANDS = {"up": cmd_up, "serve": cmd_serve, "down": cmd_down, "status": cmd_status, "fault": cmd_fault}
 
 
 if __name__ == "__main__":

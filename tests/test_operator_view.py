@@ -94,3 +94,28 @@ def _read_line(proc, seen: list[str]) -> bool:
     if line:
         seen.append(line.rstrip("\n"))
     return bool(line)
+
+
+# ---- the sandbox CLI, as an operator types it -------------------------------------------------
+
+def _sandbox_cli(root, *args: str, pipe_to: str | None = None) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "sandbox", *args, "--dir", str(root)]
+    if pipe_to:  # through a shell pipe that closes early, as `| head -1` does
+        import shlex
+        return subprocess.run(f"{shlex.join(command)} | {pipe_to}", shell=True, capture_output=True, text=True,
+                              timeout=60, executable="/bin/bash")
+    return subprocess.run(command, capture_output=True, text=True, timeout=60)
+
+
+def test_sandbox_cli_answers_an_operators_mistakes_clearly(sandbox):
+    # A crash loop for a Deployment that is not there (the namespace left out) fails, naming it.
+    missing = _sandbox_cli(sandbox.root, "fault", "crash-loop", "deployment=qwen3-tts")
+    assert missing.returncode == 1
+    assert "no Deployment qwen3-tts in namespace default" in missing.stderr, missing.stderr
+    # Missing parameters: which ones, and an example.
+    bare = _sandbox_cli(sandbox.root, "fault", "image-pull-failure")
+    assert bare.returncode == 1
+    assert "needs deployment=NAME" in bare.stderr and "namespace=hosthree" in bare.stderr, bare.stderr
+    # A reader that closes the pipe early gets no traceback.
+    closed = _sandbox_cli(sandbox.root, "status", pipe_to="true")  # `true` exits before the first line
+    assert "Traceback" not in closed.stderr and "BrokenPipe" not in closed.stderr, closed.stderr
