@@ -28,8 +28,10 @@ What it does:
   (a flipped byte with the mtime restored, a truncation, a deletion: only that file);
   `--verify full` re-hashes everything. Files whose hash matches the new listing are kept, so a
   new commit that changes one file fetches only that file;
-- prints a progress line every few seconds (bytes done of total, rate, ETA), a summary line,
-  and a last line `SEED-RESULT {json}` on success; on failure the last line is the error.
+- prints a progress line every few seconds (bytes done of total, rate, ETA; "stalled since ..."
+  once no byte came for --stall-seconds), a summary line, and a last line `SEED-RESULT {json}`
+  on success (for programs: the deploy turns it into one short line); on failure the last line
+  is the error.
 
 Single writer: one seeder per directory, claimed by creating `<dest>/.qwen3-seed.lock` with
 O_CREAT|O_EXCL (atomic on NFSv4/EFS as on local disks) holding host, pid and start time; the
@@ -192,11 +194,16 @@ def check_repo_path(path: str, repo: str) -> str:
 
 
 class Progress:
-    """Bytes done of total for one model; prints a line at most every `interval` seconds."""
+    """Bytes done of total for one model; prints a line every `interval` seconds, and says
+    "stalled" (since when) once no byte has arrived for `stall_seconds`."""
 
-    def __init__(self, label: str, total: int, done: int, interval: float):
+    def __init__(self, label: str, total: int, done: int, interval: float, stall_seconds: float = 60.0):
         self.label, self.total, self.done, self.interval = label, total, done, interval
+        self.stall_seconds = stall_seconds
         self.downloaded = 0
+        self.resumed_bytes = 0
+        self._last_byte_at = time.monotonic()
+        self._last_byte_wall = time.time()
         self.files_done = 0
         self.files_total = 0
         self.started = time.monotonic()
@@ -208,11 +215,14 @@ class Progress:
         with self._lock:
             self.done += count
             self.downloaded += count
+            if count:
+                self._last_byte_at, self._last_byte_wall = time.monotonic(), time.time()
 
     def resumed(self, count: int) -> None:
         """Bytes found in a partial file: done, but not downloaded by this run."""
         with self._lock:
             self.done += count
+            self.resumed_bytes += count
 
     def rewind(self, count: int) -> None:
         with self._lock:
@@ -229,11 +239,18 @@ class Progress:
             remaining = max(self.total - self.done, 0)
             eta = human_seconds(remaining / rate) if rate > 0 else "unknown"
             percent = 100.0 * self.done / self.total if self.total else 100.0
-            return (f"[seed] {self.label}: {human_bytes(self.done)} of {human_bytes(self.total)} ({percent:.1f}%) "
-                    f"at {human_bytes(rate)}/s, ETA {eta}; files {self.files_done}/{self.files_total} done")
+            done = f"{human_bytes(self.done)} of {human_bytes(self.total)} ({percent:.1f}%)"
+            files = f"files {self.files_done}/{self.files_total} done"
+            quiet = time.monotonic() - self._last_byte_at
+            if quiet >= self.stall_seconds:  # a falling rate and a rising ETA would hide this
+                since = time.strftime("%H:%M:%S UTC", time.gmtime(self._last_byte_wall))
+                return (f"[seed] {self.label}: stalled since {since}, no byte for {human_seconds(quiet)}; "
+                        f"{done}, {files}; transfers are retried, or delete the Job to start over")
+            return f"[seed] {self.label}: {done} at {human_bytes(rate)}/s, ETA {eta}; {files}"
 
     def start(self) -> None:
-        self.started = time.monotonic()
+        self.started = self._last_byte_at = time.monotonic()
+        self._last_byte_wall = time.time()
         self._thread = threading.Thread(target=self._run, name="progress", daemon=True)
         self._thread.start()
 
@@ -677,7 +694,7 @@ class Seeder:
         manifest = read_manifest(self.dest)
         problem = manifest_problem(manifest, self.dest, self.repo, commit)
         if problem is not None:
-            log(f"[seed] {self.repo}@{commit[:12]} in {self.dest}: {problem}; seeding")
+            log(f"[seed] {self.repo}@{commit[:12]}: {problem}; seeding")
             return None
         total = sum(int(entry["size"]) for entry in manifest["files"])
         seconds = time.monotonic() - self.started
@@ -690,6 +707,7 @@ class Seeder:
         downloaded = self.progress.downloaded if self.progress else 0
         return {"ok": True, "repo": self.repo, "commit": commit, "dest": self.dest, "files": len(files),
                 "total_bytes": total, "downloaded_bytes": downloaded, "hashed_bytes": self.hashed_bytes,
+                "resumed_bytes": self.progress.resumed_bytes if self.progress else 0,
                 "fetched": sorted(self.fetched), "refetched_after_mismatch": sorted(self.refetched),
                 "removed": removed, "fast_path": fast_path, "verify": self.args.verify,
                 "seconds": round(seconds, 3), "seeder": f"{SEEDER}/{VERSION}"}
@@ -738,7 +756,7 @@ class Seeder:
 
         # Phase 3: download in parallel, verify, move into place.
         done_bytes = sum(rf.size for rf in remote if rf.path in keep)
-        self.progress = Progress(label, total, done_bytes, args.progress_seconds)
+        self.progress = Progress(label, total, done_bytes, args.progress_seconds, args.stall_seconds)
         self.progress.files_total = len(remote)
         self.progress.files_done = len(keep)
         fetched: dict[str, dict] = {}
@@ -1107,6 +1125,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="attempts without progress on 429/5xx/connection errors before giving up (default 8)")
     parser.add_argument("--timeout", type=float, default=60.0, help="socket timeout in seconds (default 60)")
     parser.add_argument("--progress-seconds", type=float, default=5.0, help="seconds between progress lines")
+    parser.add_argument("--stall-seconds", type=float, default=60.0,
+                        help="seconds without a downloaded byte before progress says stalled (default 60)")
     parser.add_argument("--lock-stale-seconds", type=float, default=120.0,
                         help="a claim not refreshed for this long is broken (default 120)")
     parser.add_argument("--lock-wait-seconds", type=float, default=180.0,

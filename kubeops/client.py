@@ -17,7 +17,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import urllib3
 from kubernetes import client as k8s_client
@@ -67,6 +67,10 @@ class Kube:
         self.timeout = timeout
         self.describe = describe
         self.counter = RequestCounter()
+        # Seconds between a wait's heartbeats (kubeops.waiter.Heartbeat), progress_interval_seconds;
+        # a request retried for longer than this says so through `on_retry` (None: silent).
+        self.progress_interval = 15.0
+        self.on_retry: Callable[[str], None] | None = None
 
     @property
     def host(self) -> str:
@@ -83,6 +87,7 @@ class Kube:
             body = json.dumps(body)
         started = time.monotonic()
         attempt = 0
+        tried = _RequestRetries(self, f"{method} {path}", started)
         while True:
             method_, url, header_params, body_, _ = self.api.param_serialize(
                 method, path, query_params=query_params, header_params=dict(headers), body=body,
@@ -94,10 +99,9 @@ class Kube:
                 status = resp.status
             except (urllib3.exceptions.HTTPError, ConnectionError, OSError) as exc:
                 attempt += 1
-                if not self._pause(attempt, started, None, cause_of(exc)):
-                    raise KubeUnreachable(f"{self.describe} ({self.host}) did not answer {method} {path} "
-                                          f"(tried for {time.monotonic() - started:.0f}s, api_retry_seconds "
-                                          f"{self.retry.budget_seconds:g}): {exc}") from exc
+                if not self._pause(attempt, started, None, cause_of(exc), tried):
+                    raise KubeUnreachable(f"{self.describe} ({self.host}) did not answer {method} {path}"
+                                          f"{tried.suffix()}: {exc}") from exc
                 continue
             self._count(method, query)
             if status < 400:
@@ -108,18 +112,21 @@ class Kube:
             if status in TRANSIENT_STATUS:
                 attempt += 1
                 retry_after = resp.getheader("Retry-After") if hasattr(resp, "getheader") else None
-                if self._pause(attempt, started, retry_after, str(status)):
+                if self._pause(attempt, started, retry_after, str(status), tried):
                     continue
             raise KubeApiError(status, parsed.get("reason") or _reason_for(status),
-                               parsed.get("message") or (data or b"").decode(errors="replace")[:300],
+                               (parsed.get("message") or (data or b"").decode(errors="replace")[:300])
+                               + (tried.suffix() if status in TRANSIENT_STATUS else ""),
                                method=method, path=path, body=parsed)
 
-    def _pause(self, attempt: int, started: float, retry_after: str | None, cause: str) -> bool:
+    def _pause(self, attempt: int, started: float, retry_after: str | None, cause: str,
+               tried: "_RequestRetries") -> bool:
         """Wait before retry `attempt`; False when the retry budget is spent."""
         pause = self.retry.delay(attempt, time.monotonic() - started, retry_after)
         if pause is None:
             return False
         logger.debug("retrying in %.1fs (attempt %d) after %s", pause, attempt, cause)
+        tried.note(cause, pause)
         self.retries.note(cause, pause)
         self.counter.retries += 1
         time.sleep(pause)
@@ -193,6 +200,31 @@ class Kube:
             raise KubeUnreachable(f"{self.describe} ({self.host}) did not answer {method} {proxy_path}: {exc}") from exc
         self.counter.reads += 1
         return resp.status, resp.data
+
+
+class _RequestRetries:
+    """The retries of one request: said through `kube.on_retry` once they last longer than a
+    heartbeat interval (what is retried, why, for how long), and summed up in the final error."""
+
+    def __init__(self, kube: Kube, what: str, started: float):
+        self.kube, self.what, self.started = kube, what, started
+        self.log = RetryLog()
+        self.next_say = started + kube.progress_interval
+
+    def note(self, cause: str, paused: float) -> None:
+        self.log.note(cause, paused)
+        now = time.monotonic()
+        if self.kube.on_retry is not None and now >= self.next_say:
+            self.next_say = now + self.kube.progress_interval
+            self.kube.on_retry(f"still retrying {self.what}: {self.log.describe()}, {now - self.started:.0f}s of "
+                               f"api_retry_seconds {self.kube.retry.budget_seconds:g}")
+
+    def suffix(self) -> str:
+        elapsed = time.monotonic() - self.started
+        if not self.log.total:
+            return ""
+        return (f" (retried {self.log.total} time{'s' if self.log.total > 1 else ''} over {elapsed:.0f}s, "
+                f"api_retry_seconds {self.kube.retry.budget_seconds:g}: {self.log.describe()})")
 
 
 def _parse_status(data: bytes | None) -> dict:

@@ -199,7 +199,10 @@ def absent(refs: Iterable[Ref], wait: bool = True, timeout: float = 300, poll: f
 
 def _wait_gone(kube, ref: Ref, timeout: float, poll: float, label: str) -> None:
     deadline = time.monotonic() + timeout
+    beat = waiter.Heartbeat(f"{ref} to be gone", timeout, lambda line: _say(label, line), kube.progress_interval,
+                            announce=False)
     while kube.get(ref) is not None:
+        beat.update(f"{ref}: deleting")
         if time.monotonic() >= deadline:
             raise waiter.WaitTimedOut(f"{ref} still exists after {timeout:.0f}s (finalizers? `kubectl describe` it)")
         time.sleep(poll)

@@ -101,6 +101,11 @@ class RetryLog:
             self._paused += paused
             self.total += 1
 
+    def describe(self) -> str:
+        """The causes so far, most frequent first ("503 x3, connection reset x1"), kept."""
+        with self._lock:
+            return _causes_text(self._causes)
+
     def take_summary(self) -> str | None:
         """One line for what was retried since the last call (None when nothing was), then forget it."""
         with self._lock:
@@ -109,7 +114,10 @@ class RetryLog:
         count = sum(causes.values())
         if not count:
             return None
-        what = ", ".join(f"{cause} x{n}" for cause, n in causes.most_common())
         noun = self.noun if count == 1 else self.noun + "s"
-        return f"{count} {noun} retried over {paused:.0f} s: {what}"
+        return f"{count} {noun} retried over {paused:.0f} s: {_causes_text(causes)}"
+
+
+def _causes_text(causes: collections.Counter) -> str:
+    return ", ".join(f"{cause} x{n}" for cause, n in causes.most_common())
 

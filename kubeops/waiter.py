@@ -2,7 +2,9 @@
 
 `READY[kind](obj)` answers "done?", `FAILED[kind](obj)` answers "will never be done, and why?".
 While an object is not ready the waiter looks at its pods and their events, prints progress
-when it changes, and stops early with the reason when a pod cannot succeed (Unschedulable,
+when it changes and a heartbeat at a steady interval when it does not (`Heartbeat`: what it
+waits for, elapsed and remaining time, the latest state; every wait of the playbook uses it),
+and stops early with the reason when a pod cannot succeed (Unschedulable,
 ImagePullBackOff, CrashLoopBackOff, a failing init container) instead of sitting out the
 timeout. Adding a kind is one function in each table.
 """
@@ -184,11 +186,76 @@ def latest_event(kube: Kube, namespace: str, name: str) -> str | None:
 
 Progress = Callable[[str], None]
 
+HEARTBEAT_SECONDS = 15.0  # the default of progress_interval_seconds
+
+
+def seconds_text(seconds: float) -> str:
+    """A duration as an operator reads it: 45s, 3m20s, 1h05m."""
+    seconds = max(0, int(round(seconds)))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+class Heartbeat:
+    """Progress of one wait: a line when its state changes, and when it does not, one every
+    `interval` seconds of real time, so a long wait is never silent and always says how long.
+
+    + what: what is waited for ("Deployment hosthree/qwen3-asr")
+    + timeout: seconds the wait may take (None: no deadline)
+    + say: where lines go (None: nowhere)
+    + interval: seconds between heartbeats (progress_interval_seconds; default HEARTBEAT_SECONDS)
+    + announce: print the first state at once (False when the caller has just said it)
+
+    Lines look like `waiting (phase Pending) [5s of 5m00s]` on a change and
+    `still waiting for X: 45s elapsed, 4m15s left; unchanged for 30s: <state>` as a heartbeat.
+    """
+
+    def __init__(self, what: str, timeout: float | None, say: Progress | None, interval: float | None = None,
+                 clock: Callable[[], float] = time.monotonic, announce: bool = True):
+        self.what, self.timeout, self.clock, self.announce = what, timeout, clock, announce
+        self.say = say or (lambda line: None)
+        self.interval = HEARTBEAT_SECONDS if interval is None else interval
+        self.started = clock()
+        self._last_state: str | None = None
+        self._state_since = self.started
+        self._next_beat = self.started + self.interval
+
+    @property
+    def elapsed(self) -> float:
+        return self.clock() - self.started
+
+    def timing(self) -> str:
+        if self.timeout is None:
+            return f"{seconds_text(self.elapsed)} elapsed"
+        left = max(0.0, self.timeout - self.elapsed)
+        return f"{seconds_text(self.elapsed)} elapsed, {seconds_text(left)} left"
+
+    def update(self, state: str) -> None:
+        """Note the wait's current state (one line); print it if new, else a heartbeat when one is due."""
+        now = self.clock()
+        if state != self._last_state:
+            first, self._last_state, self._state_since = self._last_state is None, state, now
+            if self.announce or not first:  # announce=False: the caller has said what it waits for
+                self.say(state if now - self.started < 1 else f"{state} [{self.timing()}]")
+            self._next_beat = now + self.interval
+        elif now >= self._next_beat:
+            self.say(f"still waiting for {self.what}: {self.timing()}; unchanged for "
+                     f"{seconds_text(now - self._state_since)}: {state}")
+            # Steady: the next beat one interval after this one was due, not after a slow poll.
+            self._next_beat = max(self._next_beat + self.interval, now + self.interval / 2)
+
 
 def wait_until_ready(kube: Kube, ref: Ref, *, timeout: float, poll: float = 2.0,
                      progress: Progress | None = None, check: Callable[[dict], bool] | None = None,
-                     diagnose_pods: bool = True, unschedulable_grace: float = 0.0) -> dict:
+                     diagnose_pods: bool = True, unschedulable_grace: float = 0.0,
+                     heartbeat: float | None = None) -> dict:
     """Poll `ref` until ready (or `check(obj)`), raising WaitFailed with a diagnosis or on timeout.
+
+    Progress goes through a `Heartbeat` every `heartbeat` seconds (default: the connection's
+    `progress_interval`, from progress_interval_seconds).
 
     A pod that cannot be scheduled fails the wait once it has stayed so for `unschedulable_grace`
     seconds: long enough for Karpenter to bring a node (or a Spot replacement to join), short
@@ -198,8 +265,8 @@ def wait_until_ready(kube: Kube, ref: Ref, *, timeout: float, poll: float = 2.0,
     unschedulable_since: dict[str, float] = {}
     ready = check or READY.get(ref.kind, always_ready)
     failed = FAILED.get(ref.kind, never_failed)
-    last_line = None
-    say = progress or (lambda line: None)
+    beat = Heartbeat(str(ref), timeout, progress, heartbeat if heartbeat is not None else kube.progress_interval)
+    line = ""
     while True:
         obj = kube.get(ref)
         if obj is not None and ready(obj):
@@ -210,11 +277,9 @@ def wait_until_ready(kube: Kube, ref: Ref, *, timeout: float, poll: float = 2.0,
                 raise WaitFailed(f"{ref}: {reason}" + _pod_hint(kube, obj))
         line = f"{ref}: not found yet" if obj is None else _progress_line(kube, obj, diagnose_pods,
                                                                             unschedulable_since, unschedulable_grace)
-        if line != last_line:
-            say(line)
-            last_line = line
+        beat.update(line)
         if time.monotonic() >= deadline:
-            raise WaitTimedOut(f"{ref} was not ready after {timeout:.0f}s; last state: {line}. "
+            raise WaitTimedOut(f"{ref} was not ready after {seconds_text(timeout)}; last state: {line}. "
                                "Raise the timeout in the inventory if the cluster is just slow.")
         time.sleep(poll)
 
@@ -226,8 +291,8 @@ def _progress_line(kube: Kube, obj: dict, diagnose_pods: bool, unschedulable_sin
     if not selector:
         return f"{ref}: waiting ({_status_words(obj)})"
     pods = kube.list("v1", "Pod", ref.namespace, label_selector=selector)
-    if not pods:
-        return f"{ref}: no pods yet ({_status_words(obj)})"
+    if not pods:  # its status may still count the pods that are gone (a Spot interruption): not shown
+        return f"{ref}: waiting for its pods to be created"
     views = [describe_pod(p) for p in pods]
     now = time.monotonic()
     for view in views:
@@ -239,7 +304,17 @@ def _progress_line(kube: Kube, obj: dict, diagnose_pods: bool, unschedulable_sin
         if view.fatal:
             raise WaitFailed(f"{ref}: {view.fatal}" + _logs_hint(kube, ref.namespace, view))
     event = latest_event(kube, ref.namespace, views[-1].name)
-    return "; ".join(v.summary for v in views) + (f" | last event {event}" if event else "")
+    if event and event.startswith("Scheduled:") and views[-1].node:  # the summary names the node already
+        event = None
+    summary = "; ".join(v.summary for v in views)
+    room = STATE_CHARS - len(summary) - len(" | last event ")
+    if event and len(event) > room:  # one line per state; `kubectl describe pod` has the rest
+        event = event[:room - 3] + "..." if room >= 24 else None
+    return summary + (f" | last event {event}" if event else "")
+
+
+# A state line's length before its step label and timing: with both, a line stays under ~160 characters.
+STATE_CHARS = 95
 
 
 def _status_words(obj: dict) -> str:
@@ -271,14 +346,20 @@ def _logs_hint(kube: Kube, namespace: str | None, view: PodView) -> str:
     return "\n    last log lines of " + view.failing_container + ":\n      " + "\n      ".join(tail.splitlines()[-5:])
 
 
-def job_log_line(kube: Kube, job: dict) -> str | None:
-    """The newest line a Job's pod printed: seeding progress for the operator."""
+def job_log_tail(kube: Kube, job: dict, lines: int = 1) -> list[str]:
+    """The newest `lines` lines the newest pod of a Job printed (seeding progress, its result)."""
     pods = kube.list("v1", "Pod", job["metadata"]["namespace"], label_selector=pod_selector(job))
     if not pods:
-        return None
+        return []
     pods.sort(key=lambda p: p["metadata"].get("creationTimestamp", ""))
-    tail = kube.pod_log(job["metadata"]["namespace"], pods[-1]["metadata"]["name"], tail_lines=1).strip()
-    return tail or None
+    tail = kube.pod_log(job["metadata"]["namespace"], pods[-1]["metadata"]["name"], tail_lines=lines)
+    return [line for line in tail.splitlines() if line.strip()]
+
+
+def job_log_line(kube: Kube, job: dict) -> str | None:
+    """The newest line a Job's pod printed: seeding progress for the operator."""
+    tail = job_log_tail(kube, job)
+    return tail[-1].strip() if tail else None
 
 
 def node_gpus(node: dict, resource: str = "nvidia.com/gpu") -> int:

@@ -18,6 +18,15 @@ PART_OF = "qwen3-speech"
 MANAGED_BY = "pyinfra"
 
 
+def short_image(image: str | None) -> str:
+    """An image reference for a one-line name: a digest abbreviated to 12 hex digits (the full
+    reference stays in the manifest, its diff and `status`)."""
+    if not image:
+        return "?"
+    name, sep, digest = image.partition("@sha256:")
+    return f"{name}@sha256:{digest[:12]}" if sep else image
+
+
 def labels(name: str, extra: dict[str, str] | None = None) -> dict[str, str]:
     """The standard labels every object of this deploy carries."""
     out = {"app.kubernetes.io/name": name, "app.kubernetes.io/part-of": PART_OF,

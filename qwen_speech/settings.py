@@ -318,6 +318,8 @@ SCHEMA: dict[str, Checker] = {
     "eks_token_refresh_seconds": _number_in(1, 840, "seconds; EKS accepts a token for 15 minutes, refresh before"),
     "field_manager": _dns_subdomain,
     "poll_seconds": _number_in(0.01, 60, "seconds between polls of a wait", low_open=False),
+    "progress_interval_seconds": _number_in(0.01, 3600, "seconds between a wait's progress lines", low_open=False),
+    "stall_seconds": _number_in(1, 86400, "seconds without a downloaded byte before seeding says stalled"),
     # Riding out faults and sharing the cluster (kubeops/retry.py, tasks/lock.py)
     "api_retry_seconds": _number_in(0, 3600, "seconds of retrying transient API errors"),
     "timeout_verify": _int_range(1, 604800, "seconds; a week at most"),

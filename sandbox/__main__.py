@@ -299,7 +299,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--duration", type=int, default=3600, help="seconds the token is valid (default 3600)")
     p.add_argument("--kubeconfig", help="also write a kubeconfig using the token to this path (mode 0600)")
     args = parser.parse_args(argv)
-    return {"token": cmd_token, "up": cmd_up, "serve": cmd_serve, "down": cmd_down, "status": cmd_status, "fault": cmd_fault}[args.command](args)
+    try:
+        return _COMMANDS[args.command](args)
+    except BrokenPipeError:  # `python -m sandbox status | head -3`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 0
+
+
+_COMMANDS = {"token": cmd_token, "up": cmd_up, "serve": cmd_serve, "down": cmd_down, "status": cmd_status, "fault": cmd_fault}
 
 
 if __name__ == "__main__":

@@ -61,8 +61,10 @@ def open_context(settings) -> DeployContext:
         try:
             kube = kube_client.from_kubeconfig(settings.kubeconfig, settings.kube_context, retry_seconds=settings.api_retry_seconds)
         except Exception as err:  # kubernetes.config raises several unrelated types
-            raise DeployBlocked(f"kubeconfig {settings.kubeconfig!r} (context {settings.kube_context!r}) "
-                                f"could not be loaded: {err}") from None
+            context = f" (context {settings.kube_context!r})" if settings.kube_context else ""
+            raise DeployBlocked(f"kubeconfig {settings.kubeconfig!r}{context} could not be loaded: {err}") from None
+    kube.progress_interval = settings.progress_interval_seconds
+    kube.on_retry = lambda line: logger.warning(f"    {line}")
     return DeployContext(settings=settings, kube=kube, aws=aws_session)
 
 

@@ -30,6 +30,7 @@ from datetime import datetime, timezone
 from kubeops.client import Kube, KubeApiError, KubeUnreachable
 from kubeops.connection import WriteRefused
 from kubeops.kinds import Ref, collection_path
+from kubeops.waiter import Heartbeat
 from qwen_speech.manifests import labels
 
 LEASE = Ref("coordination.k8s.io/v1", "Lease", "qwen3-speech-deploy", "kube-system")
@@ -95,7 +96,7 @@ class DeployLock:
         if self.held:
             return
         deadline = time.monotonic() + self.wait_seconds
-        announced = False
+        beat = Heartbeat(f"the deploy lock {LEASE}", self.wait_seconds, self.say, self.kube.progress_interval)
         while True:
             holder = self._try_acquire()
             if holder is None:
@@ -105,9 +106,7 @@ class DeployLock:
                 return
             if time.monotonic() >= deadline:
                 raise DeployLocked(self._held_message(holder))
-            if not announced:
-                self.say(self._held_message(holder, waiting=True))
-                announced = True
+            beat.update(self._held_message(holder, waiting=True))
             time.sleep(min(self.poll, max(0.0, deadline - time.monotonic())) or self.poll)
 
     def _try_acquire(self) -> dict | None:

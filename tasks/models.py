@@ -23,7 +23,7 @@ from pyinfra.api import deploy, operation
 from kubeops import k8s
 from kubeops.client import KubeApiError
 from kubeops.kinds import Ref
-from kubeops.waiter import describe_pod, job_failed, job_log_line, job_ready, pod_selector
+from kubeops.waiter import Heartbeat, describe_pod, job_failed, job_log_line, job_log_tail, job_ready, pod_selector
 from qwen_speech.manifests import labels, render, script
 from qwen_speech.settings import COMMIT
 
@@ -217,7 +217,8 @@ def models_seeded(models: list[Model], timeout: float = 3600, poll: float = 2.0)
             logger.info(f"    [{host.name}] {label}: created Job {ref.name} for {m.repo}@{m.commit[:12]}")
             jobs[m.key] = (m, ref)
         deadline = time.monotonic() + timeout
-        last_lines: dict[str, str] = {}
+        beats = {key: Heartbeat(f"Job {ref.name}", timeout, _say_for(label, key), kube.progress_interval)
+                 for key, (m, ref) in jobs.items()}
         pending = dict(jobs)
         while pending:
             for key, (m, ref) in list(pending.items()):
@@ -225,7 +226,7 @@ def models_seeded(models: list[Model], timeout: float = 3600, poll: float = 2.0)
                 if job is None:
                     continue
                 if job_ready(job):
-                    logger.info(f"    [{host.name}] {label}: {m.repo}@{m.commit[:12]} seeded and verified in {m.path}")
+                    logger.info(f"    [{host.name}] {label}: {seed_summary(m, seed_result(kube, job))}")
                     _record(kube, s, m)
                     if key in broken:
                         _restart_blocked_pods(kube, s.namespace, key)
@@ -238,9 +239,7 @@ def models_seeded(models: list[Model], timeout: float = 3600, poll: float = 2.0)
                                     fg="red", log_func=logger.error)
                     return False
                 line = job_log_line(kube, job)
-                if line and line != last_lines.get(key):
-                    logger.info(f"    [{host.name}] {label}: {m.key.upper()} {line}")
-                    last_lines[key] = line
+                beats[key].update(_seed_line(line) if line else "the seeding pod has printed nothing yet")
             if pending and time.monotonic() >= deadline:
                 host.log_styled(f"{label}: seeding did not finish within {timeout}s (timeout_seed); the Jobs keep "
                                 "running and a rerun picks them up", fg="red", log_func=logger.error)
@@ -250,6 +249,54 @@ def models_seeded(models: list[Model], timeout: float = 3600, poll: float = 2.0)
         return True
 
     yield k8s.python_command("4. models", run_jobs)
+
+
+SEED_RESULT = "SEED-RESULT "
+
+
+def _say_for(label: str, key: str):
+    return lambda line: logger.info(f"    [{host.name}] {label}: {key.upper()} {line}")
+
+
+def _seed_line(line: str) -> str:
+    """A seeder log line as progress: without its "[seed] " tag; its JSON result is not progress."""
+    if line.startswith(SEED_RESULT):
+        return "finished, reading the result"
+    return line.removeprefix("[seed] ")
+
+
+def seed_result(kube, job: dict) -> dict:
+    """The seeder's SEED-RESULT of a finished Job (empty when its log is gone)."""
+    for line in reversed(job_log_tail(kube, job, lines=5)):
+        if line.startswith(SEED_RESULT):
+            try:
+                return json.loads(line[len(SEED_RESULT):])
+            except ValueError:
+                break
+    return {}
+
+
+def seed_summary(m: Model, result: dict) -> str:
+    """One human line per seeded model: files, bytes, time, rate, bytes resumed."""
+    head = f"{m.key.upper()} @{m.commit[:12]}:"  # the operation's name has the repo
+    if not result:
+        return f"{head} seeded and verified in {m.path}"
+    verified = f"{result.get('files')} files, {_bytes(result.get('total_bytes', 0))} in {m.path} verified"
+    if result.get("fast_path"):
+        return f"{head} already complete, {verified}"
+    seconds = float(result.get("seconds") or 0)
+    downloaded = int(result.get("downloaded_bytes") or 0)
+    rate = f" ({_bytes(downloaded / seconds)}/s)" if seconds >= 0.1 else ""
+    return (f"{head} {verified}; {_bytes(downloaded)} downloaded in {seconds:.1f}s{rate}, "
+            f"{_bytes(result.get('resumed_bytes', 0))} resumed")
+
+
+def _bytes(count: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if abs(count) < 1000 or unit == "GB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.2f} {unit}"
+        count /= 1000
+    return f"{count:.2f} GB"
 
 
 def _restart_blocked_pods(kube, namespace: str, key: str) -> None:

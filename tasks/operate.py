@@ -88,77 +88,121 @@ def context_for(data: dict, out=print) -> DeployContext:
 def drift(ctx: DeployContext, out=print, audit: bool = False) -> int:
     """Print the per-object diff of every object that differs; return how many do (with audit,
     damaged model files on EFS count too)."""
-    drifted = 0
+    document = drift_document(ctx, audit)
+    for model in document["models"]:
+        out(f"4. models: {model['repo']} {model['problem']}")
+    for obj in document["objects"]:
+        out(f"{obj['step']}: {obj['kind']} {_where(obj)} would be {obj['action']}d")
+        for line in obj["diff"]:
+            out("    " + line)
+    return document["drifted"]
+
+
+def drift_document(ctx: DeployContext, audit: bool = False) -> dict:
+    """What differs from the inventory, as one JSON document (schema: files/schemas/drift.schema.json);
+    Secret values appear only as digests (kubeops.changes.mask_secrets)."""
+    drifted_models = []
     recorded = models.recorded_commits(ctx.kube, ctx.settings.namespace)
     for model in ctx.models.values():
         if recorded.get(model.key) != model.commit:
-            drifted += 1
-            out(f"4. models: {model.repo} wanted at {model.commit}, seeded: {recorded.get(model.key) or 'nothing'}")
+            drifted_models.append({"key": model.key, "repo": model.repo, "commit": model.commit,
+                                   "seeded": recorded.get(model.key),
+                                   "problem": f"wanted at {model.commit}, seeded: {recorded.get(model.key) or 'nothing'}"})
     if audit:
         for key, report in models.audit_models(ctx).items():
             if not report.get("ok"):
-                drifted += 1
-                out(f"4. models: {ctx.models[key].repo} files on EFS damaged: {models.describe_damage(report)}")
+                m = ctx.models[key]
+                drifted_models.append({"key": key, "repo": m.repo, "commit": m.commit, "seeded": recorded.get(key),
+                                       "problem": f"files on EFS damaged: {models.describe_damage(report)}"})
+    objects = []
     for step, desired in STEPS:
         for manifest in desired(ctx):
             plan = plan_apply(ctx.kube, with_applied_hash(manifest), field_manager=ctx.settings.field_manager)
             if plan.changes:
-                drifted += 1
-                out(f"{step}: {plan.ref} would be {plan.action}d")
-                for line in plan.diff:
-                    out("    " + line)
-    return drifted
+                objects.append({**_ref_fields(step, plan.ref), "action": plan.action, "diff": list(plan.diff)})
+    return {"drifted": len(drifted_models) + len(objects), "models": drifted_models, "objects": objects}
+
+
+def _ref_fields(step: str, ref: Ref) -> dict:
+    return {"step": step, "apiVersion": ref.api_version, "kind": ref.kind, "namespace": ref.namespace,
+            "name": ref.name}
+
+
+def _where(obj: dict) -> str:
+    return f"{obj['namespace']}/{obj['name']}" if obj.get("namespace") else obj["name"]
 
 
 def status(ctx: DeployContext, out=print, audit: bool = False) -> bool:
     """Per step, each object and its health; then seeded models (with audit: their files on EFS,
     checked by a short Job), endpoints, GPU nodes and pods."""
+    document = status_document(ctx, audit)
+    step = None
+    for obj in document["objects"]:
+        if obj["step"] != step:
+            step = obj["step"]
+            out(step)
+        mark = {"ok": "ok", "missing": "MISSING", "not-ready": "NOT READY"}[obj["health"]]
+        out(f"    {obj['kind']} {_where(obj)}: {mark}{(' - ' + obj['detail']) if obj.get('detail') else ''}")
+    out("models")
+    for m in document["models"]:
+        mark = "ok" if m["seeded"] == m["commit"] else "NOT SEEDED at the wanted commit"
+        out(f"    {m['repo']} ({m['revision']} = {m['commit'][:12]}): seeded {m['seeded'] or 'nothing'} - {mark}")
+        if "files" in m:
+            out(f"    {m['repo']} files on EFS: {'ok' if m['files']['ok'] else 'DAMAGED'} - {m['files']['summary']}")
+            for problem in m["files"]["problems"]:
+                out(f"        {problem}")
+    nodes = document["nodes"]
+    out("GPU nodes" if nodes else f"GPU nodes: none matches {document['gpu_node_selector']} "
+        "(Karpenter starts one for the ASR pod)")
+    for node in nodes:
+        out(f"    {node['name']}: allocatable nvidia.com/gpu {node['gpus']}, pods: {', '.join(node['pods']) or 'none'}")
+    out("endpoints")
+    endpoints = document["endpoints"]
+    for line in endpoints["lines"] + endpoints["warnings"] + endpoints["problems"]:
+        out("    " + line)
+    return document["healthy"]
+
+
+def status_document(ctx: DeployContext, audit: bool = False) -> dict:
+    """Objects and their health, models, GPU nodes and endpoints as one JSON document
+    (schema: files/schemas/status.schema.json)."""
     kube, s = ctx.kube, ctx.settings
-    healthy = True
+    objects = []
     for step, desired in STEPS:
-        out(step)
         for manifest in desired(ctx):
             ref = Ref.of(manifest)
             live = kube.get(ref)
-            if live is None:
-                healthy = False
-                out(f"    {ref}: MISSING")
-                continue
-            ok = is_ready(live)
-            healthy &= ok
-            detail = ""
-            if not ok and pod_selector(live):
-                pods = kube.list("v1", "Pod", ref.namespace, label_selector=pod_selector(live))
-                detail = "; ".join(describe_pod(p).summary for p in pods) or "no pods"
-            out(f"    {ref}: {'ok' if ok else 'NOT READY'}{(' - ' + detail) if detail else ''}")
+            entry = {**_ref_fields(step, ref), "health": "missing", "detail": ""}
+            if live is not None:
+                entry["health"] = "ok" if is_ready(live) else "not-ready"
+                if entry["health"] != "ok" and pod_selector(live):
+                    pods = kube.list("v1", "Pod", ref.namespace, label_selector=pod_selector(live))
+                    entry["detail"] = "; ".join(describe_pod(p).summary for p in pods) or "no pods"
+                if ref.kind in ("Deployment", "DaemonSet"):  # the full image reference, digest and all
+                    entry["images"] = [c.get("image") for c in live["spec"]["template"]["spec"].get("containers", [])]
+            objects.append(entry)
     recorded = models.recorded_commits(kube, s.namespace)
-    out("models")
-    for model in ctx.models.values():
-        seeded = recorded.get(model.key)
-        mark = "ok" if seeded == model.commit else "NOT SEEDED at the wanted commit"
-        out(f"    {model.repo} ({model.revision} = {model.commit[:12]}): seeded {seeded or 'nothing'} - {mark}")
-        healthy &= seeded == model.commit
+    model_entries = {m.key: {"key": m.key, "repo": m.repo, "revision": m.revision, "commit": m.commit,
+                             "path": m.path, "seeded": recorded.get(m.key),
+                             "seeded_at": recorded.get(f"{m.key}-seeded-at")} for m in ctx.models.values()}
     if audit:
         for key, report in models.audit_models(ctx).items():
-            healthy &= bool(report.get("ok"))
-            out(f"    {ctx.models[key].repo} files on EFS: {'ok' if report.get('ok') else 'DAMAGED'} - "
-                + models.describe_damage(report))
-            for problem in report.get("problems") or []:
-                out(f"        {problem}")
-    out("GPU nodes")
+            model_entries[key]["files"] = {"ok": bool(report.get("ok")), "summary": models.describe_damage(report),
+                                           "problems": list(report.get("problems") or [])}
     selector = ",".join(f"{k}={v}" for k, v in sorted(s.gpu_node_selector.items()))
     pods = kube.list("v1", "Pod", s.namespace, label_selector="app.kubernetes.io/part-of=qwen3-speech")
-    for node in kube.list("v1", "Node", label_selector=selector):
-        name = node["metadata"]["name"]
-        on_it = [p["metadata"]["name"] for p in pods if p["spec"].get("nodeName") == name
-                 and (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")]
-        out(f"    {name}: allocatable nvidia.com/gpu {node_gpus(node)}, pods: {', '.join(on_it) or 'none'}")
-    out("endpoints")
+    nodes = [{"name": node["metadata"]["name"], "gpus": node_gpus(node),
+              "pods": [p["metadata"]["name"] for p in pods if p["spec"].get("nodeName") == node["metadata"]["name"]
+                       and (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")]}
+             for node in kube.list("v1", "Node", label_selector=selector)]
     report = verify.Report()
     verify.check_endpoints(ctx, report, alb_wait=0)
-    for line in report.lines + report.warnings + report.problems:
-        out("    " + line)
-    return healthy
+    healthy = (all(o["health"] == "ok" for o in objects)
+               and all(m["seeded"] == m["commit"] and m.get("files", {"ok": True})["ok"] for m in model_entries.values()))
+    return {"healthy": healthy, "objects": objects, "models": list(model_entries.values()),
+            "gpu_node_selector": selector, "nodes": nodes,
+            "endpoints": {"ok": report.ok, "lines": report.lines, "warnings": report.warnings,
+                          "problems": report.problems}}
 
 
 def _overrides(pairs: list[str]) -> dict:
@@ -184,29 +228,58 @@ def _overrides(pairs: list[str]) -> dict:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
+SCHEMAS = Path(__file__).resolve().parent.parent / "files" / "schemas"
+JSON_FORMAT = 1  # bumped only when a field changes meaning or goes away; new fields may appear
+
+
+def _parser():
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m qwen_speech", description=__doc__.strip().splitlines()[0])
-    parser.add_argument("command", choices=("status", "drift", "verify"))
-    parser.add_argument("inventory")
-    parser.add_argument("--data", action="append", default=[], metavar="KEY=VALUE",
-                        help="override an inventory value, as with pyinfra")
-    parser.add_argument("--models", action="store_true",
-                        help="status, drift: also audit the model files on EFS (a short Job runs the model guard)")
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog="python -m qwen_speech", description=__doc__.strip().splitlines()[0],
+                                     epilog="`python -m qwen_speech COMMAND --help` for a command's options")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{status,drift,verify}")
+    for name, text, exits in (
+            ("status", "per step each object and its health, models, GPU nodes, endpoints", "0 healthy, 1 not, 2 error"),
+            ("drift", "what differs from the inventory, as server-side dry runs", "0 in sync, 1 drifted, 2 error"),
+            ("verify", "health and the speech round trip, alone", "0 passed, 1 failed, 2 error")):
+        sub = commands.add_parser(name, help=text, description=f"{text}. Exit codes: {exits}.")
+        sub.add_argument("inventory", help="a pyinfra inventory file, e.g. inventories/sandbox.py")
+        sub.add_argument("--data", action="append", default=[], metavar="KEY=VALUE",
+                         help="override an inventory value, as with pyinfra (repeatable)")
+        if name != "verify":
+            sub.add_argument("--models", action="store_true",
+                             help="also audit the model files on EFS (a short Job runs the model guard)")
+            sub.add_argument("--json", action="store_true",
+                             help=f"one JSON document on stdout (schema files/schemas/{name}.schema.json); "
+                                  "everything else goes to stderr")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
     command = args.command
+    as_json = getattr(args, "json", False)
+    say = (lambda line: print(line, file=sys.stderr)) if as_json else print
+    documents = []
     worst = 0
     try:
         overrides = _overrides(args.data)
         for name, data in load_inventory(args.inventory):
             data = {**data, **overrides}
-            print(f"--> {name} ({data.get('environment', '?')})")
-            ctx = context_for(data)
-            if command == "drift":
+            say(f"--> {name} ({data.get('environment', '?')})")
+            ctx = context_for(data, out=say)
+            if command == "drift" and as_json:
+                documents.append({"host": name, "environment": data.get("environment"),
+                                  **drift_document(ctx, audit=args.models)})
+                worst = max(worst, 1 if documents[-1]["drifted"] else 0)
+            elif command == "drift":
                 count = drift(ctx, audit=args.models)
                 print(f"{count} object(s) differ from the inventory" if count else "in sync with the inventory")
                 worst = max(worst, 1 if count else 0)
+            elif command == "status" and as_json:
+                documents.append({"host": name, "environment": data.get("environment"),
+                                  **status_document(ctx, audit=args.models)})
+                worst = max(worst, 0 if documents[-1]["healthy"] else 1)
             elif command == "status":
                 worst = max(worst, 0 if status(ctx, audit=args.models) else 1)
             else:
@@ -225,4 +298,6 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as err:  # anything else is an error too, never "drifted" (1)
         print(f"error: {type(err).__name__}: {err}", file=sys.stderr)
         return 2
+    if as_json:
+        print(json.dumps({"format": JSON_FORMAT, "command": command, "hosts": documents}, indent=2))
     return worst

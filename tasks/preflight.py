@@ -43,13 +43,13 @@ def check(ctx) -> None:
     ctx.gpu_nodes = kube.list("v1", "Node", label_selector=selector)
     if not ctx.gpu_nodes and not _karpenter_gpu_pool(kube):
         missing.append(f"GPU capacity: no node matches {selector} and there is no Karpenter NodePool; "
-                       "deploy the GPU NodePool (gpu/nodepool-gpu.yaml) or a GPU node group")
+                       "create a Karpenter NodePool offering GPU instances (the guide's step 0) or a GPU managed node group")
 
     ctx.device_plugin = find_device_plugin(kube)
     if ctx.device_plugin is None:
         missing.append("NVIDIA device plugin: no DaemonSet runs an image with 'k8s-device-plugin'; install it "
                        "(helm upgrade -i nvdp nvdp/nvidia-device-plugin -n nvidia-device-plugin --create-namespace, "
-                       "or gpu/nvidia-device-plugin.yaml)")
+                       "or the static manifest deployments/static/nvidia-device-plugin.yml of NVIDIA/k8s-device-plugin)")
     if not _exists(kube, "storage.k8s.io/v1", "CSIDriver", EFS_CSI_DRIVER):
         missing.append(f"EFS CSI driver: CSIDriver {EFS_CSI_DRIVER} not found; install the aws-efs-csi-driver add-on")
     ingress_class = kube.get(_ref("networking.k8s.io/v1", "IngressClass", "alb"))
@@ -121,7 +121,7 @@ def _aws_prerequisites(ctx) -> list[str]:
         if efs.action == "would-create":
             ctx.notes.append(f"EFS: no file system tagged Name={s.efs_name_tag}; it will be created")
     except aws.AwsProblem as err:
-        problems.append(f"EFS: {err}")
+        problems.append(str(err) if str(err).startswith("EFS:") else f"EFS: {err}")  # said once
     if not s.tts_image:
         try:
             image = aws.resolve_ecr_image(ctx.aws, s.tts_ecr_repository, s.tts_image_tag)

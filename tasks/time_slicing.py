@@ -15,7 +15,7 @@ from pyinfra import host, logger, state
 from pyinfra.api import deploy, operation
 
 from kubeops import k8s
-from kubeops.waiter import WaitTimedOut, node_gpus
+from kubeops.waiter import Heartbeat, WaitTimedOut, node_gpus
 from qwen_speech.manifests import render
 
 from .context import context_of
@@ -92,16 +92,15 @@ def gpus_shared(replicas: int, timeout: float = 300, poll: float = 2.0):
 
     def wait_for_gpus():
         deadline = time.monotonic() + timeout
-        last = None
+        beat = Heartbeat("GPU nodes to advertise shared GPUs", timeout,
+                         lambda line: logger.info(f"    [{host.name}] 1. time-slicing: {line}"), ctx.kube.progress_interval)
         while True:
             current = ctx.kube.list("v1", "Node", label_selector=selector)
             report = ", ".join(f"{n['metadata']['name']}: {node_gpus(n)}/{wanted_gpus(n, replicas)}" for n in current)
             if current and all(node_gpus(n) == wanted_gpus(n, replicas) for n in current):
                 logger.info(f"    [{host.name}] 1. time-slicing: GPU nodes report nvidia.com/gpu {report}")
                 return True
-            if report != last:
-                logger.info(f"    [{host.name}] 1. time-slicing: waiting for the device plugin, nvidia.com/gpu {report}")
-                last = report
+            beat.update(f"waiting for the device plugin, nvidia.com/gpu {report}")
             if time.monotonic() >= deadline:
                 host.log_styled(str(WaitTimedOut(
                     f"GPU nodes still report nvidia.com/gpu {report} (allocatable/wanted) after {timeout}s; check the "

@@ -10,7 +10,7 @@ from pyinfra import host
 from pyinfra.api import deploy
 
 from kubeops import k8s
-from qwen_speech.manifests import render
+from qwen_speech.manifests import render, short_image
 
 from .context import context_of
 
@@ -24,7 +24,7 @@ def deploy_tts():
     ctx = context_of(host)
     s = ctx.settings
     k8s.applied(
-        name=f"6. TTS Deployment + Service ({ctx.tts_image})",
+        name=f"6. TTS Deployment + Service ({short_image(ctx.tts_image)})",
         manifests=desired(ctx),
         field_manager=s.field_manager,
         wait=True,

@@ -157,11 +157,16 @@ def check_round_trip(kube, s, report: Report) -> None:
         return
     for r in results:
         line = (f"round trip {r.model}/{r.voice}: {r.text!r} -> {r.transcript!r}, CER {r.cer:.2f}, "
-                f"TTS {r.tts_seconds:.1f}s, ASR {r.asr_seconds:.1f}s")
+                f"TTS {_took(r.tts_seconds)}, ASR {_took(r.asr_seconds)}")
         if r.ok:
             report.lines.append(line)
         else:
             report.fail(line + f" (over verify_max_cer {s.verify_max_cer})")
+
+
+def _took(seconds: float) -> str:
+    """A request's time, readable at both ends: the stand-ins answer in milliseconds, a GPU in seconds."""
+    return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.1f} s"
 
 
 def check_placement(kube, s, report: Report) -> None:
@@ -209,17 +214,49 @@ def check_endpoints(ctx, report: Report, alb_wait: float | None = None) -> str |
     if not hostname:
         report.fail("the Ingresses have no load balancer address")
         return None
-    report.lines.append(f"ASR: http://{hostname}:{s.asr_port}/v1/audio/transcriptions  (model {s.asr_model_path})")
-    report.lines.append(f"TTS: http://{hostname}:{s.tts_port}/v1/audio/speech  (model tts-1, voice Vivian)")
+    report.lines.append(f"ALB {hostname}: ASR :{s.asr_port}, TTS :{s.tts_port}")
     if not s.ingress_listener_urls_file and not _reachable(hostname, s.asr_port):
-        report.warnings.append(f"{hostname} is not reachable from this machine "
-                               f"({s.ingress_scheme} ALB, or outside its inbound CIDRs): checked through the API instead")
+        report.warnings.append(f"{hostname}:{s.asr_port} is not reachable from this machine: {_unreachable_why(s)}; "
+                               "the checks went through the API server's proxy, and so can your calls (below)")
     return hostname
 
 
 def listen_ports(s) -> list[int]:
     """The ALB's listen ports: one per service, or HTTP 80 and HTTPS 443 with a certificate (files/qwen3-speech-ingress.yaml)."""
     return [80, 443] if s.ingress_certificate_arn else [s.asr_port, s.tts_port]
+
+
+def _unreachable_why(s) -> str:
+    if s.ingress_scheme == "internal":
+        return ("an internal ALB answers only inside the VPC: call it from a pod, a bastion, a VPN or a peered "
+                "network, or set ingress_scheme: internet-facing with ingress_inbound_cidrs")
+    return (f"an internet-facing ALB answers only to ingress_inbound_cidrs {s.ingress_inbound_cidrs or 'all'}: "
+            "add this machine's address, or check the security group")
+
+
+def call_summary(ctx, hostname: str | None, urls: dict[int, str] | None, report: Report) -> None:
+    """Per service: the URL to call and one curl line that works from here (the ALB when this
+    machine reaches it, else the API server's service proxy), and the node it runs on."""
+    s, kube = ctx.settings, ctx.kube
+    nodes = {}
+    for pod in kube.list("v1", "Pod", s.namespace, label_selector="app.kubernetes.io/part-of=qwen3-speech"):
+        if (pod.get("status") or {}).get("phase") == "Running":
+            nodes[pod["metadata"]["labels"].get("app.kubernetes.io/name")] = pod["spec"].get("nodeName", "?")
+    if hostname:  # what clients call; from here only when `urls` has it too
+        report.lines.append(f"TTS URL: http://{hostname}:{s.tts_port}/v1/audio/speech")
+        report.lines.append(f"ASR URL: http://{hostname}:{s.asr_port}/v1/audio/transcriptions")
+    if urls:
+        asr, tts, curl = urls[s.asr_port], urls[s.tts_port], "curl -s"
+    else:
+        proxy = f"{kube.host}/api/v1/namespaces/{s.namespace}/services"
+        asr, tts = f"{proxy}/{ASR_SERVICE}:80/proxy", f"{proxy}/{TTS_SERVICE}:80/proxy"
+        curl = 'curl -s --cacert "$CA" -H "Authorization: Bearer $TOKEN"'
+        report.lines.append("through the API server's proxy (CA and token of your kubeconfig; "
+                            "`kubectl get --raw` works too)")
+    report.lines.append(f"call TTS (on {nodes.get('qwen3-tts', '?')}), then ASR (on {nodes.get('qwen3-asr', '?')}):")
+    report.lines.append(f"  {curl} {tts}/v1/audio/speech -H 'Content-Type: application/json' -o /tmp/speech.wav "
+                        "-d '{\"model\":\"tts-1\",\"input\":\"Hello\",\"voice\":\"Vivian\",\"response_format\":\"wav\"}'")
+    report.lines.append(f"  {curl} {asr}/v1/audio/transcriptions -F file=@/tmp/speech.wav -F model={s.asr_model_path}")
 
 
 def alb_urls(s, hostname: str | None) -> dict[int, str] | None:
@@ -301,6 +338,8 @@ def run_checks(ctx, wait: float | None = None, alb_wait: float | None = None, pr
         if urls:
             check_through_alb(s, urls, report)
         model_summary(kube, s, report)
+        if report.ok:
+            call_summary(ctx, hostname, urls, report)
     except (KubeApiError, KubeUnreachable) as err:
         report.fail(str(err))
     summary = report.retries.take_summary()

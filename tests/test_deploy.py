@@ -38,7 +38,12 @@ def test_deploy_converges_on_a_fresh_sandbox_with_asr_ready_before_tts_is_create
     assert_ok(result)
     text = output(result)
     assert "Deployment hosthree/qwen3-asr is ready" in text
-    assert "round trip" in text and "TTS: http://" in text
+    assert "round trip" in text and "TTS URL: http://" in text
+    # The summary says how to call both services from here: the sandbox ALB's local listeners.
+    assert "curl -s http://127.0.0.1:" in text and "/v1/audio/speech" in text and "-F file=@/tmp/speech.wav" in text
+    assert "SEED-RESULT" not in text and "ASR @" in text and "12 files, 1.96 MB in /models/Qwen3-ASR-1.7B verified" in text
+    too_long = [line for line in text.splitlines() if len(line) > 160 and "curl " not in line]
+    assert not too_long, too_long
     # Verify also went through the ALB's listeners (state.json), long synthesis included.
     assert "through the ALB: round trip tts-1/Vivian" in text and "through the ALB: round trip tts-1-en/Ryan" in text
     assert "-character synthesis answered 200" in text

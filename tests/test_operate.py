@@ -29,6 +29,42 @@ def test_status_on_a_converged_sandbox_lists_every_object_healthy(deployed):
     assert "MISSING" not in text and "NOT READY" not in text
 
 
+def _valid(result, schema: str) -> dict:
+    import json
+
+    import jsonschema
+
+    document = json.loads(result.stdout)  # stdout is the document alone; the rest went to stderr
+    jsonschema.validate(document, json.loads((ROOT / "files" / "schemas" / schema).read_text()))
+    return document
+
+
+def test_status_and_drift_json_follow_the_schemas_kept_in_the_repository(deployed):
+    status = speechctl(deployed, "status", "--json", "inventories/sandbox.py")
+    assert status.returncode == 0, output(status)
+    host = _valid(status, "status.schema.json")["hosts"][0]
+    assert host["healthy"] and {o["health"] for o in host["objects"]} == {"ok"}
+    tts = next(o for o in host["objects"] if o["kind"] == "Deployment" and o["name"] == "qwen3-tts")
+    assert any("@sha256:" in image and len(image.split("@sha256:")[1]) == 64 for image in tts["images"])
+    assert host["nodes"][0]["gpus"] == 2 and {m["key"] for m in host["models"]} == {"asr", "tts"}
+    in_sync = speechctl(deployed, "drift", "--json", "inventories/sandbox.py")
+    assert in_sync.returncode == 0 and _valid(in_sync, "drift.schema.json")["hosts"][0]["drifted"] == 0
+    drifted = speechctl(deployed, "drift", "--json", "inventories/sandbox.py", "--data", "asr_max_model_len=8192")
+    assert drifted.returncode == 1, output(drifted)
+    objects = _valid(drifted, "drift.schema.json")["hosts"][0]["objects"]
+    assert [(o["kind"], o["name"], o["action"]) for o in objects] == [("Deployment", "qwen3-asr", "update")]
+    assert "+        - '8192'" in objects[0]["diff"]
+
+
+def test_every_subcommand_has_help_listing_its_options():
+    for command, options in (("status", ("--json", "--models", "--data")), ("drift", ("--json", "--models", "--data")),
+                             ("verify", ("--data",))):
+        result = subprocess.run([sys.executable, "-m", "qwen_speech", command, "--help"], cwd=ROOT,
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0 and all(option in result.stdout for option in options), result.stdout
+        assert "Exit codes" in result.stdout
+
+
 def test_status_after_a_spot_interruption_shows_what_is_down(deployed):
     deployed.control.fault("spot-interruption", replacement_delay=30)
     result = speechctl(deployed, "status", "inventories/sandbox.py")

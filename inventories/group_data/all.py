@@ -16,6 +16,10 @@ aws_endpoint_url = None  # only for the sandbox's moto server
 eks_token_refresh_seconds = 600  # EKS accepts a token for 15 minutes; make a new one well before
 field_manager = "qwen3-speech-deploy"
 poll_seconds = 2.0
+# Every wait prints a line this often (what it waits for, elapsed and remaining time, the latest
+# event), also when nothing changed; a seeding download without a new byte for stall_seconds says so.
+progress_interval_seconds = 15
+stall_seconds = 60
 # Riding out faults and sharing the cluster. A transient API error (429, 5xx, a dropped
 # connection) is retried for this long, with backoff and jitter, before the step fails.
 api_retry_seconds = 60

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Callable
 
 from sandbox.kubeapi.store import ApiError
 
-from .common import NODES, PODS, hex_id, merge_condition, now_iso
+from .common import DEPLOYMENTS, NODES, PODS, hex_id, merge_condition, now_iso
 from .initial_state import new_node_name
 
 if TYPE_CHECKING:
@@ -53,12 +53,27 @@ class Faults:
         if fault in ("image-pull-failure", "crash-loop"):
             deployment = params.get("deployment")
             if not deployment:
-                raise ValueError(f"fault {fault!r} needs params.deployment (the Deployment's name), got {params!r}")
+                raise ValueError(f"fault {fault} needs deployment=NAME and, unless it is in default, namespace=NS; "
+                                 f"e.g. `python -m sandbox fault {fault} deployment=qwen3-tts namespace=hosthree`"
+                                 f" (got {' '.join(f'{k}={v}' for k, v in params.items()) or 'no parameters'})")
             target = (params.get("namespace") or "default", str(deployment))
+            exists = self.store.get(DEPLOYMENTS, target[0], target[1]) is not None
+            # A crash loop needs running pods: one for a missing Deployment would say "done" and do
+            # nothing. An image pull failure may be armed before the Deployment is created.
+            if fault == "crash-loop" and not exists:
+                elsewhere = sorted(d["metadata"]["namespace"] for d in self.store.list(DEPLOYMENTS)
+                                   if d["metadata"]["name"] == target[1])
+                hint = (f"; it exists in namespace {', '.join(elsewhere)}: add namespace={elsewhere[0]}" if elsewhere
+                        else "; deploy first, or name an existing Deployment")
+                raise ValueError(f"fault {fault}: there is no Deployment {target[1]} in namespace {target[0]}{hint}")
             (self.state.image_pull if fault == "image-pull-failure" else self.state.crash_loop).add(target)
             if fault == "crash-loop":
                 self._restart_pods_of(target)
-            return {"fault": fault, "namespace": target[0], "deployment": target[1]}
+            answer = {"fault": fault, "namespace": target[0], "deployment": target[1]}
+            if not exists:
+                answer["note"] = (f"no Deployment {target[1]} in namespace {target[0]} yet: its pods fail to pull "
+                                  "once it is created")
+            return answer
         if fault == "clear":
             self.state.image_pull.clear()
             self.state.crash_loop.clear()
