@@ -13,6 +13,7 @@ from pyinfra.api import deploy
 from kubeops.client import KubeApiError, KubeUnreachable
 
 from .context import DeployBlocked, DevicePlugin, context_of
+from .permissions import check_rights
 
 DEVICE_PLUGIN_IMAGE = "k8s-device-plugin"
 EFS_CSI_DRIVER = "efs.csi.aws.com"
@@ -38,6 +39,10 @@ def check(ctx) -> None:
     except KubeUnreachable as err:
         raise DeployBlocked(str(err)) from None
     logger.info(f"    cluster {kube.host}, Kubernetes {version.get('gitVersion', '?')}")
+    # Rights first: without them the reads below would fail one by one, and the writes halfway.
+    lacking = check_rights(kube, s.namespace)
+    if lacking:
+        raise DeployBlocked(lacking)
 
     selector = ",".join(f"{k}={v}" for k, v in sorted(s.gpu_node_selector.items()))
     ctx.gpu_nodes = kube.list("v1", "Node", label_selector=selector)
