@@ -224,7 +224,7 @@ class KubeApiServer:
                  port: int = 0):
         self.root = Path(root)
         self.store = store
-        self.registry = Registry(store)
+        self.registry = Registry(store, tls.ca_pem)
         self.authorizer = rbac.Authorizer(store)
         self.tls = tls
         self.admin_token = admin_token
