@@ -10,6 +10,7 @@ marks the object (deletionTimestamp) and it goes when a later write clears the l
 from __future__ import annotations
 
 import copy
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 
 from .resources import RESOURCES, Resource, by_key
@@ -61,6 +62,16 @@ def delete(registry: Registry, res: Resource, live: dict, options: dict, dry_run
     policy = options.get("propagationPolicy") or _default_policy(res, options)
     if res.kind == "Namespace":
         return _terminate_namespace(registry, live, dry_run)
+    grace = _pod_grace_seconds(res, live, options)
+    if grace and is_terminating(live):
+        return live, False  # already terminating: a second delete changes nothing (only 0 forces it)
+    if grace:
+        # Graceful pod deletion (pkg/registry/core/pod/strategy.go CheckGracefulDelete): the pod is
+        # marked Terminating and the kubelet (sandbox/cluster/kubelet.py) removes it once stopped.
+        marked = copy.deepcopy(live)
+        marked["metadata"]["deletionTimestamp"] = _in_seconds(grace)
+        marked["metadata"]["deletionGracePeriodSeconds"] = grace
+        return (marked if dry_run else registry.store.update(res, marked)), False
     finalizers = list(meta.get("finalizers") or [])
     if policy == "Foreground" and _dependants(registry, live) and FOREGROUND not in finalizers:
         finalizers.append(FOREGROUND)
@@ -122,6 +133,21 @@ def after_removal(registry: Registry, gone: dict) -> None:
     ns = registry.store.get(NAMESPACES, None, namespace)
     if is_terminating(ns) and not _namespace_content(registry, namespace):
         _remove_namespace(registry, ns)
+
+
+def _in_seconds(seconds: int) -> str:
+    return (datetime.now(timezone.utc) + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _pod_grace_seconds(res: Resource, pod: dict, options: dict) -> int:
+    """0 (delete now) unless a pod runs on a node: unscheduled and finished pods go at once, as upstream."""
+    if res.kind != "Pod" or not (pod.get("spec") or {}).get("nodeName") \
+            or (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+        return 0
+    grace = options.get("gracePeriodSeconds")
+    if grace is None:
+        grace = (pod.get("spec") or {}).get("terminationGracePeriodSeconds", 30)
+    return max(int(grace), 0)
 
 
 def _default_policy(res: Resource, options: dict) -> str:

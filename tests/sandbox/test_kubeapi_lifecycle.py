@@ -95,3 +95,16 @@ def test_an_empty_namespace_goes_at_once(kube):
     kube.core.create_namespace({"metadata": {"name": "brief"}})
     kube.core.delete_namespace("brief")
     assert "brief" not in {n.metadata.name for n in kube.core.list_namespace().items}
+
+
+def test_a_pod_on_a_node_is_terminating_for_its_grace_period_and_an_unscheduled_pod_goes_at_once(kube):
+    spec = {"containers": [{"name": "main", "image": "busybox:1.36"}], "automountServiceAccountToken": False}
+    kube.core.create_namespaced_pod("default", {"metadata": {"name": "placed"}, "spec": {**spec, "nodeName": "n1"}})
+    kube.core.create_namespaced_pod("default", {"metadata": {"name": "pending"}, "spec": spec})
+    kube.core.delete_namespaced_pod("placed", "default", grace_period_seconds=20)
+    marked = kube.core.read_namespaced_pod("placed", "default").metadata
+    assert marked.deletion_grace_period_seconds == 20 and marked.deletion_timestamp > marked.creation_timestamp
+    kube.core.delete_namespaced_pod("pending", "default")
+    assert [p.metadata.name for p in kube.core.list_namespaced_pod("default").items] == ["placed"]
+    kube.core.delete_namespaced_pod("placed", "default", grace_period_seconds=0)  # --force: no kubelet to wait for
+    assert not kube.core.list_namespaced_pod("default").items
