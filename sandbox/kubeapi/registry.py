@@ -2,7 +2,7 @@
 
 The generic registry of a real API server: namespace checks, server-owned metadata, defaults,
 status handled only through the status subresource, validation, field ownership, server-side
-apply and the patch formats, dry runs, and cascading namespace deletion. The HTTP layer
+apply and the patch formats, dry runs; admission (admission.py) and deletion (lifecycle.py). The HTTP layer
 (server.py) parses requests and calls one method here per verb.
 """
 
@@ -19,11 +19,10 @@ from typing import Any
 from . import admission, lifecycle, strategies, validation
 from .managed import default_manager, keep_time_of_a_no_op, server_side_apply, track_update
 from .patches import json_patch, merge_patch, strategic_merge
-from .resources import RESOURCES, Resource, by_key
+from .resources import Resource, by_key
 from .schema import root_schema
-from .store import ApiError, Store, now_iso
+from .store import ApiError, Store
 
-NAMESPACES = by_key("namespaces")
 # Kinds whose DELETE answers with the deleted object (the others answer with a Status), as the real server does.
 _DELETE_RETURNS_OBJECT = {"Pod", "Service", "PersistentVolumeClaim", "PersistentVolume", "ServiceAccount",
                           "StorageClass", "CSIDriver", "Namespace"}
