@@ -167,7 +167,8 @@ class Controllers:
             if not res.namespaced:
                 continue
             for obj in self.store.list(res, namespace):
-                self._delete(res, namespace, obj["metadata"]["name"])
+                if not obj["metadata"].get("finalizers"):  # held objects wait for their finalizers
+                    self._delete(res, namespace, obj["metadata"]["name"])
 
     # -- garbage collection --------------------------------------------------------------------
 

@@ -2,7 +2,7 @@
 
 The generic registry of a real API server: namespace checks, server-owned metadata, defaults,
 status handled only through the status subresource, validation, field ownership, server-side
-apply and the patch formats, dry runs, and cascading namespace deletion. The HTTP layer
+apply and the patch formats, dry runs; admission (admission.py) and deletion (lifecycle.py). The HTTP layer
 (server.py) parses requests and calls one method here per verb.
 """
 
@@ -16,14 +16,13 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from . import strategies, validation
+from . import admission, lifecycle, strategies, validation
 from .managed import default_manager, keep_time_of_a_no_op, server_side_apply, track_update
 from .patches import json_patch, merge_patch, strategic_merge
-from .resources import RESOURCES, Resource, by_key
+from .resources import Resource, by_key
 from .schema import root_schema
-from .store import ApiError, Store, now_iso
+from .store import ApiError, Store
 
-NAMESPACES = by_key("namespaces")
 # Kinds whose DELETE answers with the deleted object (the others answer with a Status), as the real server does.
 _DELETE_RETURNS_OBJECT = {"Pod", "Service", "PersistentVolumeClaim", "PersistentVolume", "ServiceAccount",
                           "StorageClass", "CSIDriver", "Namespace"}
@@ -53,17 +52,13 @@ def _random_suffix(length: int = 5) -> str:
 class Registry:
     """Object semantics over a Store. Every write method takes `dry_run` and stores nothing when set."""
 
-    def __init__(self, store: Store):
+    def __init__(self, store: Store, root_ca_pem: bytes | None = None):
         self.store = store
         self._next_cluster_ip = 10
+        if root_ca_pem is not None:
+            store.add_listener(admission.namespace_defaults_controller(self, root_ca_pem))
 
     # -- helpers -----------------------------------------------------------------------------
-
-    def require_namespace(self, namespace: str) -> None:
-        """404 as the real server answers a write into a namespace that does not exist."""
-        if self.store.get(NAMESPACES, None, namespace) is None:
-            raise ApiError(404, "NotFound", f'namespaces "{namespace}" not found',
-                           {"name": namespace, "kind": "namespaces"})
 
     @staticmethod
     def _check_body(res: Resource, body: Any, what: str = "object") -> dict:
@@ -201,7 +196,7 @@ class Registry:
                 if not meta.get("namespace"):
                     raise bad_request(f"{res.kind} {meta.get('name')!r} needs a namespace: POST it under "
                                       f"/namespaces/<namespace>/{res.plural}")
-                self.require_namespace(meta["namespace"])
+            admission.admit_create(res, obj, self)
             meta.setdefault("uid", str(uuid.uuid4()))  # before admission: a Job's generated selector names it
             self.admit(res, obj, None, field_validation=field_validation)
             obj = track_update(res, None, obj, manager)
@@ -233,9 +228,13 @@ class Registry:
         new["metadata"]["managedFields"] = live["metadata"].get("managedFields")
         if new["metadata"]["managedFields"] is None:
             del new["metadata"]["managedFields"]
+        lifecycle.keep_deletion_marks(new, live)
         self.admit(res, new, live, subresource=subresource, field_validation=field_validation)
         new = track_update(res, live, new, manager, subresource=subresource)
-        return self.store.update(res, new, expected_rv, dry_run=dry_run)
+        stored = self.store.update(res, new, expected_rv, dry_run=dry_run)
+        if not dry_run:
+            lifecycle.finish_if_released(self, res, stored)
+        return stored
 
     def patch(self, res: Resource, namespace: str | None, name: str, body: Any, content_type: str, *,
               manager: str | None, user_agent: str | None = None, subresource: str = "", force: bool = False,
@@ -301,23 +300,26 @@ class Registry:
             if live is None:
                 if subresource:
                     raise self._not_found(res, name)
-                if res.namespaced:
-                    self.require_namespace(namespace or "")
                 skeleton = {"apiVersion": res.api_version, "kind": res.kind,
                             "metadata": {k: v for k, v in config["metadata"].items() if k in ("name", "namespace")}}
                 merged = server_side_apply(res, skeleton, config, manager, force=force, existed=False)
                 if "status" in res.subresources:
                     merged.pop("status", None)
                 merged["metadata"]["uid"] = str(uuid.uuid4())
+                admission.admit_create(res, merged, self)
                 self.admit(res, merged, None, field_validation=field_validation)
                 return 201, self.store.create(res, merged, dry_run=dry_run, keep_uid=True)
             if expected_rv and expected_rv != live["metadata"]["resourceVersion"]:
                 raise ApiError(409, "Conflict", f'Operation cannot be fulfilled on {res.plural} "{name}": the object '
                                "has been modified; please apply your changes to the latest version and try again")
             merged = server_side_apply(res, live, config, manager, force=force, subresource=subresource)
+            lifecycle.keep_deletion_marks(merged, live)
             self.admit(res, merged, live, subresource=subresource, field_validation=field_validation)
             keep_time_of_a_no_op(merged, live)
-            return 200, self.store.update(res, merged, dry_run=dry_run)
+            stored = self.store.update(res, merged, dry_run=dry_run)
+            if not dry_run:
+                lifecycle.finish_if_released(self, res, stored)
+            return 200, stored
 
     @staticmethod
     def _not_found(res: Resource, name: str) -> ApiError:
@@ -355,8 +357,10 @@ class Registry:
 
     def delete(self, res: Resource, namespace: str | None, name: str, *, options: dict | None = None,
                dry_run: bool = False) -> dict:
-        """Delete now (no finalizers or grace periods); answers like the real server for this kind."""
+        """Delete as DeleteOptions say (lifecycle.py: finalizers, propagation, namespace termination);
+        answers like the real server for this kind: the object while it is still there, else per kind."""
         options = options or {}
+        dry_run = lifecycle.dry_run_of(options, dry_run)
         with self.store.lock:
             live = self.store.must_get(res, namespace, name)
             preconditions = options.get("preconditions") or {}
@@ -365,18 +369,9 @@ class Registry:
                 if want and want != live["metadata"].get(field):
                     raise ApiError(409, "Conflict", f"Precondition failed: {field} in precondition: {want}, "
                                    f"{field} in object meta: {live['metadata'].get(field)}")
-            if not dry_run:
-                if res.kind == "Namespace":
-                    self._empty_namespace(name)
-                if options.get("propagationPolicy") == "Orphan":
-                    self._orphan_dependants(live)
-                live = self.store.delete(res, namespace, name)
-        if res.kind in _DELETE_RETURNS_OBJECT:
-            meta = live["metadata"]
-            meta.setdefault("deletionTimestamp", now_iso())
-            if res.kind == "Namespace":
-                live["status"] = {"phase": "Terminating"}
-            return live
+            obj, gone = lifecycle.delete(self, res, live, options, dry_run)
+        if not gone or res.kind in _DELETE_RETURNS_OBJECT:
+            return obj
         return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
                 "details": {"name": name, "group": res.group, "kind": res.plural, "uid": live["metadata"]["uid"]}}
 
@@ -387,22 +382,3 @@ class Registry:
                 meta = obj["metadata"]
                 self.delete(res, meta.get("namespace"), meta["name"], options=options, dry_run=dry_run)
         return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}
-
-    def _empty_namespace(self, namespace: str) -> None:
-        # The namespace controller's job, done at once: everything in the namespace goes with it.
-        for res in RESOURCES:
-            if res.namespaced:
-                for obj in self.store.list(res, namespace):
-                    self.store.delete(res, namespace, obj["metadata"]["name"])
-
-    def _orphan_dependants(self, owner: dict) -> None:
-        uid = owner["metadata"]["uid"]
-        namespace = owner["metadata"].get("namespace")
-        for res in RESOURCES:
-            for obj in self.store.list(res, namespace if res.namespaced else None):
-                refs = obj["metadata"].get("ownerReferences") or []
-                if any(r.get("uid") == uid for r in refs):
-                    def drop(o: dict, uid: str = uid) -> None:
-                        o["metadata"]["ownerReferences"] = [r for r in o["metadata"]["ownerReferences"]
-                                                            if r.get("uid") != uid]
-                    self.store.mutate(res, obj["metadata"].get("namespace"), obj["metadata"]["name"], drop)

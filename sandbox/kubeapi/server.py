@@ -224,7 +224,7 @@ class KubeApiServer:
                  port: int = 0):
         self.root = Path(root)
         self.store = store
-        self.registry = Registry(store)
+        self.registry = Registry(store, tls.ca_pem)
         self.authorizer = rbac.Authorizer(store)
         self.tls = tls
         self.admin_token = admin_token
@@ -588,6 +588,8 @@ class KubeApiServer:
                 options.update(parsed)
         if query.get("propagationPolicy"):
             options["propagationPolicy"] = query["propagationPolicy"]
+        if query.get("gracePeriodSeconds", "").lstrip("-").isdigit():
+            options["gracePeriodSeconds"] = int(query["gracePeriodSeconds"])
         if options.get("propagationPolicy") not in (None, "Orphan", "Background", "Foreground"):
             raise bad_request(f"propagationPolicy {options['propagationPolicy']!r} is not one of Orphan, Background, "
                               "Foreground")

@@ -128,9 +128,10 @@ def test_list_honours_label_and_field_selectors_and_reports_a_resource_version(k
 
 def test_list_pages_with_limit_and_continue(kube):
     for index in range(5):
-        kube.core.create_namespaced_config_map("default", config_map(f"page-{index}"))
-    first = kube.core.list_namespaced_config_map("default", limit=3)
-    rest = kube.core.list_namespaced_config_map("default", limit=3, _continue=first.metadata._continue)
+        kube.core.create_namespaced_config_map("default", config_map(f"page-{index}", labels={"paged": "yes"}))
+    first = kube.core.list_namespaced_config_map("default", limit=3, label_selector="paged")  # not kube-root-ca.crt
+    rest = kube.core.list_namespaced_config_map("default", limit=3, label_selector="paged",
+                                                _continue=first.metadata._continue)
     assert [i.metadata.name for i in first.items + rest.items] == [f"page-{i}" for i in range(5)]
     assert rest.metadata._continue is None
 
@@ -265,7 +266,7 @@ def test_dry_run_writes_return_the_result_but_store_nothing(kube, api_sandbox):
                                       query={"fieldManager": "t", "dryRun": "All"})
     assert status == 201 and applied["metadata"]["name"] == "applied-ghost"
     assert api_sandbox.runtime.store.resource_version == before
-    assert [c.metadata.name for c in kube.core.list_namespaced_config_map("default").items] == ["kept"]
+    assert [c.metadata.name for c in kube.core.list_namespaced_config_map("default").items] == ["kept", "kube-root-ca.crt"]
     assert kube.core.read_namespaced_config_map("kept", "default").data == {"a": "1"}
     dry_records = [r for r in api_sandbox.control.audit() if r["dry_run"]]
     assert [r["verb"] for r in dry_records] == ["create", "patch", "delete", "patch"]

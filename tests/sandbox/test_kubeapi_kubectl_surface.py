@@ -214,10 +214,11 @@ def test_watch_from_a_compacted_resource_version_is_410_expired(kube, api_sandbo
 
 
 def test_kubectl_style_table_watch_sends_rows_with_the_columns_only_once(kube):
-    kube.core.create_namespaced_config_map("default", {"metadata": {"name": "one"}})
-    kube.core.create_namespaced_config_map("default", {"metadata": {"name": "two"}})
-    response = kube.api.call_api(*kube.api.param_serialize(
-        "GET", "/api/v1/namespaces/default/configmaps", query_params=[("watch", "true"), ("timeoutSeconds", "1")],
+    kube.core.create_namespaced_config_map("default", {"metadata": {"name": "one", "labels": {"row": "yes"}}})
+    kube.core.create_namespaced_config_map("default", {"metadata": {"name": "two", "labels": {"row": "yes"}}})
+    response = kube.api.call_api(*kube.api.param_serialize(  # the label leaves kube-root-ca.crt out
+        "GET", "/api/v1/namespaces/default/configmaps",
+        query_params=[("watch", "true"), ("timeoutSeconds", "1"), ("labelSelector", "row")],
         header_params={"Accept": TABLE}, auth_settings=["BearerToken"])[:4], _request_timeout=10)
     events = [json.loads(line) for line in response.read().splitlines() if line.strip()]
     assert [e["object"]["kind"] for e in events] == ["Table", "Table"]
