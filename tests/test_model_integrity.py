@@ -12,7 +12,7 @@ import urllib.request
 
 from kubernetes import client
 
-from tests.deploy_helpers import ROOT, assert_ok, deploy, deployed, output, run_pyinfra  # noqa: F401
+from tests.deploy_helpers import REVIEW_RESOURCES, ROOT, assert_ok, deploy, deployed, output, run_pyinfra  # noqa: F401
 from tests.seed_helpers import flip_byte_keeping_mtime
 
 ASR_REPO = "Qwen/Qwen3-ASR-1.7B"
@@ -53,11 +53,15 @@ def guard_message_after_restart(sandbox, app: str) -> str:
     """Delete the app's pods; return the log of the replacement's model guard once it fails."""
     core = client.CoreV1Api(sandbox.control.kube_api_client())
     selector = f"app.kubernetes.io/name={app}"
+    deleted = set()
     for pod in core.list_namespaced_pod("hosthree", label_selector=selector).items:
         core.delete_namespaced_pod(pod.metadata.name, "hosthree")
+        deleted.add(pod.metadata.name)
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         for pod in core.list_namespaced_pod("hosthree", label_selector=selector).items:
+            if pod.metadata.name in deleted:  # still Terminating for its grace period
+                continue
             guard = [s for s in (pod.status.init_container_statuses or []) if s.name == "model-guard"]
             if guard and (guard[0].restart_count or (guard[0].state.terminated and guard[0].state.terminated.exit_code)):
                 return core.read_namespaced_pod_log(pod.metadata.name, "hosthree", container="model-guard")
@@ -79,7 +83,8 @@ def test_flipped_byte_and_truncated_shard_are_found_by_the_audit_and_the_next_de
     assert "changed since it was verified" in status.stdout
     drift = operate(deployed, "drift", "--models")
     assert drift.returncode == 1 and "files on EFS damaged" in drift.stdout
-    writes = [r for r in deployed.control.audit_since(mark) if r["verb"] in ("create", "delete") and not r.get("dry_run")]
+    writes = [r for r in deployed.control.audit_since(mark) if r["verb"] in ("create", "delete") and not r.get("dry_run")
+              and r.get("resource") not in REVIEW_RESOURCES]
     assert {r["path"].rsplit("/", 1)[-1] for r in writes} <= {"jobs", "qwen3-model-audit"}, writes
 
     dry = run_pyinfra(deployed, "deploy.py", "--dry")

@@ -58,9 +58,10 @@ class Faults:
                                  f" (got {' '.join(f'{k}={v}' for k, v in params.items()) or 'no parameters'})")
             target = (params.get("namespace") or "default", str(deployment))
             exists = self.store.get(DEPLOYMENTS, target[0], target[1]) is not None
-            # A crash loop needs running pods: one for a missing Deployment would say "done" and do
-            # nothing. An image pull failure may be armed before the Deployment is created.
-            if fault == "crash-loop" and not exists:
+            # A crash loop for a missing Deployment in a namespace nobody named would say "done" and
+            # do nothing (the operator forgot namespace=). Named explicitly, either fault may be armed
+            # before the Deployment is created (tests arm a crash loop before the deploy's ASR wait).
+            if not exists and not params.get("namespace"):
                 elsewhere = sorted(d["metadata"]["namespace"] for d in self.store.list(DEPLOYMENTS)
                                    if d["metadata"]["name"] == target[1])
                 hint = (f"; it exists in namespace {', '.join(elsewhere)}: add namespace={elsewhere[0]}" if elsewhere
@@ -71,8 +72,8 @@ class Faults:
                 self._restart_pods_of(target)
             answer = {"fault": fault, "namespace": target[0], "deployment": target[1]}
             if not exists:
-                answer["note"] = (f"no Deployment {target[1]} in namespace {target[0]} yet: its pods fail to pull "
-                                  "once it is created")
+                answer["note"] = (f"no Deployment {target[1]} in namespace {target[0]} yet: its pods "
+                                  f"{'fail to pull' if fault == 'image-pull-failure' else 'crash'} once it is created")
             return answer
         if fault == "clear":
             self.state.image_pull.clear()
