@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import array
 import binascii
+import hmac
 import http.server
 import io
 import json
@@ -713,6 +714,7 @@ class _AsrApp:
         self.dtype, self.dtype_warnings = ASR_MODEL_DTYPE, []
         self.keep_alive_seconds = VLLM_KEEP_ALIVE_SECONDS
         self.max_upload_mb = float(env.get("VLLM_MAX_AUDIO_CLIP_FILESIZE_MB") or 25)
+        self.api_key = env.get("VLLM_API_KEY") or None
         self.created = int(time.time())
         self.stand_in: StandIn | None = None
         if model_dir is not None and not (Path(model_dir) / "config.json").is_file():
@@ -745,6 +747,11 @@ class _AsrApp:
                 "INFO:     Application startup complete."]
 
     def handle(self, req: _Request) -> _Response:
+        # vllm/entrypoints/openai/api_server.py AuthenticationMiddleware: with VLLM_API_KEY set, only
+        # paths under /v1 need "Authorization: Bearer KEY" (OPTIONS excepted); /health stays open.
+        if (self.api_key and req.path.startswith("/v1") and req.method != "OPTIONS"
+                and not hmac.compare_digest(req.headers.get("Authorization", ""), f"Bearer {self.api_key}")):
+            return _json(401, {"error": "Unauthorized"})
         routes = {("GET", "/health"): lambda: _Response(200),
                   ("GET", "/v1/models"): self._models,
                   ("GET", "/version"): lambda: _json(200, {"version": VLLM_VERSION}),
