@@ -357,6 +357,7 @@ SCHEMA: dict[str, Checker] = {
     "tts_model_dir": _model_dir,
     "model_upgrade_policy": _one_of("pinned", "follow"),
     # Step 5: ASR
+    "api_key_secret": _optional(_dns_subdomain),
     "asr_image": _image,
     "asr_port": _port,
     "asr_gpu_memory_utilization": _fraction,

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import array
 import binascii
+import hmac
 import http.server
 import io
 import json
@@ -82,6 +83,7 @@ OPENAI_VOICES = {"alloy": "Vivian", "echo": "Ryan", "fable": "Sophia", "nova": "
                  "onyx": "Evan", "shimmer": "Lily"}
 TTS_FORMATS = {"mp3": "audio/mpeg", "opus": "audio/opus", "aac": "audio/aac", "flac": "audio/flac",
                "wav": "audio/wav", "pcm": "audio/pcm"}
+TTS_KEY_APP = "tts_api_key:app"  # files/tts_api_key.py: the TTS app behind the API key
 TTS_BACKENDS = ("official", "vllm_omni", "vllm-omni", "vllm", "pytorch", "openvino")
 TTS_MODEL_FILES = ("config.json", "generation_config.json", "speech_tokenizer/config.json")
 TTS_DEFAULT_MODEL = "Qwen/Qwen3-TTS-12Hz-1.7B-CustomVoice"
@@ -264,6 +266,14 @@ class _Response:
 
 def _json(status: int, obj: Any) -> _Response:
     return _Response(status, json.dumps(obj, ensure_ascii=False).encode(), "application/json")
+
+
+def bearer_refused(req: _Request, key: str | None) -> bool:
+    """vLLM's AuthenticationMiddleware (vllm/entrypoints/openai/api_server.py, later server_utils.py),
+    also files/tts_api_key.py's: with a key, paths under /v1 need "Authorization: Bearer KEY"
+    (OPTIONS excepted), answered 401 {"error": "Unauthorized"}; /health stays open."""
+    return bool(key) and req.path.startswith("/v1") and req.method != "OPTIONS" \
+        and not hmac.compare_digest(req.headers.get("Authorization", ""), f"Bearer {key}")
 
 
 def read_http_body(rfile, headers, limit: int) -> bytes:
@@ -503,6 +513,11 @@ def start_stand_in(kind: str, port: int = 0, *, model_dir: Path | None = None, l
         app.keep_alive_seconds = asr_keep_alive_seconds(env)
     elif kind == "tts":
         app = _TtsApp(model_dir, load_seconds, env)
+        if TTS_KEY_APP in args:  # files/tts_api_key.py in front of the server's app
+            app.api_key = env.get("QWEN3_SPEECH_API_KEY") or None
+            if not app.api_key:
+                raise StandInCrashed("tts_api_key: QWEN3_SPEECH_API_KEY is empty; check the Secret named by "
+                                     "api_key_secret (key api-key)")
         app.memory = gpu_memory
         app.owner = owner
         app.keep_alive_seconds = tts_keep_alive_seconds(args)
@@ -713,6 +728,7 @@ class _AsrApp:
         self.dtype, self.dtype_warnings = ASR_MODEL_DTYPE, []
         self.keep_alive_seconds = VLLM_KEEP_ALIVE_SECONDS
         self.max_upload_mb = float(env.get("VLLM_MAX_AUDIO_CLIP_FILESIZE_MB") or 25)
+        self.api_key = env.get("VLLM_API_KEY") or None
         self.created = int(time.time())
         self.stand_in: StandIn | None = None
         if model_dir is not None and not (Path(model_dir) / "config.json").is_file():
@@ -745,6 +761,8 @@ class _AsrApp:
                 "INFO:     Application startup complete."]
 
     def handle(self, req: _Request) -> _Response:
+        if bearer_refused(req, self.api_key):
+            return _json(401, {"error": "Unauthorized"})
         routes = {("GET", "/health"): lambda: _Response(200),
                   ("GET", "/v1/models"): self._models,
                   ("GET", "/version"): lambda: _json(200, {"version": VLLM_VERSION}),
@@ -925,7 +943,11 @@ class _TtsApp:
             raise RuntimeError(f"Failed to load model {self.model_id}: {self.model_dir} has no "
                                f"{', '.join(missing) if missing else 'model (load not finished)'}")
 
+    api_key: str | None = None
+
     def handle(self, req: _Request) -> _Response:
+        if bearer_refused(req, self.api_key):
+            return _json(401, {"error": "Unauthorized"})
         with self.event_loop:
             return self._route(req)
 

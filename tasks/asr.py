@@ -14,10 +14,14 @@ from kubeops import k8s
 from qwen_speech.manifests import render
 
 from .context import context_of
+from .models import env_secret
 
 
 def desired(ctx) -> list[dict]:
-    return render("qwen3-asr-deployment.yaml", ctx.settings, model=ctx.models["asr"])
+    """The API key Secret (when api_key_secret is set), then the Deployment + Service that read it."""
+    s = ctx.settings
+    key = env_secret(ctx, s.api_key_secret, "api-key", "QWEN3_SPEECH_API_KEY", "5. ASR", "api_key_secret")
+    return key + render("qwen3-asr-deployment.yaml", s, model=ctx.models["asr"])
 
 
 @deploy("5. ASR")

@@ -32,7 +32,7 @@ from .context import DeployBlocked, Model, context_of
 RECORD = "qwen3-speech-models"
 AUDIT_JOB = "qwen3-model-audit"
 AUDIT_LINE = "MODEL-AUDIT "
-SCRIPTS = ("seed_models.py", "check_model_manifest.py", "tts_health_check.py")
+SCRIPTS = ("seed_models.py", "check_model_manifest.py", "tts_health_check.py", "tts_api_key.py")
 
 
 def resolve_commit(repo: str, revision: str, endpoint: str | None) -> str:
@@ -99,21 +99,28 @@ def _upgrade_decision(key: str, repo: str, revision: str, commit: str, recorded:
                     f"{key}_model_revision: {commit} or model_upgrade_policy: follow)")
 
 
+def env_secret(ctx, name: str | None, key: str, env_var: str, step: str, setting: str) -> list[dict]:
+    """The Secret `name` holding $env_var under `key`, made from this machine's environment only
+    (never from inventory data, so the value is on no command line); blocked when neither exists."""
+    s = ctx.settings
+    value = os.environ.get(env_var)
+    if name and value:
+        return [{
+            "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "metadata": {"name": name, "namespace": s.namespace, "labels": labels("qwen3-speech-" + key.lower().replace("_", "-"))},
+            "data": {key: base64.b64encode(value.encode()).decode()},
+        }]
+    if name and ctx.kube.get(Ref("v1", "Secret", name, s.namespace)) is None:
+        raise DeployBlocked(f"{step}: {setting} = {name!r} but there is no such Secret in "
+                            f"{s.namespace} and {env_var} is not set here; export {env_var} so the playbook creates it")
+    return []
+
+
 def desired(ctx) -> list[dict]:
     """The scripts ConfigMap, and the token Secret when this machine has HF_TOKEN to put in it."""
     s = ctx.settings
     manifests = render("qwen3-speech-scripts.yaml", s, scripts={name: script(name) for name in SCRIPTS})
-    token = os.environ.get("HF_TOKEN")
-    if s.hf_token_secret and token:
-        manifests.append({
-            "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-            "metadata": {"name": s.hf_token_secret, "namespace": s.namespace, "labels": labels("qwen3-speech-hf-token")},
-            "data": {"HF_TOKEN": base64.b64encode(token.encode()).decode()},
-        })
-    elif s.hf_token_secret and ctx.kube.get(Ref("v1", "Secret", s.hf_token_secret, s.namespace)) is None:
-        raise DeployBlocked(f"4. models: hf_token_secret = {s.hf_token_secret!r} but there is no such Secret in "
-                            f"{s.namespace} and HF_TOKEN is not set here; export HF_TOKEN so the playbook creates it")
-    return manifests
+    return manifests + env_secret(ctx, s.hf_token_secret, "HF_TOKEN", "HF_TOKEN", "4. models", "hf_token_secret")
 
 
 @deploy("4. Models")

@@ -20,6 +20,7 @@ service's own 500, a wrong transcript) or at the deadline, and says which.
 from __future__ import annotations
 
 import json
+import os
 import socket
 import time
 from dataclasses import dataclass, field
@@ -62,6 +63,22 @@ class ServiceProxy:
         except KubeUnreachable as err:  # as UrlTransport: nothing answered (status 0), worth asking again
             raise RoundTripError(str(err), endpoint=f"{method} {path} on {self}") from None
         return status, {}, data
+
+
+class KeyedTransport:
+    """A transport that sends `Authorization: Bearer KEY` (the services' API key) when there is a key."""
+
+    def __init__(self, inner, key: str | None):
+        self.inner, self.key = inner, key
+
+    def __str__(self) -> str:
+        return str(self.inner)
+
+    def request(self, method: str, path: str, body: bytes | None = None,
+                headers: dict | None = None, timeout: float = 300.0) -> tuple[int, dict, bytes]:
+        if self.key:
+            headers = {**(headers or {}), "Authorization": f"Bearer {self.key}"}
+        return self.inner.request(method, path, body, headers, timeout)
 
 
 @dataclass
@@ -247,6 +264,8 @@ def call_summary(ctx, hostname: str | None, urls: dict[int, str] | None, report:
         report.lines.append(f"ASR URL: http://{hostname}:{s.asr_port}/v1/audio/transcriptions")
     if urls:
         asr, tts, curl = urls[s.asr_port], urls[s.tts_port], "curl -s"
+        if s.api_key_secret:  # the variable's name, never the key
+            curl += ' -H "Authorization: Bearer $QWEN3_SPEECH_API_KEY"'
     else:
         proxy = f"{kube.host}/api/v1/namespaces/{s.namespace}/services"
         asr, tts = f"{proxy}/{ASR_SERVICE}:80/proxy", f"{proxy}/{TTS_SERVICE}:80/proxy"
@@ -283,7 +302,13 @@ def check_through_alb(s, urls: dict[int, str], report: Report) -> None:
     """Health, the round trips and a long synthesis, as a client of the ALB sends them."""
     from qwen_speech import roundtrip
 
-    asr, tts = (report.retrying(roundtrip.UrlTransport(urls[port])) for port in (s.asr_port, s.tts_port))
+    key = os.environ.get("QWEN3_SPEECH_API_KEY") if s.api_key_secret else None
+    if s.api_key_secret and not key:
+        report.warnings.append("through the ALB: not checked, api_key_secret is set but QWEN3_SPEECH_API_KEY is not "
+                               "exported here; export it to check the services with their key")
+        return
+    asr, tts = (report.retrying(KeyedTransport(roundtrip.UrlTransport(urls[port]), key))
+                for port in (s.asr_port, s.tts_port))
     try:
         for name, transport in (("ASR", asr), ("TTS", tts)):
             status, _, body = transport.request("GET", "/health", timeout=30)
@@ -330,7 +355,10 @@ def run_checks(ctx, wait: float | None = None, alb_wait: float | None = None, pr
             wait_for_services(kube, s, report, progress)
         if report.ok:
             check_health(kube, s.namespace, report)
-        if report.ok:
+        if report.ok and s.api_key_secret:  # the API server keeps the Authorization header for itself
+            report.lines.append("round trip through the API server's proxy: skipped (api_key_secret is set, and "
+                                "the proxy cannot pass the services' Bearer key); the ALB check below sends it")
+        elif report.ok:
             check_round_trip(kube, s, report)
         check_placement(kube, s, report)
         hostname = check_endpoints(ctx, report, alb_wait)

@@ -55,6 +55,7 @@ models_mount_path = "/models"
 # 4. Models, pre-seeded into EFS
 hf_endpoint = None  # None: https://huggingface.co
 hf_token_secret = None  # name of a Secret (key HF_TOKEN) made from $HF_TOKEN on the operator's machine
+api_key_secret = None  # name of a Secret (key api-key) made from $QWEN3_SPEECH_API_KEY; ASR then wants Bearer on /v1/*
 seed_image = None  # None: the ASR image, which the node pulls anyway and which has huggingface_hub
 seed_workers = 4
 seed_active_deadline_seconds = 7200  # a seeding Job is stopped after this long, whether or not step 4 still waits

@@ -1149,13 +1149,17 @@ class Kubelet:
         return self.options.scaled(self._real_backoff(restarts), 0.05)
 
 
+TTS_KEY_APP = "tts_api_key:app"  # files/tts_api_key.py, the TTS app behind the API key (as in sandbox.speech)
+
+
 def _starts_tts_server(argv: list[str]) -> bool:
     """Whether a TTS-image command starts its server: the image's own `python -m api.main`, or the
-    uvicorn CLI on `api.main:app` (the way to pass uvicorn options such as --timeout-keep-alive)."""
+    uvicorn CLI on `api.main:app` (the way to pass uvicorn options such as --timeout-keep-alive) or on
+    files/tts_api_key.py's wrapper of it."""
     if not argv or not PYTHON_COMMAND.match(os.path.basename(argv[0])):
         return False
     rest = argv[1:]
-    return rest[:2] == ["-m", "api.main"] or (rest[:2] == ["-m", "uvicorn"] and "api.main:app" in rest[2:])
+    return rest[:2] == ["-m", "api.main"] or (rest[:2] == ["-m", "uvicorn"] and bool({"api.main:app", TTS_KEY_APP} & set(rest[2:])))
 
 
 def _container_port(spec: dict, port: Any) -> int | None:
