@@ -68,3 +68,15 @@ def test_with_the_gpu_operator_its_reconcile_does_not_undo_time_slicing(make_san
     while gpu_allocatable(handle) != ["2"] and time.monotonic() < deadline:
         time.sleep(0.1)
     assert gpu_allocatable(handle) == ["2"]
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_serving_and_seeding_pods_ask_karpenter_not_to_disrupt_their_node_unless_told_not_to(enabled):
+    from tests.manifest_helpers import all_manifests
+
+    templates = {m["metadata"]["name"]: m["spec"]["template"] for m in all_manifests(karpenter_do_not_disrupt=enabled)
+                 if m["kind"] in ("Deployment", "Job")}
+    assert templates, "no Deployment or Job rendered"
+    for name, template in templates.items():
+        annotations = template["metadata"].get("annotations") or {}
+        assert (annotations.get("karpenter.sh/do-not-disrupt") == "true") is enabled, name
