@@ -29,6 +29,8 @@ KINDS: dict[tuple[str, str], tuple[str, bool]] = {
     ("networking.k8s.io/v1", "Ingress"): ("ingresses", True),
     ("networking.k8s.io/v1", "IngressClass"): ("ingressclasses", False),
     ("karpenter.sh/v1", "NodePool"): ("nodepools", False),
+    ("karpenter.k8s.aws/v1", "EC2NodeClass"): ("ec2nodeclasses", False),
+    ("nvidia.com/v1", "ClusterPolicy"): ("clusterpolicies", False),
     ("coordination.k8s.io/v1", "Lease"): ("leases", True),
 }
 

@@ -405,6 +405,7 @@ SCHEMA: dict[str, Checker] = {
     "verify_max_cer": _number_in(0, 1, "a character error rate"),
     "verify_long_request": _boolean,
     "karpenter_interruption_queue": _optional(_string),
+    "karpenter_do_not_disrupt": _boolean,
     "purge_models": _boolean,
     "purge_time_slicing": _boolean,
 }

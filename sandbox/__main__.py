@@ -1,6 +1,7 @@
 """`python -m sandbox up|down|status|fault|serve`: run the simulated EKS account in the background.
 
     python -m sandbox up [--dir .sandbox] [--fast] [--without gpu-node ...]   # start, wait until ready
+    python -m sandbox up --device-plugin helm|gpu-operator|bottlerocket       # ... installed another way
     source .sandbox/env                                                     # KUBECONFIG, AWS_*, HF_ENDPOINT
     python -m sandbox status                                                # what runs, object counts
     python -m sandbox fault api-errors codes='[503,429]' count=4            # inject a fault
@@ -76,6 +77,8 @@ def _options(args: argparse.Namespace) -> SandboxOptions:
     options = SandboxOptions.from_dict(values)
     if args.fast:
         options.fast = True
+    if getattr(args, "device_plugin", None):
+        options.device_plugin_setup = args.device_plugin
     return options.without(args.without or [])
 
 
@@ -285,12 +288,15 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--fast", action="store_true", help="scale every delay down (tests, demos)")
         p.add_argument("--without", action="append", choices=sorted(WITHOUT), metavar="PIECE",
                        help=f"leave a piece out (repeatable): {', '.join(WITHOUT)}")
+        p.add_argument("--device-plugin", choices=("static", "helm", "gpu-operator", "bottlerocket"),
+                       help="who installed the NVIDIA device plugin (default: static, its plain manifest)")
         p.add_argument("--options-json", help=argparse.SUPPRESS)
     with_dir(commands.add_parser("down", help="stop the sandbox (idempotent)"))
     with_dir(commands.add_parser("status", help="print what runs"))
     p = with_dir(commands.add_parser("fault", help="inject a fault: NAME key=value ..."))
     p.add_argument("name", help="api-errors, api-slow, api-drop, spot-interruption, restart-pods, image-pull-failure, crash-loop, "
-                                "hub-cut, hub-429, hub-corrupt, hub-new-revision, clear")
+                                "karpenter-drift, karpenter-consolidate, gpu-operator-upgrade, hub-cut, hub-429, hub-corrupt, "
+                                "hub-new-revision, clear")
     p.add_argument("params", nargs="*", help="key=value (values parsed as JSON when they can be)")
     p = with_dir(commands.add_parser("token", help="print a bearer token for a user or ServiceAccount (RBAC applies)"))
     p.add_argument("--user", help="user name, e.g. ci-deployer")

@@ -58,6 +58,7 @@ class SandboxOptions:
     + with_aws / with_hub / with_cluster: run that component (the API server always runs)
     + gpu_node, device_plugin, efs_csi_driver, alb_controller, karpenter_nodepool: the guide's
       cluster prerequisites, each can be left out (passed to ClusterOptions)
+    + device_plugin_setup: who installed the device plugin: static | helm | gpu-operator | bottlerocket
     + efs_file_system, ecr_image, sqs_queue: AWS prerequisites (passed to AwsOptions)
     + token_ttl: seconds an EKS token is accepted after it was signed (EKS: 900)
     + hub_repo_sizes: HubServer repo_sizes ({repo_id: bytes or {path: bytes}}); None = small defaults
@@ -74,6 +75,7 @@ class SandboxOptions:
     efs_csi_driver: bool = True
     alb_controller: bool = True
     karpenter_nodepool: bool = True
+    device_plugin_setup: str = "static"
     efs_file_system: bool = True
     ecr_image: bool = True
     sqs_queue: bool = True
@@ -221,7 +223,8 @@ class Sandbox:
         opts = self.options
         wanted = {"fast": opts.fast, "gpu_node": opts.gpu_node, "device_plugin": opts.device_plugin,
                   "efs_csi_driver": opts.efs_csi_driver, "alb_controller": opts.alb_controller,
-                  "karpenter_nodepool": opts.karpenter_nodepool, **opts.cluster_overrides}
+                  "karpenter_nodepool": opts.karpenter_nodepool, "device_plugin_setup": opts.device_plugin_setup,
+                  **opts.cluster_overrides}
         known = {f.name for f in dataclasses.fields(options_class)}
         unknown = sorted(set(opts.cluster_overrides) - known)
         if unknown:

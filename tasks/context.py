@@ -20,9 +20,21 @@ class DeployBlocked(PyinfraError):
 
 @dataclass
 class DevicePlugin:
+    """Who runs the device plugin, and where time-slicing is configured through that owner.
+
+    owner: static (its DaemonSet, patched), helm (the chart's config ConfigMap + node label),
+    gpu-operator (the ClusterPolicy), bottlerocket (the EC2NodeClass user data).
+    """
     namespace: str
     name: str
     container: str
+    owner: str = "static"
+    config_map: str | None = None  # helm: the chart's ConfigMap config-manager reads
+
+    def describe(self) -> str:
+        where = {"static": "DaemonSet", "helm": "Helm release, DaemonSet", "gpu-operator": "GPU Operator ClusterPolicy",
+                 "bottlerocket": "Bottlerocket nodes of EC2NodeClass"}[self.owner]
+        return f"{where} {self.namespace + '/' if self.namespace else ''}{self.name}"
 
 
 @dataclass

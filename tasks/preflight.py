@@ -52,9 +52,12 @@ def check(ctx) -> None:
 
     ctx.device_plugin = find_device_plugin(kube)
     if ctx.device_plugin is None:
-        missing.append("NVIDIA device plugin: no DaemonSet runs an image with 'k8s-device-plugin'; install it "
+        missing.append("NVIDIA device plugin: no GPU Operator ClusterPolicy, no DaemonSet runs an image with "
+                       "'k8s-device-plugin', and no NodePool boots Bottlerocket; install it "
                        "(helm upgrade -i nvdp nvdp/nvidia-device-plugin -n nvidia-device-plugin --create-namespace, "
                        "or the static manifest deployments/static/nvidia-device-plugin.yml of NVIDIA/k8s-device-plugin)")
+    else:
+        logger.info(f"    device plugin: {ctx.device_plugin.describe()} (time-slicing is configured there)")
     if not _exists(kube, "storage.k8s.io/v1", "CSIDriver", EFS_CSI_DRIVER):
         missing.append(f"EFS CSI driver: CSIDriver {EFS_CSI_DRIVER} not found; install the aws-efs-csi-driver add-on")
     ingress_class = kube.get(_ref("networking.k8s.io/v1", "IngressClass", "alb"))
@@ -78,23 +81,63 @@ def find_device_plugin_for_teardown():
 
 
 def find_device_plugin(kube) -> DevicePlugin | None:
-    """The device plugin's DaemonSet: named differently by the static manifest and by Helm."""
+    """Who owns the device plugin: the GPU Operator, a Helm release, a plain DaemonSet, or Bottlerocket.
+
+    The image also carries config-manager and gpu-feature-discovery, so the plugin container is
+    the one of that image whose command is neither.
+    """
+    policies = _list_optional(kube, "nvidia.com/v1", "ClusterPolicy")
+    if policies:
+        policy = policies[0]
+        namespace = ((policy.get("status") or {}).get("namespace")) or "gpu-operator"
+        return DevicePlugin(namespace, policy["metadata"]["name"], "nvidia-device-plugin", owner="gpu-operator")
     for ds in kube.list("apps/v1", "DaemonSet"):
-        for container in ds["spec"]["template"]["spec"].get("containers") or []:
-            if DEVICE_PLUGIN_IMAGE in container.get("image", ""):
-                meta = ds["metadata"]
-                return DevicePlugin(meta["namespace"], meta["name"], container["name"])
+        spec = ds["spec"]["template"]["spec"]
+        plugin = next((c for c in spec.get("containers") or [] if _plugin_role(c) == "plugin"), None)
+        if plugin is None:
+            continue
+        meta = ds["metadata"]
+        found = DevicePlugin(meta["namespace"], meta["name"], plugin["name"])
+        configs = next((v["configMap"]["name"] for v in spec.get("volumes") or []
+                        if v.get("name") == "available-configs" and v.get("configMap")), None)
+        helm = (meta.get("labels") or {}).get("app.kubernetes.io/managed-by") == "Helm"
+        if helm and configs and any(_plugin_role(c) == "config-manager" for c in spec.get("containers") or []):
+            found.owner, found.config_map = "helm", configs
+        return found
+    for pool in _list_optional(kube, "karpenter.sh/v1", "NodePool"):
+        ref = (((pool.get("spec") or {}).get("template") or {}).get("spec") or {}).get("nodeClassRef") or {}
+        nodeclass = kube.get(_ref("karpenter.k8s.aws/v1", "EC2NodeClass", ref.get("name", ""))) if ref.get("name") else None
+        if nodeclass is not None and _bottlerocket(nodeclass):
+            return DevicePlugin("", nodeclass["metadata"]["name"], "", owner="bottlerocket")
     return None
 
 
-def _karpenter_gpu_pool(kube) -> bool:
+def _plugin_role(container: dict) -> str | None:
+    if DEVICE_PLUGIN_IMAGE not in container.get("image", ""):
+        return None
+    argv = list(container.get("command") or []) + list(container.get("args") or [])
+    program = str(argv[0]).rsplit("/", 1)[-1] if argv else ""
+    return {"config-manager": "config-manager", "gpu-feature-discovery": "feature-discovery"}.get(program, "plugin")
+
+
+def _bottlerocket(nodeclass: dict) -> bool:
+    spec = nodeclass.get("spec") or {}
+    return spec.get("amiFamily") == "Bottlerocket" or any(
+        str(t.get("alias", "")).startswith("bottlerocket@") for t in spec.get("amiSelectorTerms") or [])
+
+
+def _list_optional(kube, api_version: str, kind: str) -> list[dict]:
+    """Objects of a custom kind; none when its CRD is not installed."""
     try:
-        pools = kube.list("karpenter.sh/v1", "NodePool")
+        return kube.list(api_version, kind)
     except KubeApiError as err:
-        if err.status == 404:  # Karpenter is not installed
-            return False
+        if err.status == 404:
+            return []
         raise
-    return bool(pools)
+
+
+def _karpenter_gpu_pool(kube) -> bool:
+    return bool(_list_optional(kube, "karpenter.sh/v1", "NodePool"))
 
 
 def _ref(api_version, kind, name, namespace=None):

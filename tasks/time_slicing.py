@@ -1,15 +1,26 @@
 """Step 1 (配置 GPU Time-Slicing): one physical GPU advertised as several nvidia.com/gpu.
 
-Applies the device plugin config, points the installed device plugin DaemonSet at it (only
-those fields, under our field manager), then waits until every GPU node reports
-allocatable nvidia.com/gpu = physical GPUs x replicas.
+Configures sharing through whoever owns the device plugin (preflight found it), touching only
+fields that owner leaves to its users, under our field manager:
+- static DaemonSet: a config ConfigMap, and the plugin container (by name) pointed at it;
+- Helm release with config-manager: our config as one more file of the chart's ConfigMap, chosen
+  per node by the label nvidia.com/device-plugin.config (the chart's own selection; its values and
+  DaemonSet stay the chart's);
+- GPU Operator: a ConfigMap in its namespace and ClusterPolicy spec.devicePlugin.config name/default
+  (the operator re-renders its DaemonSets from that; a patch of them would be undone);
+- Bottlerocket: settings.kubelet-device-plugins.nvidia in the EC2NodeClass user data (other
+  settings kept); Karpenter replaces the drifted nodes, which boot with it.
+The config name carries the replicas, so a new count is a new selection the owner reloads.
+Then it waits until every GPU node reports allocatable nvidia.com/gpu = physical GPUs x replicas.
 """
 
 from __future__ import annotations
 
 import hashlib
 import posixpath
+import re
 import time
+import tomllib
 
 from pyinfra import host, logger, state
 from pyinfra.api import deploy, operation
@@ -18,7 +29,7 @@ from kubeops import k8s
 from kubeops.waiter import Heartbeat, WaitTimedOut, node_gpus
 from qwen_speech.manifests import render
 
-from .context import context_of
+from .context import DeployBlocked, context_of
 
 # Physical GPUs per instance type, for nodes without GPU feature discovery's nvidia.com/gpu.count.
 GPUS_PER_INSTANCE = {"g4dn.xlarge": 1, "g4dn.2xlarge": 1, "g4dn.4xlarge": 1, "g4dn.8xlarge": 1,
@@ -38,11 +49,84 @@ def wanted_gpus(node: dict, replicas: int) -> int:
     return physical_gpus(node) * replicas
 
 
+CONFIG_LABEL = "nvidia.com/device-plugin.config"  # config-manager's node label (cmd/config-manager/main.go)
+
+
+def config_key(s) -> str:
+    return f"{s.time_slicing_config_name}-{s.time_slicing_replicas}x"
+
+
+def plugin_config(s) -> str:
+    """The plugin's config file (api/config/v1); a pod may never ask for more than one shared GPU."""
+    return ("version: v1\nsharing:\n  timeSlicing:\n    failRequestsGreaterThanOne: true\n    resources:\n"
+            f"      - name: nvidia.com/gpu\n        replicas: {s.time_slicing_replicas}\n")
+
+
 def desired(ctx) -> list[dict]:
-    s = ctx.settings
+    s, plugin = ctx.settings, ctx.device_plugin
+    if plugin.owner == "helm":
+        return [_config_map(s, plugin.config_map, plugin.namespace)] + _node_labels(ctx)
+    if plugin.owner == "gpu-operator":
+        return [_config_map(s, s.time_slicing_config_name, plugin.namespace),
+                {"apiVersion": "nvidia.com/v1", "kind": "ClusterPolicy", "metadata": {"name": plugin.name},
+                 "spec": {"devicePlugin": {"config": {"name": s.time_slicing_config_name, "default": config_key(s)}}}}]
+    if plugin.owner == "bottlerocket":
+        return _nodeclass_user_data(ctx)
     return render("nvidia-time-slicing-config.yaml", s, plugin=ctx.device_plugin, config_hash=_config_hash(s),
                   config_key=posixpath.basename(s.time_slicing_config_path),
                   config_dir=posixpath.dirname(s.time_slicing_config_path))
+
+
+def _config_map(s, name: str, namespace: str) -> dict:
+    """Only our key: server-side apply leaves the other files (the chart's) to their owner."""
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": namespace},
+            "data": {config_key(s): plugin_config(s)}}
+
+
+def _node_labels(ctx) -> list[dict]:
+    """Each GPU node selects our config; a node Karpenter adds later needs the label in its NodePool."""
+    return [{"apiVersion": "v1", "kind": "Node",
+             "metadata": {"name": n["metadata"]["name"], "labels": {CONFIG_LABEL: config_key(ctx.settings)}}}
+            for n in ctx.gpu_nodes]
+
+
+_NVIDIA_TABLE = re.compile(r"^\s*\[\s*settings\.kubelet-device-plugins\.nvidia(\.[a-z-]+)?\s*\]\s*$")
+
+
+def bottlerocket_settings(s) -> str:
+    """settings.kubelet-device-plugins.nvidia for time-slicing (bottlerocket.dev api/settings/kubelet-device-plugins)."""
+    return ('[settings.kubelet-device-plugins.nvidia]\ndevice-sharing-strategy = "time-slicing"\n\n'
+            '[settings.kubelet-device-plugins.nvidia.time-slicing]\n'
+            f'replicas = {s.time_slicing_replicas}\nfail-requests-greater-than-one = true\n')
+
+
+def merged_user_data(user_data: str, s) -> str:
+    """The user data with our nvidia tables instead of any earlier ones; every other setting kept."""
+    kept, skipping = [], False
+    for line in (user_data or "").splitlines():
+        if line.strip().startswith("["):
+            skipping = bool(_NVIDIA_TABLE.match(line))
+        if not skipping:
+            kept.append(line)
+    text = "\n".join(kept).rstrip()
+    return (text + "\n\n" if text else "") + bottlerocket_settings(s)
+
+
+def _nodeclass_user_data(ctx) -> list[dict]:
+    s, plugin = ctx.settings, ctx.device_plugin
+    from kubeops.kinds import Ref
+
+    nodeclass = ctx.kube.get(Ref("karpenter.k8s.aws/v1", "EC2NodeClass", plugin.name, None)) or {}
+    current = (nodeclass.get("spec") or {}).get("userData") or ""
+    try:
+        nvidia = tomllib.loads(current).get("settings", {}).get("kubelet-device-plugins", {}).get("nvidia", {})
+    except tomllib.TOMLDecodeError as err:
+        raise DeployBlocked(f"EC2NodeClass {plugin.name} spec.userData is not TOML ({err}); fix it, then rerun")
+    wanted = tomllib.loads(bottlerocket_settings(s))["settings"]["kubelet-device-plugins"]["nvidia"]
+    if nvidia == wanted:
+        return []  # already so: nothing to write, no node replaced
+    return [{"apiVersion": "karpenter.k8s.aws/v1", "kind": "EC2NodeClass", "metadata": {"name": plugin.name},
+             "spec": {"userData": merged_user_data(current, s)}}]
 
 
 @deploy("1. GPU time-slicing")
@@ -50,7 +134,7 @@ def configure():
     ctx = context_of(host)
     s, plugin = ctx.settings, ctx.device_plugin
     k8s.applied(
-        name=f"1. Time-slicing config + device plugin {plugin.namespace}/{plugin.name}",
+        name=f"1. Time-slicing through the {plugin.describe()}",
         manifests=desired(ctx),
         field_manager=s.field_manager,
         label="1. time-slicing",

@@ -134,5 +134,9 @@ unschedulable_grace_seconds = 240  # Karpenter needs 1-3 min for a new Spot node
 verify_max_cer = 0.2
 verify_long_request = True  # through the ALB: one synthesis of ~2 minutes on a T4, with a short one beside it
 karpenter_interruption_queue = None
+# karpenter.sh/do-not-disrupt on the serving and seeding pods: consolidation and drift (an AMI
+# update) leave their GPU node alone (Spot interruption still takes it); each disruption costs an
+# image pull and a model load
+karpenter_do_not_disrupt = True
 purge_models = False
 purge_time_slicing = False

@@ -43,7 +43,8 @@ class Cluster:
     + aws: sandbox.aws.SandboxAws or None (EFS existence checks and ALBs; None = offline rules)
     """
 
-    FAULTS = ("spot-interruption", "image-pull-failure", "crash-loop")  # and "clear"
+    FAULTS = ("spot-interruption", "image-pull-failure", "crash-loop",  # and "clear"
+              "karpenter-drift", "karpenter-consolidate", "gpu-operator-upgrade")
 
     def __init__(self, store: Store, root: Path, *, options: ClusterOptions, aws: Any = None):
         self.store = store
@@ -186,9 +187,15 @@ class Cluster:
     # -- faults --------------------------------------------------------------------------------
 
     def inject(self, fault: str, params: dict | None = None) -> dict:
-        """Inject a cluster fault: spot-interruption, image-pull-failure, crash-loop or clear."""
+        """Inject a cluster fault: spot-interruption, image-pull-failure, crash-loop, karpenter-drift,
+        karpenter-consolidate, gpu-operator-upgrade or clear."""
         with self._pass_lock:
-            result = self.faults.inject(fault, params or {})
+            if fault.startswith("karpenter-"):
+                result = self.karpenter.inject(fault, params or {})
+            elif fault == "gpu-operator-upgrade":  # the operator renders anew, as after its upgrade
+                result = self.device_plugins.setup.inject(self, fault, params or {})
+            else:
+                result = self.faults.inject(fault, params or {})
         self._wake.set()
         return result
 

@@ -178,7 +178,7 @@ class Faults:
             if cond.get("type") == "Ready":
                 cond.update({"status": "True", "reason": "KubeletReady", "message": "kubelet is posting ready status"})
         self.cluster.device_plugins.physical[name] = self.cluster.device_plugins.physical_gpus(node)
-        return new
+        return self.cluster.device_plugins.launched(new)
 
     def _warn(self, node: dict) -> None:
         name = node["metadata"]["name"]
@@ -232,7 +232,7 @@ class Faults:
         except ApiError:
             return
         self.cluster.kubelet.forget_node(name)
-        self.cluster.device_plugins.physical.pop(name, None)
+        self.cluster.device_plugins.forget(name)
         self.cluster.events.record(node, "Normal", "RemovingNode", f"Node {name} event: Removing Node {name} from Controller",
                                    component="node-controller")
 

@@ -3,7 +3,8 @@
 - a g4dn.xlarge Spot GPU node from the Karpenter pool `gpu` (1 physical T4, taint nvidia.com/gpu),
   and a small system node (no taint) where the controllers' own pods run;
 - the namespaces every cluster has;
-- the NVIDIA device plugin DaemonSet as its static manifest ships (kube-system, no config);
+- the NVIDIA device plugin as its installer lays it out (ClusterOptions.device_plugin_setup; the
+  static manifest's DaemonSet in kube-system, no config, by default);
 - the EFS CSI driver (CSIDriver object + controller Deployment);
 - the AWS Load Balancer Controller (Deployment + IngressClass `alb`);
 - the Karpenter NodePool `gpu`.
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING
 from sandbox.kubeapi.store import ApiError
 from sandbox.kubeapi.strategies import strategy_for
 
-from .common import (CSIDRIVERS, DAEMONSETS, DEPLOYMENTS, INGRESSCLASSES, NAMESPACES, NODEPOOLS, NODES,
+from .common import (CSIDRIVERS, DEPLOYMENTS, INGRESSCLASSES, NAMESPACES, NODEPOOLS, NODES,
                      SERVICEACCOUNTS, hex_id, now_iso)
 
 if TYPE_CHECKING:
@@ -27,7 +28,6 @@ if TYPE_CHECKING:
 GPU_NODE_NAME = "ip-10-0-1-23.us-west-2.compute.internal"
 SYSTEM_NODE_NAME = "ip-10-0-2-41.us-west-2.compute.internal"
 KUBELET_VERSION = "v1.31.4-eks-aeac579"
-DEVICE_PLUGIN_IMAGE = "nvcr.io/nvidia/k8s-device-plugin:v0.17.1"
 ALB_CONTROLLER_IMAGE = "public.ecr.aws/eks/aws-load-balancer-controller:v2.11.0"
 EFS_CSI_IMAGE = "public.ecr.aws/efs-csi-driver/amazon/aws-efs-csi-driver:v2.1.4"
 
@@ -122,32 +122,6 @@ def new_node_name(subnet: str, taken: set[str] | None = None) -> tuple[str, str]
             return name, f"{subnet}.{last}"
 
 
-def device_plugin_daemonset() -> dict:
-    """deployments/static/nvidia-device-plugin.yml of NVIDIA/k8s-device-plugin v0.17.1."""
-    return {
-        "apiVersion": "apps/v1", "kind": "DaemonSet",
-        "metadata": {"name": "nvidia-device-plugin-daemonset", "namespace": "kube-system"},
-        "spec": {
-            "selector": {"matchLabels": {"name": "nvidia-device-plugin-ds"}},
-            "updateStrategy": {"type": "RollingUpdate"},
-            "template": {
-                "metadata": {"labels": {"name": "nvidia-device-plugin-ds"}},
-                "spec": {
-                    "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
-                    "priorityClassName": "system-node-critical",
-                    "containers": [{
-                        "image": DEVICE_PLUGIN_IMAGE, "name": "nvidia-device-plugin-ctr",
-                        "env": [{"name": "FAIL_ON_INIT_ERROR", "value": "false"}],
-                        "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
-                        "volumeMounts": [{"name": "device-plugin", "mountPath": "/var/lib/kubelet/device-plugins"}],
-                    }],
-                    "volumes": [{"name": "device-plugin", "hostPath": {"path": "/var/lib/kubelet/device-plugins"}}],
-                },
-            },
-        },
-    }
-
-
 def _system_deployment(name: str, image: str, replicas: int, labels: dict, args: list[str] | None = None,
                        service_account: str | None = None) -> dict:
     container = {"name": name if name != "efs-csi-controller" else "efs-plugin", "image": image,
@@ -212,14 +186,14 @@ def seed(cluster: "Cluster") -> None:
                          "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}})
         put(SERVICEACCOUNTS, {"apiVersion": "v1", "kind": "ServiceAccount",
                               "metadata": {"name": "default", "namespace": ns}})
+    if options.device_plugin:  # before the nodes: a Bottlerocket node boots from its EC2NodeClass
+        cluster.device_plugins.setup.seed(cluster, put)
     put(NODES, node_object(SYSTEM_NODE_NAME, "t3.large", zone="us-west-2b", gpu=False, capacity_type="on-demand",
                            nodepool=None, ip="10.0.2.41"))
     if options.gpu_node:
         node = gpu_node(GPU_NODE_NAME, zone="us-west-2a")
         cluster.device_plugins.physical[GPU_NODE_NAME] = INSTANCE_SHAPES["g4dn.xlarge"]["gpus"]
-        put(NODES, node)
-    if options.device_plugin:
-        put(DAEMONSETS, device_plugin_daemonset())
+        put(NODES, cluster.device_plugins.launched(node))
     if options.efs_csi_driver:
         put(CSIDRIVERS, {"apiVersion": "storage.k8s.io/v1", "kind": "CSIDriver",
                          "metadata": {"name": "efs.csi.aws.com",

@@ -9,6 +9,14 @@ two nodes). Pods with required pod affinity are left to the scheduler (a new nod
 the pod they must sit next to). While a launched node has not reported its GPUs yet, or one is
 on its way (also a Spot replacement), no other node is launched for that pool; the pool's
 `limits` on nvidia.com/gpu and cpu are respected. Launches take `node_replacement` seconds.
+
+Voluntary disruption (website/content/en/docs/concepts/disruption.md): a node is Drifted when its
+EC2NodeClass changed since launch (the `karpenter.k8s.aws/ec2nodeclass-hash` it carries differs;
+also the `karpenter-drift` fault, as an AMI release would) and is then replaced: a new node of the
+pool is launched and the old one drained and deleted. The `karpenter-consolidate` fault removes a
+node as consolidation would (its pods go back to pending). Neither touches a node that runs a pod
+annotated `karpenter.sh/do-not-disrupt: "true"`: Karpenter records DisruptionBlocked and retries.
+Spot interruption (faults.py) is forceful and ignores the annotation.
 """
 
 from __future__ import annotations
@@ -17,14 +25,15 @@ import time
 from fractions import Fraction
 from typing import TYPE_CHECKING
 
-from .common import (NODEPOOLS, NODES, PODS, condition, node_matches_pod_selectors, parse_quantity,
-                     pod_requests, quantity_or_zero, untolerated_taint)
+from .common import (NODEPOOLS, NODES, PODS, condition, controller_of, node_matches_pod_selectors, parse_quantity,
+                     now_iso, pod_requests, quantity_or_zero, untolerated_taint)
 from .initial_state import INSTANCE_SHAPES, new_node_name, node_object
 
 if TYPE_CHECKING:
     from .cluster import Cluster
 
 FAMILY_INSTANCE = {"g4dn": "g4dn.xlarge", "t3": "t3.large"}
+DO_NOT_DISRUPT = "karpenter.sh/do-not-disrupt"
 
 
 class Karpenter:
@@ -34,6 +43,88 @@ class Karpenter:
         self.in_flight: dict[str, float] = {}  # node name -> when it joins (or started initializing)
         self._pool_of: dict[str, str] = {}  # node name -> nodepool
         self._unschedulable_since: dict[str, float] = {}  # pod uid -> first seen Unschedulable
+        self.drifted: set[str] = set()  # nodes marked drifted by the fault (an AMI release)
+        self._blocked_at: dict[str, float] = {}  # node -> when DisruptionBlocked was last recorded
+
+    def inject(self, fault: str, params: dict) -> dict:
+        """karpenter-drift [node=NAME] (default: every node of a pool) | karpenter-consolidate node=NAME."""
+        nodes = {n["metadata"]["name"]: n for n in self.store.list(NODES)}
+        name = params.get("node")
+        if name and name not in nodes:
+            raise ValueError(f"{fault}: node {name!r} not found; nodes: {', '.join(nodes) or 'none'}")
+        pooled = [n for n, obj in nodes.items() if (obj["metadata"].get("labels") or {}).get("karpenter.sh/nodepool")]
+        if fault == "karpenter-drift":
+            targets = [name] if name else pooled
+            self.drifted.update(targets)
+            return {"fault": fault, "drifted": targets}
+        if fault == "karpenter-consolidate":
+            target = name or (pooled[0] if pooled else None)
+            if target is None:
+                raise ValueError("karpenter-consolidate: no node of a NodePool to consolidate; pass params.node")
+            blocker = self._blocker(target)
+            if blocker:
+                self._record_blocked(nodes[target], blocker, time.monotonic(), force=True)
+                return {"fault": fault, "node": target, "blocked": blocker}
+            self._disrupt(nodes[target], "Underutilized", replace=False)
+            return {"fault": fault, "node": target, "removed": True}
+        raise ValueError(f"unknown Karpenter fault {fault!r}; known: karpenter-drift, karpenter-consolidate")
+
+    def _blocker(self, node: str) -> str | None:
+        """Why Karpenter may not disrupt `node` voluntarily, or None."""
+        for pod in self.store.list(PODS, field_selector=f"spec.nodeName={node}"):
+            if (controller_of(pod) or {}).get("kind") == "DaemonSet":
+                continue
+            if ((pod["metadata"].get("annotations") or {}).get(DO_NOT_DISRUPT)) == "true":
+                return f'pod "{pod["metadata"]["namespace"]}/{pod["metadata"]["name"]}" has "{DO_NOT_DISRUPT}" annotation'
+        return None
+
+    def _record_blocked(self, node: dict, why: str, now: float, force: bool = False) -> None:
+        name = node["metadata"]["name"]
+        if force or now - self._blocked_at.get(name, -1e9) > self.cluster.options.scaled(60.0, 0.5):
+            self._blocked_at[name] = now
+            self.cluster.events.record(node, "Normal", "DisruptionBlocked", f"Cannot disrupt Node: {why}",
+                                       component="karpenter")
+
+    def _disrupt_drifted(self, nodes: dict[str, dict], now: float) -> None:
+        from .device_plugin import EC2NODECLASSES, NODECLASS_HASH, NODECLASS_LABEL, nodeclass_hash
+
+        for name, node in nodes.items():
+            meta = node["metadata"]
+            if any(t.get("key") == "karpenter.sh/disrupted" for t in node["spec"].get("taints") or []):
+                continue
+            nodeclass_name = (meta.get("labels") or {}).get(NODECLASS_LABEL)
+            nodeclass = self.store.get(EC2NODECLASSES, None, nodeclass_name) if nodeclass_name else None
+            stale = nodeclass is not None and (meta.get("annotations") or {}).get(NODECLASS_HASH) != nodeclass_hash(nodeclass)
+            if not stale and name not in self.drifted:
+                continue
+            blocker = self._blocker(name)
+            if blocker:
+                self._record_blocked(node, blocker, now)
+                continue
+            self.drifted.discard(name)
+            self._disrupt(node, "Drifted", replace=True)
+
+    def _disrupt(self, node: dict, reason: str, replace: bool) -> None:
+        """Karpenter's graceful disruption: (launch the replacement,) taint, drain, delete."""
+        faults = self.cluster.faults
+        name = node["metadata"]["name"]
+        self.cluster.events.record(node, "Normal", "DisruptionTerminating", f"Disrupting Node: {reason}",
+                                   component="karpenter")
+        if replace:
+            pool = (node["metadata"].get("labels") or {}).get("karpenter.sh/nodepool")
+            replacement = faults._replacement_for(node, {n["metadata"]["name"] for n in self.store.list(NODES)})
+            joins_at = time.monotonic() + self.cluster.options.node_replacement
+            if pool:
+                self.expect(replacement["metadata"]["name"], pool, joins_at)
+            faults.schedule(joins_at, f"karpenter replaces {name}", lambda: faults.join(replacement))
+
+        def taint(obj: dict) -> None:
+            taints = obj["spec"].setdefault("taints", [])
+            if not any(t.get("key") == "karpenter.sh/disrupted" for t in taints):
+                taints.append({"key": "karpenter.sh/disrupted", "effect": "NoSchedule", "timeAdded": now_iso()})
+        self.store.mutate(NODES, None, name, taint)
+        faults._delete_pods_on(name, evicted=True)
+        faults._remove(name)
 
     def expect(self, node_name: str, pool: str, joins_at: float) -> None:
         """A node for `pool` is on its way (a launch, or a Spot replacement)."""
@@ -68,6 +159,7 @@ class Karpenter:
             return
         now = time.monotonic()
         nodes = {n["metadata"]["name"]: n for n in self.cluster.snapshot(NODES)}
+        self._disrupt_drifted(nodes, now)
         batch = self.cluster.options.scaled(10.0, 0.3, 10.0)
         pending = []
         pods = self.cluster.snapshot(PODS)
@@ -145,6 +237,7 @@ class Karpenter:
         delay = self.cluster.options.node_replacement
         shape = INSTANCE_SHAPES[node["metadata"]["labels"]["node.kubernetes.io/instance-type"]]
         self.cluster.device_plugins.physical[name] = shape["gpus"]
+        node = self.cluster.device_plugins.launched(node)
         self.expect(name, pool["metadata"]["name"], now + delay)
         claim = f"{pool['metadata']['name']}-{name.split('.')[0][-5:]}"
         for pod in pods:

@@ -10,8 +10,10 @@ How a container runs depends on what it is:
   (sandbox.speech), probed for readiness over HTTP like the real server; a TTS-image command that
   starts its server (`python -m api.main`, or `python -m uvicorn api.main:app ...`) is the stand-in
   too, with the arguments it was given.
-- image containing `k8s-device-plugin`: reads its config file at start (device_plugin.py) and
-  registers GPUs with the node, or exits 1 with the plugin's error line (crash loop).
+- image containing `k8s-device-plugin`: by its command, the plugin reads its config file at start
+  (device_plugin.py) and registers GPUs with the node, or exits 1 with the plugin's error line
+  (crash loop); config-manager links the config the node label selects (the sidecar re-selects on
+  a label change and restarts the plugin's config, as its SIGHUP does); gpu-feature-discovery runs.
 - anything else: Running and Ready after the delays.
 
 States, events and restarts follow the real kubelet: Pulling/Pulled, ErrImagePull then
@@ -53,8 +55,8 @@ from sandbox.kubeapi.strategies.pods import qos_class
 from .common import (CONFIGMAPS, NODES, PODS, PVCS, PVS, REPLICASETS, SECRETS, container_requests, controller_of,
                      hex_id, merge_condition, node_internal_ip, pod_requests)
 from .gpu_memory import GIB_OF_GPU, T4_GIB, GpuMemory
-from .device_plugin import (PLUGIN_IMAGE_MARKER, PluginConfigError, config_file_of,
-                            load_plugin_config, plugin_error_line)
+from .device_plugin import (PluginConfigError, config_file_of, container_role, load_plugin_config,
+                            plugin_error_line, run_config_manager)
 
 if TYPE_CHECKING:
     from .cluster import Cluster
@@ -170,7 +172,7 @@ class ContainerRun:
     name: str
     spec: dict
     init: bool
-    kind: str  # process | asr | tts | device-plugin | simulated
+    kind: str  # process | asr | tts | device-plugin | config-manager | simulated
     phase: str = "new"  # new pulling pull-error pull-backoff creating running exited backoff config-error done
     until: float = 0.0
     state: dict = field(default_factory=lambda: {"waiting": {"reason": "PodInitializing"}})
@@ -191,6 +193,8 @@ class ContainerRun:
     raw_env: dict = field(default_factory=dict)  # resolved, as the container sees it
     mounts: list = field(default_factory=list)  # (mountPath, local dir), longest first
     registered: bool = False
+    exit_with: int = 1  # the code a container exits with at crash_at (config-manager's one-shot: 0)
+    selected: tuple | None = None  # config-manager: (node label value, config chosen)
 
     @property
     def field_path(self) -> str:
@@ -354,9 +358,10 @@ class Kubelet:
             return "asr"
         if self.options.tts_image_marker.lower() in image:
             return "tts"
-        if PLUGIN_IMAGE_MARKER in image:
-            return "device-plugin"
-        return "simulated"
+        role = container_role(container)
+        if role in ("plugin", "config-manager"):
+            return "device-plugin" if role == "plugin" else "config-manager"
+        return "simulated"  # gpu-feature-discovery among them
 
     # -- pod progress --------------------------------------------------------------------------
 
@@ -490,8 +495,8 @@ class Kubelet:
         if log_path.exists() and log_path.stat().st_size:
             log_path.replace(log_path.with_suffix(".previous.log"))
         c.log_file = open(log_path, "ab")
-        c.exit_code, c.crash_at, c.ready = None, None, False
-        c.started = not (c.spec.get("startupProbe")) or c.kind in ("simulated", "device-plugin")
+        c.exit_code, c.crash_at, c.ready, c.exit_with = None, None, False, 1
+        c.started = not (c.spec.get("startupProbe")) or c.kind in ("simulated", "device-plugin", "config-manager")
         c.state = {"running": {"startedAt": now_iso()}}
         c.phase = "running"
         self._event(run, c, "Normal", "Started", f"Started container {c.name}")
@@ -505,6 +510,8 @@ class Kubelet:
             self._start_speech(run, c, now)
         elif c.kind == "device-plugin":
             self._start_device_plugin(run, c, now)
+        elif c.kind == "config-manager":
+            self._run_config_manager(run, c, now)
         else:
             self._log(c, f"sandbox: container {c.name} of image {c.spec.get('image', '')} is running (simulated)")
         c.probes = self._probes_for(c, now)
@@ -609,13 +616,49 @@ class Kubelet:
         self._log(c, f"I0000 server.go] Registered device plugin for '{config.resource_name()}' with Kubelet "
                      f"({physical} GPU x {config.replicas})")
 
+    def _run_config_manager(self, run: PodRun, c: ContainerRun, now: float) -> None:
+        """config-manager: link the config the node label selects; the init one exits, the sidecar watches."""
+        labels = ((self.store.get(NODES, None, run.node) or {}).get("metadata") or {}).get("labels") or {}
+        source = Path(self._rewrite(c.raw_env.get("CONFIG_FILE_SRCDIR", "/available-configs"), c.mounts))
+        destination = Path(self._rewrite(c.raw_env.get("CONFIG_FILE_DST", "/config/config.yaml"), c.mounts))
+        try:
+            chosen = run_config_manager(c.raw_env, labels, source, destination)
+        except PluginConfigError as err:
+            self._log(c, f"E0000 main.go] Error: {err}")
+            c.crash_at = now
+            return
+        self._log(c, f"I0000 main.go] Updating to config: {chosen or '(empty)'}")
+        c.selected = (labels.get(c.raw_env.get("NODE_LABEL", "")), chosen)
+        if (c.raw_env.get("ONESHOT") or "").lower() == "true":
+            c.crash_at, c.exit_with = now, 0
+
+    def _watch_config_label(self, run: PodRun, c: ContainerRun, now: float) -> None:
+        """The sidecar: a changed node label re-selects and SIGHUPs the plugin, which reloads its config."""
+        labels = ((self.store.get(NODES, None, run.node) or {}).get("metadata") or {}).get("labels") or {}
+        if c.selected is None or labels.get(c.raw_env.get("NODE_LABEL", "")) == c.selected[0]:
+            return
+        self._refresh_config_volumes(run)
+        before = c.selected
+        self._run_config_manager(run, c, now)
+        if c.crash_at is not None or c.selected == before or (c.raw_env.get("SEND_SIGNAL") or "").lower() != "true":
+            return
+        for plugin in run.main:
+            if plugin.kind == "device-plugin" and plugin.phase == "running":
+                self._log(plugin, "I0000 main.go] Received signal \"hangup\", restarting.")
+                if plugin.registered:
+                    self.cluster.device_plugins.unregister(run.uid)
+                    plugin.registered = False
+                self._start_device_plugin(run, plugin, now)
+
     # -- a running container -------------------------------------------------------------------
 
     def _check_running(self, run: PodRun, c: ContainerRun, now: float) -> None:
         if c.crash_at is not None:
             if now >= c.crash_at:
-                self._terminated(run, c, 1, now)
+                self._terminated(run, c, c.exit_with, now)
             return
+        if c.kind == "config-manager":
+            self._watch_config_label(run, c, now)
         if c.process is not None:
             code = c.process.poll()
             if code is not None:
@@ -704,7 +747,7 @@ class Kubelet:
         return out
 
     def _run_probes(self, run: PodRun, c: ContainerRun, now: float) -> None:
-        if c.kind in ("simulated", "device-plugin"):
+        if c.kind in ("simulated", "device-plugin", "config-manager"):
             c.started, c.ready = True, True
             return
         startup, readiness = c.probes.get("startup"), c.probes.get("readiness")

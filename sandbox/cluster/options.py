@@ -15,6 +15,8 @@ class ClusterOptions:
       the guide's prerequisites can be left out, so preflight checks can be tested
     + image_pull, container_start, model_load, node_replacement: seconds; None picks the default
       for the mode (fast: 0.05 / 0.05 / 0.2 / 0.3, otherwise 5 / 1 / 8 / 20)
+    + device_plugin_setup: who installed the device plugin: static | helm | gpu-operator | bottlerocket
+      (sandbox/cluster/device_plugin.py lays each out as its installer does)
     + asr_image_marker, tts_image_marker: an image containing one of these gets a speech stand-in
     + python: the interpreter that runs containers whose command starts with python/python3
     """
@@ -25,6 +27,7 @@ class ClusterOptions:
     efs_csi_driver: bool = True
     alb_controller: bool = True
     karpenter_nodepool: bool = True
+    device_plugin_setup: str = "static"
     image_pull: float | None = None
     container_start: float | None = None
     model_load: float | None = None
@@ -34,6 +37,11 @@ class ClusterOptions:
     python: str = field(default_factory=lambda: sys.executable)
 
     def __post_init__(self) -> None:
+        from .device_plugin import SETUPS
+
+        if self.device_plugin_setup not in SETUPS:
+            raise ValueError(f"ClusterOptions.device_plugin_setup={self.device_plugin_setup!r}: choose from "
+                             f"{', '.join(SETUPS)}")
         defaults = {"image_pull": (0.05, 5.0), "container_start": (0.05, 1.0), "model_load": (0.2, 8.0),
                     "node_replacement": (0.3, 20.0)}
         for name, (fast_value, real_value) in defaults.items():

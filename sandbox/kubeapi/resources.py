@@ -57,6 +57,10 @@ RESOURCES: tuple[Resource, ...] = (
     Resource("networking.k8s.io", "v1", "Ingress", "ingresses", True, ("ing",), subresources=("status",)),
     Resource("networking.k8s.io", "v1", "IngressClass", "ingressclasses", False),
     Resource("karpenter.sh", "v1", "NodePool", "nodepools", False, subresources=("status",)),
+    # The device-plugin owners of sandbox/cluster/device_plugin.py: the GPU Operator's ClusterPolicy,
+    # and Karpenter's EC2NodeClass (a Bottlerocket node's sharing lives in its user data).
+    Resource("nvidia.com", "v1", "ClusterPolicy", "clusterpolicies", False, subresources=("status",)),
+    Resource("karpenter.k8s.aws", "v1", "EC2NodeClass", "ec2nodeclasses", False, subresources=("status",)),
     # Kinds every EKS cluster serves that the sandbox only stores (no controller acts on them), so that
     # discovery, `kubectl get`, `api-resources` and apply of such objects answer as on EKS.
     Resource("apps", "v1", "StatefulSet", "statefulsets", True, ("sts",), subresources=("status", "scale")),
