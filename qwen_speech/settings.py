@@ -332,6 +332,7 @@ SCHEMA: dict[str, Checker] = {
     "gpu_node_selector": _string_map,
     "gpu_tolerations": _tolerations,
     "gpu_node_gpus": _int_range(1, 16, "physical GPUs per GPU node; g4dn.xlarge has 1 T4"),
+    "gpu_memory_total_gib": _number_in(0, 1024, "memory of one GPU; a T4 shows 15 GiB", low_open=True),
     # Step 2: namespace
     "namespace": _namespace,
     # Step 3: EFS
@@ -380,6 +381,7 @@ SCHEMA: dict[str, Checker] = {
     "tts_cpu": _quantity,
     "tts_memory": _quantity,
     "tts_gpus": _int_range(1, 16 * MAX_TIME_SLICING_REPLICAS, "nvidia.com/gpu slots; see gpu_node_gpus"),
+    "tts_gpu_memory_gib": _number_in(0, 1024, "what the loaded TTS model holds on the GPU", low_open=True),
     # Step 7: ingress
     "ingress_group": _group_name,
     "ingress_scheme": _one_of("internal", "internet-facing"),
@@ -495,6 +497,14 @@ def _cross_checks(d: Mapping[str, Any]) -> list[str]:
             problems.append(f"{key} = {d[key]}: a GPU node has {slots} nvidia.com/gpu slots (gpu_node_gpus "
                             f"{d['gpu_node_gpus']} x time_slicing_replicas {d['time_slicing_replicas']}), so the pod "
                             f"could never be scheduled; ask for at most {slots}, or raise time_slicing_replicas")
+    # vLLM takes asr_gpu_memory_utilization of the whole GPU (vllm v1/worker/gpu_worker.py); TTS
+    # shares the same GPU, so it must fit in what is left or one of them fails to load.
+    left = d["gpu_memory_total_gib"] * (1 - d["asr_gpu_memory_utilization"])
+    if d["tts_gpu_memory_gib"] > left:
+        problems.append(f"tts_gpu_memory_gib = {d['tts_gpu_memory_gib']!r}: ASR takes asr_gpu_memory_utilization "
+                        f"{d['asr_gpu_memory_utilization']} x gpu_memory_total_gib {d['gpu_memory_total_gib']}, "
+                        f"leaving {left:.2f} GiB on the shared GPU; lower asr_gpu_memory_utilization to at most "
+                        f"{1 - d['tts_gpu_memory_gib'] / d['gpu_memory_total_gib']:.2f}")
     if d["ingress_scheme"] == "internet-facing" and not d["ingress_inbound_cidrs"] and not d["ingress_allow_all_sources"]:
         problems.append("ingress_inbound_cidrs = None: ingress_scheme 'internet-facing' opens both services to the "
                         "internet; list the networks that may call them (e.g. ingress_inbound_cidrs: "

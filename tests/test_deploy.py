@@ -124,6 +124,7 @@ def test_a_missing_prerequisite_stops_the_run_with_its_name_and_nothing_written(
 @pytest.mark.parametrize("data, expected", [
     ("time_slicing_replicas=0", "time_slicing_replicas = 0: must be an integer from 1 to 32"),
     ("asr_gpu_memory_utilization=1.5", "asr_gpu_memory_utilization = 1.5: must be a number between 0 and 1"),
+    ("asr_gpu_memory_utilization=0.75", "tts_gpu_memory_gib = 4.8: ASR takes asr_gpu_memory_utilization 0.75"),
     ("asr_max_model_len=-4", "asr_max_model_len = -4: must be an integer from 1 to 128000"),
     ("namespace=Bad_Name", "namespace = 'Bad_Name': must be a DNS-1123 label"),
     ("asr_image=not an image", "asr_image = 'not an image': must be an image reference"),

@@ -53,6 +53,13 @@ def test_a_bad_value_is_named_with_what_would_be_right(key, value, expected):
     assert expected in text
 
 
+def test_tts_must_fit_next_to_asrs_share_of_the_gpu():
+    text = problems(asr_gpu_memory_utilization=0.75)  # 15 x 0.25 = 3.75 GiB left, TTS needs 4.8
+    assert "tts_gpu_memory_gib = 4.8" in text and "asr_gpu_memory_utilization 0.75" in text
+    assert "gpu_memory_total_gib 15" in text and "at most 0.68" in text
+    validate(default_data(asr_gpu_memory_utilization=0.6))  # 6 GiB left: fits
+
+
 def test_every_problem_is_reported_at_once():
     text = problems(time_slicing_replicas=0, namespace="UPPER")
     assert "time_slicing_replicas" in text and "namespace" in text

@@ -37,6 +37,7 @@ time_slicing_config_name = "nvidia-device-plugin-config"
 time_slicing_config_path = "/config/config.yaml"
 gpu_node_selector = {"node-type": "gpu"}
 gpu_tolerations = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+gpu_memory_total_gib = 15  # one T4 as vLLM sees it; ASR's share and TTS must fit in it
 gpu_node_gpus = 1  # physical GPUs per GPU node (g4dn.xlarge: one T4); x replicas = the slots a pod can ask for
 
 # 2. Namespace
@@ -93,6 +94,7 @@ tts_ecr_repository = "qwen3-tts"
 tts_image_tag = "latest"
 tts_port = 8880
 tts_backend = "official"
+tts_gpu_memory_gib = 4.8  # the loaded 1.7B model plus its working memory (the sandbox's figure)
 tts_dtype = None  # read only by the pytorch backend; the official one runs bfloat16 on a GPU regardless
 tts_cpu = "1"
 tts_memory = "6Gi"
