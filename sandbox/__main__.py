@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -82,6 +83,14 @@ def _options(args: argparse.Namespace) -> SandboxOptions:
     return options.without(args.without or [])
 
 
+def _options_differ(asked: SandboxOptions, running: dict) -> list[str]:
+    """'name: running X, asked Y' for each option asked for (not left at its default) that differs."""
+    default = dataclasses.asdict(SandboxOptions())
+    return [f"{name} runs {running.get(name)!r}, asked {value!r}"
+            for name, value in dataclasses.asdict(asked).items()
+            if value != default.get(name) and value != running.get(name, default.get(name))]
+
+
 def _log_tail(path: Path, lines: int = 40) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
@@ -121,11 +130,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_up(args: argparse.Namespace) -> int:
     root = Path(args.dir).resolve()
     running = _running_state(root)
+    options = _options(args)  # refuse bad --without names before starting anything
     if running:
+        # Like `minikube start` on a cluster made with other flags, the running sandbox is not changed
+        # silently; unlike it, asking for other options is an error, so a script expecting --fast
+        # does not go on with a slow sandbox. Only options asked for (not defaults) count.
+        differ = _options_differ(options, running.get("options") or {})
+        if differ:
+            print(f"The sandbox for {args.dir} runs (pid {running['pid']}) with other options: "
+                  f"{'; '.join(differ)}.\n  Restart it with them: python -m sandbox down --dir {args.dir} && "
+                  f"python -m sandbox {' '.join(sys.argv[1:]) or 'up'}", file=sys.stderr)
+            return 1
         print(f"The sandbox for {args.dir} already runs (pid {running['pid']}, API {running['kube_url']}).")
         print(f"  source {args.dir}/env")
         return 0
-    options = _options(args)  # refuse bad --without names before starting anything
     root.mkdir(parents=True, exist_ok=True)
     log_path = root / "server.log"
     command = [sys.executable, "-m", "sandbox", "serve", "--dir", str(root), "--options-json", options.to_json()]

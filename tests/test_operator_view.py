@@ -119,3 +119,15 @@ def test_sandbox_cli_answers_an_operators_mistakes_clearly(sandbox):
     # A reader that closes the pipe early gets no traceback.
     closed = _sandbox_cli(sandbox.root, "status", pipe_to="true")  # `true` exits before the first line
     assert "Traceback" not in closed.stderr and "BrokenPipe" not in closed.stderr, closed.stderr
+
+
+def test_sandbox_up_with_other_options_than_the_running_one_refuses_and_says_how(sandbox):
+    # The fixture's sandbox runs --fast with the default token_ttl; asking for another one is refused,
+    # naming the option and the restart command, instead of "already runs" with the old options.
+    other = _sandbox_cli(sandbox.root, "up", "--fast", "--options-json", '{"token_ttl": 61}')
+    assert other.returncode == 1, other.stdout + other.stderr
+    assert "token_ttl runs 900, asked 61" in other.stderr and "python -m sandbox down --dir" in other.stderr, \
+        other.stderr
+    # The same options as the running sandbox: it already runs, nothing to do.
+    same = _sandbox_cli(sandbox.root, "up", "--fast")
+    assert same.returncode == 0 and "already runs" in same.stdout, same.stdout + same.stderr
