@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+from . import interrupt
 from .client import Kube
 
 _BY_HOST: dict[str, Kube] = {}
@@ -42,6 +43,8 @@ def guard_writes(host, check: Callable[[], None]) -> None:
 
 
 def check_before_writing(host) -> None:
+    if interrupt.interrupted():
+        raise WriteRefused("interrupted (Ctrl-C): nothing more is written")
     check = _GUARDS.get(host.name)
     if check is not None:
         check()

@@ -27,6 +27,11 @@ def step_started(label: str) -> None:
     _state["step"] = label
 
 
+def interrupted() -> bool:
+    """True once Ctrl-C (or SIGTERM) has arrived: the run is ending."""
+    return bool(_state.get("interrupted"))
+
+
 def on_interrupt(cleanup: Callable[[], None]) -> None:
     """Run `cleanup` when the run is interrupted, before the process ends (errors are ignored)."""
     _cleanups.append(cleanup)
@@ -43,6 +48,23 @@ def install(rerun_hint: str) -> None:
 
 
 def _interrupted(signum, frame) -> None:  # noqa: ANN001 (signal handler signature)
+    # pyinfra's CLI runs under gevent (monkey.patch_all in pyinfra_cli/__init__.py). A signal that
+    # lands while every greenlet sleeps runs this handler in the hub, where a blocking call (the
+    # lock's release over HTTP) raises BlockingSwitchOutError: the cleanup failed silently and the
+    # rerun found the lock held. There, hand the work to a greenlet the hub runs next.
+    try:
+        import gevent
+        in_hub = gevent.getcurrent() is gevent.get_hub()
+    except ImportError:  # not under pyinfra's CLI
+        in_hub = False
+    _state["interrupted"] = True  # from now on no write starts (connection.check_before_writing)
+    if in_hub:
+        gevent.spawn(_finish, signum)
+        return
+    _finish(signum)
+
+
+def _finish(signum: int) -> None:
     step = _state["step"] or "the preparation (nothing was written yet)"
     what = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
     sys.stdout.flush()
