@@ -416,6 +416,14 @@ class Controllers:
         else:
             conds = merge_condition(conds, "Progressing", "True", "ReplicaSetUpdated",
                                     f'ReplicaSet "{rs_name}" is progressing.', update_time=True)
+        # A ReplicaSet's ReplicaFailure shows on its Deployment (deployment/progress.go getReplicaFailures).
+        failure = next((c for rs in ([new] if new else []) + olds for c in (rs.get("status") or {}).get("conditions")
+                        or [] if c.get("type") == "ReplicaFailure"), None)
+        if failure:
+            conds = merge_condition(conds, "ReplicaFailure", failure["status"], failure.get("reason"),
+                                    failure.get("message"), update_time=True)
+        else:
+            conds = [c for c in conds if c["type"] != "ReplicaFailure"]
         conds.sort(key=lambda c: {"Available": 0, "Progressing": 1}.get(c["type"], 2))
         status["conditions"] = conds
         revision = (new["metadata"].get("annotations") or {}).get("deployment.kubernetes.io/revision") if new else None

@@ -25,12 +25,16 @@ def test_a_deployment_naming_a_missing_service_account_gets_no_pods_until_it_exi
         assert (failure["status"], failure["reason"]) == ("True", "FailedCreate")
         assert failure["message"] == f'pods "{prefix}" {REFUSAL}'
         assert not pods(store, selector="app=web")
+        shown = wait_for(lambda: condition(store.get(DEPLOYMENTS, "default", "web"), "ReplicaFailure"),
+                         "the Deployment to show the ReplicaSet's failure")
+        assert (shown["reason"], shown["message"]) == ("FailedCreate", failure["message"])
 
         store.create(SERVICE_ACCOUNTS, {"metadata": {"name": "speech", "namespace": "default"}})
         [pod] = wait_for(lambda: pods(store, selector="app=web"), "the pod once the ServiceAccount exists")
         assert pod["spec"]["serviceAccountName"] == "speech"
-        wait_for(lambda: not condition(store.get(REPLICASETS, "default", rs["metadata"]["name"]), "ReplicaFailure"),
-                 "the ReplicaFailure condition to clear")
+        wait_for(lambda: not condition(store.get(REPLICASETS, "default", rs["metadata"]["name"]), "ReplicaFailure")
+                 and not condition(store.get(DEPLOYMENTS, "default", "web"), "ReplicaFailure"),
+                 "the ReplicaFailure conditions to clear")
 
 
 def test_controller_pods_get_the_token_volume_unless_automounting_is_off(tmp_path):
