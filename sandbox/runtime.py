@@ -205,7 +205,8 @@ class Sandbox:
             from .cluster import Cluster
             from .cluster.options import ClusterOptions
 
-            self.cluster = Cluster(self.store, self.root, options=self._cluster_options(ClusterOptions), aws=self.aws)
+            self.cluster = Cluster(self.store, self.root, options=self._cluster_options(ClusterOptions),
+                                   registry=self.api.registry, aws=self.aws)
             self.cluster.alb.on_listeners = self._alb_listeners_changed
             self.cluster.seed_initial_state()
         self._ensure_base_namespaces()

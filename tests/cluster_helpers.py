@@ -10,6 +10,7 @@ from typing import Any, Callable, Iterator
 
 from sandbox.cluster import Cluster, ClusterOptions
 from sandbox.cluster.common import CONFIGMAPS, DAEMONSETS, DEPLOYMENTS, EVENTS, NODES, PODS, condition, pod_is_ready
+from sandbox.kubeapi.registry import Registry
 from sandbox.kubeapi.store import Store
 
 GPU_NODE = "ip-10-0-1-23.us-west-2.compute.internal"
@@ -22,7 +23,9 @@ DEVICE_PLUGIN = ("kube-system", "nvidia-device-plugin-daemonset")
 def running_cluster(root: Path, aws: Any = None, **overrides: Any) -> Iterator[Cluster]:
     """A seeded fast Cluster on a fresh Store; stopping it must leave no internal error behind."""
     store = Store()
-    cluster = Cluster(store, Path(root), options=ClusterOptions(fast=True, **overrides), aws=aws)
+    # A Registry with a CA fills each namespace with its "default" ServiceAccount, as the API server's does.
+    registry = Registry(store, b"-----BEGIN CERTIFICATE-----\n(the test cluster's CA)\n-----END CERTIFICATE-----\n")
+    cluster = Cluster(store, Path(root), options=ClusterOptions(fast=True, **overrides), registry=registry, aws=aws)
     cluster.seed_initial_state()
     cluster.start()
     try:

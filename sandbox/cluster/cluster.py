@@ -15,6 +15,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from sandbox.kubeapi.registry import Registry
 from sandbox.kubeapi.store import ApiError, Store, WatchEvent
 
 from .common import NODES, PODS, SERVICES, pod_is_ready
@@ -40,14 +41,16 @@ class Cluster:
     + store: the sandbox's object store (the database of the API server)
     + root: the sandbox's runtime directory (pods/, logs/, efs/ live under it)
     + options: ClusterOptions (starting state, delays)
+    + registry: the API server's sandbox.kubeapi.registry.Registry (controllers' pod creates go through it)
     + aws: sandbox.aws.SandboxAws or None (EFS existence checks and ALBs; None = offline rules)
     """
 
     FAULTS = ("spot-interruption", "image-pull-failure", "crash-loop",  # and "clear"
               "karpenter-drift", "karpenter-consolidate", "gpu-operator-upgrade")
 
-    def __init__(self, store: Store, root: Path, *, options: ClusterOptions, aws: Any = None):
+    def __init__(self, store: Store, root: Path, *, options: ClusterOptions, registry: Registry, aws: Any = None):
         self.store = store
+        self.registry = registry  # the API server's: controllers create pods through it, admission included
         self.root = Path(root)
         self.options = options
         self.aws = aws

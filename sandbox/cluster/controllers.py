@@ -17,11 +17,10 @@ from typing import TYPE_CHECKING
 
 from sandbox.kubeapi.resources import RESOURCES, by_key
 from sandbox.kubeapi.store import ApiError, now_iso, selector_matches
-from sandbox.kubeapi.strategies import strategy_for
 
 from .common import (DAEMONSETS, DEPLOYMENTS, ENDPOINTS, JOBS, NAMESPACES, NODES, PODS, REPLICASETS, SERVICES,
                      condition, controller_of, is_deleting, merge_condition, node_matches_pod_selectors,
-                     owner_reference, pod_is_active, pod_is_ready, pod_phase, random_suffix, template_hash,
+                     owner_reference, pod_is_active, pod_is_ready, pod_phase, template_hash,
                      untolerated_taint)
 
 if TYPE_CHECKING:
@@ -53,20 +52,18 @@ def _int_or_percent(value, total: int, round_up: bool, default: str) -> int:
 
 def pod_from_template(template: dict, *, namespace: str, name_prefix: str, owner: dict,
                       extra_labels: dict | None = None) -> dict:
-    """A Pod as a controller creates it from a template, with the API server's defaults filled in."""
+    """A Pod as a controller sends it to the API server's create (which names it, admits and defaults it)."""
     tmeta = copy.deepcopy(template.get("metadata") or {})
     spec = copy.deepcopy(template.get("spec") or {})
     labels = {**(tmeta.get("labels") or {}), **(extra_labels or {})}
-    meta = {"generateName": name_prefix, "name": name_prefix + random_suffix(), "namespace": namespace,
-            "labels": labels, "ownerReferences": [owner_reference(owner)]}
+    meta = {"generateName": name_prefix, "namespace": namespace, "labels": labels,
+            "ownerReferences": [owner_reference(owner)]}
     if tmeta.get("annotations"):
         meta["annotations"] = tmeta["annotations"]
     spec.setdefault("restartPolicy", "Always")
     spec.setdefault("terminationGracePeriodSeconds", 30)
     spec.setdefault("dnsPolicy", "ClusterFirst")
     spec.setdefault("schedulerName", "default-scheduler")
-    spec.setdefault("serviceAccountName", spec.get("serviceAccount") or "default")
-    spec.setdefault("serviceAccount", spec["serviceAccountName"])
     spec.setdefault("securityContext", {})
     spec.setdefault("enableServiceLinks", True)
     spec.setdefault("priority", 0)
@@ -115,20 +112,26 @@ class Controllers:
             return False
 
     def _create_pod(self, template: dict, owner: dict, prefix: str, extra_labels: dict | None = None,
-                    mutate=None) -> dict | None:
+                    mutate=None) -> dict:
+        """Create one pod for `owner` through the API server's create (admission, defaults,
+        validation), as upstream's controllers do, with the events of pkg/controller's
+        RealPodControl: SuccessfulCreate, or FailedCreate "Error creating: ..." and the ApiError raised."""
         ns = owner["metadata"]["namespace"]
-        for _ in range(5):
+        component = f"{owner['kind'].lower()}-controller"
+        for attempt in range(5):
             pod = pod_from_template(template, namespace=ns, name_prefix=prefix, owner=owner, extra_labels=extra_labels)
             if mutate:
                 mutate(pod)
-            strategy_for("Pod").default(pod)  # the controller creates pods through the API upstream: defaulted
             try:
-                return self.store.create(PODS, pod)
+                created = self.cluster.registry.create(PODS, ns, pod, manager="kube-controller-manager")
             except ApiError as err:
-                if err.code != 409:
-                    self.cluster.log_exception(f"creating a pod for {owner['kind']} {ns}/{owner['metadata']['name']}")
-                    return None
-        return None
+                if err.code == 409 and attempt < 4:  # a generated name taken: draw another
+                    continue
+                self._event(owner, "Warning", "FailedCreate", f"Error creating: {err.message}", component)
+                raise
+            self._event(owner, "Normal", "SuccessfulCreate", f"Created pod: {created['metadata']['name']}", component)
+            return created
+        raise AssertionError("unreachable")
 
     @staticmethod
     def _pods_by_owner(pods: list[dict]) -> dict[str, list[dict]]:
@@ -413,6 +416,14 @@ class Controllers:
         else:
             conds = merge_condition(conds, "Progressing", "True", "ReplicaSetUpdated",
                                     f'ReplicaSet "{rs_name}" is progressing.', update_time=True)
+        # A ReplicaSet's ReplicaFailure shows on its Deployment (deployment/progress.go getReplicaFailures).
+        failure = next((c for rs in ([new] if new else []) + olds for c in (rs.get("status") or {}).get("conditions")
+                        or [] if c.get("type") == "ReplicaFailure"), None)
+        if failure:
+            conds = merge_condition(conds, "ReplicaFailure", failure["status"], failure.get("reason"),
+                                    failure.get("message"), update_time=True)
+        else:
+            conds = [c for c in conds if c["type"] != "ReplicaFailure"]
         conds.sort(key=lambda c: {"Available": 0, "Progressing": 1}.get(c["type"], 2))
         status["conditions"] = conds
         revision = (new["metadata"].get("annotations") or {}).get("deployment.kubernetes.io/revision") if new else None
@@ -436,14 +447,14 @@ class Controllers:
             meta, spec = rs["metadata"], rs.get("spec") or {}
             want = int(spec.get("replicas", 1))
             pods = [p for p in pods_by_owner.get(meta["uid"], []) if pod_is_active(p)]
+            failure = None
             if len(pods) < want:
                 for _ in range(want - len(pods)):
-                    pod = self._create_pod(spec.get("template") or {}, rs, f"{meta['name']}-")
-                    if pod is None:
+                    try:
+                        pods.append(self._create_pod(spec.get("template") or {}, rs, f"{meta['name']}-"))
+                    except ApiError as err:
+                        failure = err.message  # retried on the next pass
                         break
-                    pods.append(pod)
-                    self._event(rs, "Normal", "SuccessfulCreate", f"Created pod: {pod['metadata']['name']}",
-                                "replicaset-controller")
             elif len(pods) > want:
                 def rank(p: dict) -> tuple:  # delete the least useful first
                     return (bool(p["spec"].get("nodeName")), pod_phase(p) == "Running", pod_is_ready(p),
@@ -460,6 +471,13 @@ class Controllers:
                                ("availableReplicas", ready)):
                 if value:
                     status[key] = value
+            # A failed create shows as ReplicaFailure until creates succeed again (replica_set.go calculateStatus).
+            conds = [c for c in (rs.get("status") or {}).get("conditions") or [] if c.get("type") != "ReplicaFailure"]
+            if failure:
+                conds = merge_condition((rs.get("status") or {}).get("conditions"), "ReplicaFailure", "True",
+                                        "FailedCreate", failure)
+            if conds:
+                status["conditions"] = conds
             if rs.get("status") != status:
                 def write(obj: dict) -> None:
                     obj["status"] = status
@@ -521,13 +539,13 @@ class Controllers:
                 affinity = pod["spec"].setdefault("affinity", {})
                 affinity["nodeAffinity"] = {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
                     {"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node_name]}]}]}}
-            pod = self._create_pod(template, ds, f"{meta['name']}-",
-                                   {"controller-revision-hash": pod_hash,
-                                    "pod-template-generation": str(meta.get("generation", 1))}, mutate=pin)
-            if pod is not None:
-                by_node[node_name] = [pod]
-                self._event(ds, "Normal", "SuccessfulCreate", f"Created pod: {pod['metadata']['name']}",
-                            "daemonset-controller")
+            try:
+                by_node[node_name] = [self._create_pod(template, ds, f"{meta['name']}-",
+                                                       {"controller-revision-hash": pod_hash,
+                                                        "pod-template-generation": str(meta.get("generation", 1))},
+                                                       mutate=pin)]
+            except ApiError:
+                break  # retried on the next pass
         strategy = spec.get("updateStrategy") or {}
         if strategy.get("type", "RollingUpdate") != "OnDelete":
             max_unavailable = max(1, _int_or_percent((strategy.get("rollingUpdate") or {}).get("maxUnavailable"),
@@ -641,13 +659,12 @@ class Controllers:
                               "controller-uid": uid, "job-name": name}
                 template = copy.deepcopy(spec.get("template") or {})
                 for _ in range(want):
-                    pod = self._create_pod(template, job, f"{name}-", job_labels)
-                    if pod is None:
-                        break
+                    try:
+                        pod = self._create_pod(template, job, f"{name}-", job_labels)
+                    except ApiError:
+                        break  # retried on the next pass
                     active.append(pod)
                     self._job_seen[uid].add(pod["metadata"]["uid"])
-                    self._event(job, "Normal", "SuccessfulCreate", f"Created pod: {pod['metadata']['name']}",
-                                "job-controller")
         if conds:
             status["conditions"] = conds
         for key, value in (("active", len(active)), ("succeeded", succeeded), ("failed", failed)):

@@ -21,13 +21,20 @@ STORAGE_CLASSES = by_kind("storage.k8s.io/v1", "StorageClass")
 DEFAULT_CLASS_ANNOTATION = "storageclass.kubernetes.io/is-default-class"
 ROOT_CA_CONFIGMAP = "kube-root-ca.crt"
 TOKEN_MOUNT_PATH = "/var/run/secrets/kubernetes.io/serviceaccount"
-# Kinds NamespaceLifecycle lets into a Terminating namespace (upstream: events, and the
-# controllers' own writes, which go straight to the store here).
+# Kinds NamespaceLifecycle lets into a Terminating namespace (upstream: events; the controllers'
+# pods are refused like anyone's).
 _ALLOWED_WHILE_TERMINATING = {"Event"}
 
 
 def _what(res: Resource) -> str:
     return f"{res.plural}.{res.group}" if res.group else res.plural
+
+
+def _name(obj: dict) -> str | None:
+    """The name a refusal gives: the generateName prefix before a name is generated
+    (apiserver/pkg/admission/errors.go extractResourceName)."""
+    meta = obj["metadata"]
+    return meta.get("name") or meta.get("generateName")
 
 
 def forbidden(res: Resource, name: str | None, reason: str, causes: list[dict] | None = None) -> ApiError:
@@ -49,7 +56,7 @@ def namespace_lifecycle(res: Resource, obj: dict, registry: Registry) -> None:
     if ns is None:
         raise ApiError(404, "NotFound", f'namespaces "{namespace}" not found', {"name": namespace, "kind": "namespaces"})
     if ns["metadata"].get("deletionTimestamp") and res.kind not in _ALLOWED_WHILE_TERMINATING:
-        raise forbidden(res, obj["metadata"].get("name"),
+        raise forbidden(res, _name(obj),
                         f"unable to create new content in namespace {namespace} because it is being terminated",
                         [{"reason": "NamespaceTerminating", "message": f"namespace {namespace} is being terminated",
                           "field": "metadata.namespace"}])
@@ -67,7 +74,7 @@ def service_account(res: Resource, obj: dict, registry: Registry) -> None:
     namespace, name = obj["metadata"]["namespace"], spec["serviceAccountName"]
     account = registry.store.get(SERVICE_ACCOUNTS, namespace, name)
     if account is None:
-        raise forbidden(res, obj["metadata"].get("name"), f"error looking up service account {namespace}/{name}: "
+        raise forbidden(res, _name(obj), f"error looking up service account {namespace}/{name}: "
                         f'serviceaccount "{name}" not found')
     automount = spec.get("automountServiceAccountToken")
     if automount is None:
@@ -100,7 +107,7 @@ def default_storage_class(res: Resource, obj: dict, registry: Registry) -> None:
         obj.setdefault("spec", {})["storageClassName"] = newest["metadata"]["name"]
 
 
-# Run in this order on every create through the API (the controllers' own writes skip admission).
+# Run in this order on every create through the API, the controllers' pods included.
 CREATE_CHAIN = (namespace_lifecycle, service_account, default_storage_class)
 
 

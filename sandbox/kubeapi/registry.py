@@ -187,16 +187,17 @@ class Registry:
         self._place(res, obj, namespace, None)
         self._strip_server_meta(obj)
         meta = obj["metadata"]
-        if not meta.get("name") and meta.get("generateName"):
-            meta["name"] = meta["generateName"] + _random_suffix()
         if "status" in res.subresources:
             obj.pop("status", None)
         with self.store.lock:
             if res.namespaced:
                 if not meta.get("namespace"):
-                    raise bad_request(f"{res.kind} {meta.get('name')!r} needs a namespace: POST it under "
-                                      f"/namespaces/<namespace>/{res.plural}")
+                    raise bad_request(f"{res.kind} {meta.get('name') or meta.get('generateName')!r} needs a "
+                                      f"namespace: POST it under /namespaces/<namespace>/{res.plural}")
             admission.admit_create(res, obj, self)
+            # After admission, as upstream (whose refusals name the generateName prefix).
+            if not meta.get("name") and meta.get("generateName"):
+                meta["name"] = meta["generateName"] + _random_suffix()
             meta.setdefault("uid", str(uuid.uuid4()))  # before admission: a Job's generated selector names it
             self.admit(res, obj, None, field_validation=field_validation)
             obj = track_update(res, None, obj, manager)
