@@ -294,8 +294,9 @@ def seed_summary(m: Model, result: dict) -> str:
     seconds = float(result.get("seconds") or 0)
     downloaded = int(result.get("downloaded_bytes") or 0)
     rate = f" ({_bytes(downloaded / seconds)}/s)" if seconds >= 0.1 else ""
-    return (f"{head} {verified}; {_bytes(downloaded)} downloaded in {seconds:.1f}s{rate}, "
-            f"{_bytes(result.get('resumed_bytes', 0))} resumed")
+    resumed = int(result.get("resumed_bytes") or 0)  # said only when a run was cut: keeps the line short
+    return (f"{head} {verified}; {_bytes(downloaded)} downloaded in {seconds:.1f}s{rate}"
+            + (f", {_bytes(resumed)} resumed" if resumed else ""))
 
 
 def _bytes(count: float) -> str:
