@@ -80,6 +80,11 @@ RESOURCES = {"Deployment": DEPLOYMENTS, "Service": SERVICES, "Ingress": INGRESSE
 
 def start_tts(cluster, objects: list[dict]) -> str:
     """Create the objects, seed the TTS model files, wait for Ready and a healthy ALB target: the listener URL."""
+    return start_tts_listeners(cluster, objects, ports={8880})[8880]
+
+
+def start_tts_listeners(cluster, objects: list[dict], ports: set[int]) -> dict[int, str]:
+    """As start_tts, waiting for the ALB listeners on `ports`: port to URL."""
     store = cluster.store
     for obj in objects:
         store.create(RESOURCES[obj["kind"]], obj)
@@ -89,9 +94,10 @@ def start_tts(cluster, objects: list[dict]) -> str:
         (model_dir / name).parent.mkdir(parents=True, exist_ok=True)
         (model_dir / name).write_text("{}")
     wait_for(lambda: deployment_ready(store, "default", "qwen3-tts"), "the TTS deployment to be ready", timeout=30)
-    url = wait_for(lambda: cluster.alb.listeners().get(GROUP, {}).get(8880), "the ALB's :8880 listener")
+    listeners = wait_for(lambda: (lambda ls: ls if ports <= set(ls) else None)(cluster.alb.listeners().get(GROUP, {})),
+                         f"the ALB's listeners on {sorted(ports)}")
     wait_for(lambda: tts_target_states(cluster) == ["healthy"], "the TTS target to turn healthy", timeout=20)
-    return url
+    return listeners
 
 
 def tts_target_states(cluster) -> list[str]:

@@ -11,10 +11,10 @@ import subprocess
 
 import pytest
 
-from sandbox.cluster.common import INGRESSES, PVS
+from sandbox.cluster.common import INGRESSES
 from tests.aws_helpers import running_sandbox_aws
-from tests.cluster_helpers import deployment_ready, events, running_cluster, wait_for
-from tests.sandbox.test_cluster_alb import GROUP, RESOURCES, TTS_FILES, tts_objects, tts_target_states
+from tests.cluster_helpers import events, running_cluster, wait_for
+from tests.sandbox.test_cluster_alb import GROUP, start_tts_listeners, tts_objects
 
 TTS_HOST = "tts.speech.sandbox.test"
 
@@ -35,19 +35,7 @@ def https_objects(arn: str, file_system_id: str) -> list[dict]:
 
 
 def start(cluster, objects: list[dict]) -> dict[int, str]:
-    store = cluster.store
-    for obj in objects:
-        store.create(RESOURCES[obj["kind"]], obj)
-    pv = wait_for(lambda: next(iter(store.list(PVS)), None), "the models volume")
-    model_dir = cluster.storage.local_dir(pv) / "Qwen3-TTS-CustomVoice"
-    for name in TTS_FILES:
-        (model_dir / name).parent.mkdir(parents=True, exist_ok=True)
-        (model_dir / name).write_text("{}")
-    wait_for(lambda: deployment_ready(store, "default", "qwen3-tts"), "the TTS deployment to be ready", timeout=30)
-    listeners = wait_for(lambda: (lambda ls: ls if {80, 443} <= set(ls) else None)(cluster.alb.listeners().get(GROUP, {})),
-                         "the ALB's :80 and :443 listeners")
-    wait_for(lambda: tts_target_states(cluster) == ["healthy"], "the TTS target to turn healthy", timeout=20)
-    return listeners
+    return start_tts_listeners(cluster, objects, ports={80, 443})
 
 
 def curl(ca_file: str, url: str, *extra: str) -> tuple[str, str]:
