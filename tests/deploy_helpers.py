@@ -60,7 +60,29 @@ def assert_ok(result: subprocess.CompletedProcess) -> None:
 
 @pytest.fixture
 def deployed(sandbox):
-    """A sandbox with the whole deploy converged once."""
+    """A sandbox with the whole deploy converged once, for one test that may change it."""
     result = deploy(sandbox)
     assert_ok(result)
     return sandbox
+
+
+@pytest.fixture(scope="module")
+def converged(tmp_path_factory):
+    """One converged sandbox shared by a module's tests that only read it (a deploy costs ~10 s).
+
+    Its tests must leave it as they found it: at the end, any write since the deploy fails the module,
+    so a test that changes the sandbox is caught and moved to `deployed`. Mark the module's tests that
+    use it with `pytest.mark.xdist_group` so they share one worker, and one deploy, under `-n`.
+    """
+    from sandbox.fixtures import start_sandbox_process
+
+    handle = start_sandbox_process(tmp_path_factory.mktemp("converged"))
+    try:
+        assert_ok(deploy(handle))
+        mark = handle.control.audit_mark()
+        yield handle
+        written = [f"{r['verb']} {r['path']}" for r in writes(handle.control.audit_since(mark))
+                   if not r["path"].endswith("/leases/qwen3-speech-deploy")]
+        assert not written, f"tests sharing the converged sandbox wrote to it: {written}"
+    finally:
+        handle.stop()

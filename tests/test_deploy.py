@@ -32,7 +32,7 @@ def _first_index(records, predicate):
     return next((i for i, r in enumerate(records) if predicate(r)), None)
 
 
-def test_deploy_converges_on_a_fresh_sandbox_with_asr_ready_before_tts_is_created(sandbox):
+def test_deploy_converges_on_a_fresh_sandbox_with_asr_ready_before_tts_and_a_second_run_writes_nothing(sandbox):
     mark = sandbox.control.audit_mark()
     result = deploy(sandbox)
     assert_ok(result)
@@ -65,15 +65,18 @@ def test_deploy_converges_on_a_fresh_sandbox_with_asr_ready_before_tts_is_create
     ready_at = next(c.last_transition_time for c in asr_pod.status.conditions if c.type == "Ready")
     tts = client.AppsV1Api(kube).read_namespaced_deployment("qwen3-tts", "hosthree")
     assert ready_at <= tts.metadata.creation_timestamp
+    # Step 1 found the static device plugin's DaemonSet and the node advertises 2 time-sliced GPUs
+    # (the other owners are tests/test_device_plugin_setups.py).
+    assert "device plugin: DaemonSet kube-system/nvidia-device-plugin-daemonset" in text
+    gpus = [n.status.allocatable.get("nvidia.com/gpu") for n in client.CoreV1Api(kube).list_node(label_selector="node-type=gpu").items]
+    assert gpus == ["2"]
 
-
-def test_a_second_run_reports_no_changes_and_writes_nothing(deployed):
-    mark = deployed.control.audit_mark()
-    result = deploy(deployed)
-    assert_ok(result)
-    records = deployed.control.audit_since(mark)
-    assert writes(records) == []
-    assert changed_operations(output(result)) == 0
+    # A second run on the converged sandbox reports no changes and writes nothing.
+    mark = sandbox.control.audit_mark()
+    again = deploy(sandbox)
+    assert_ok(again)
+    assert writes(sandbox.control.audit_since(mark)) == []
+    assert changed_operations(output(again)) == 0
 
 
 def test_dry_run_diff_of_a_changed_value_shows_just_that_field_then_the_run_changes_just_that_object(deployed):

@@ -21,6 +21,8 @@ from sandbox.fixtures import start_sandbox_process
 from tests.deploy_helpers import assert_ok, deploy
 
 NS = "hosthree"
+# All of this module runs on one worker under -n, so its one deployed sandbox is started once.
+pytestmark = pytest.mark.xdist_group("kubectl-guide")
 
 
 def kubectl_binary() -> str:

@@ -6,9 +6,14 @@ import os
 import subprocess
 import sys
 
+import pytest
 from kubernetes import client
 
-from tests.deploy_helpers import ROOT, assert_ok, creations, deploy, deployed, output, run_pyinfra, writes  # noqa: F401
+from tests.deploy_helpers import (ROOT, assert_ok, converged, creations, deploy, deployed, output,  # noqa: F401
+                                 run_pyinfra, writes)
+
+# Tests that only read a converged sandbox share one (tests/deploy_helpers.py: converged) on one worker.
+reads_converged = pytest.mark.xdist_group("operate-converged")
 
 
 def speechctl(sandbox, *args: str) -> subprocess.CompletedProcess:
@@ -18,8 +23,9 @@ def speechctl(sandbox, *args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=180)
 
 
-def test_status_on_a_converged_sandbox_lists_every_object_healthy(deployed):
-    result = speechctl(deployed, "status", "inventories/sandbox.py")
+@reads_converged
+def test_status_on_a_converged_sandbox_lists_every_object_healthy(converged):
+    result = speechctl(converged, "status", "inventories/sandbox.py")
     assert result.returncode == 0, output(result)
     text = result.stdout
     for expected in ("Deployment hosthree/qwen3-asr: ok", "Deployment hosthree/qwen3-tts: ok",
@@ -39,17 +45,18 @@ def _valid(result, schema: str) -> dict:
     return document
 
 
-def test_status_and_drift_json_follow_the_schemas_kept_in_the_repository(deployed):
-    status = speechctl(deployed, "status", "--json", "inventories/sandbox.py")
+@reads_converged
+def test_status_and_drift_json_follow_the_schemas_kept_in_the_repository(converged):
+    status = speechctl(converged, "status", "--json", "inventories/sandbox.py")
     assert status.returncode == 0, output(status)
     host = _valid(status, "status.schema.json")["hosts"][0]
     assert host["healthy"] and {o["health"] for o in host["objects"]} == {"ok"}
     tts = next(o for o in host["objects"] if o["kind"] == "Deployment" and o["name"] == "qwen3-tts")
     assert any("@sha256:" in image and len(image.split("@sha256:")[1]) == 64 for image in tts["images"])
     assert host["nodes"][0]["gpus"] == 2 and {m["key"] for m in host["models"]} == {"asr", "tts"}
-    in_sync = speechctl(deployed, "drift", "--json", "inventories/sandbox.py")
+    in_sync = speechctl(converged, "drift", "--json", "inventories/sandbox.py")
     assert in_sync.returncode == 0 and _valid(in_sync, "drift.schema.json")["hosts"][0]["drifted"] == 0
-    drifted = speechctl(deployed, "drift", "--json", "inventories/sandbox.py", "--data", "asr_max_model_len=8192")
+    drifted = speechctl(converged, "drift", "--json", "inventories/sandbox.py", "--data", "asr_max_model_len=8192")
     assert drifted.returncode == 1, output(drifted)
     objects = _valid(drifted, "drift.schema.json")["hosts"][0]["objects"]
     assert [(o["kind"], o["name"], o["action"]) for o in objects] == [("Deployment", "qwen3-asr", "update")]
@@ -114,12 +121,22 @@ def test_verify_fails_clearly_when_the_tts_service_port_is_broken(deployed):
     assert "TTS /health" in result.stdout and "qwen3-tts-service" in result.stdout
 
 
-def test_teardown_keeps_the_models_and_a_redeploy_does_not_seed_again(deployed):
+def test_teardown_keeps_the_models_status_says_what_is_missing_and_a_redeploy_does_not_seed_again(deployed):
     assert_ok(run_pyinfra(deployed, "destroy.py", "-y"))
     apps = client.AppsV1Api(deployed.control.kube_api_client())
     assert apps.list_namespaced_deployment("hosthree").items == []
     core = client.CoreV1Api(deployed.control.kube_api_client())
     assert core.read_namespaced_persistent_volume_claim("qwen3-models-pvc", "hosthree")
+    # Both used to sit out a deploy timeout (timeout_ingress: 10 minutes) looking for what was gone.
+    status = speechctl(deployed, "status", "inventories/sandbox.py", "--data", "timeout_verify=3600",
+                       "--data", "timeout_ingress=3600")
+    assert status.returncode == 1, output(status)
+    assert "Deployment hosthree/qwen3-asr: MISSING" in status.stdout
+    assert "missing: Ingress hosthree/qwen3-asr-ingress, Ingress hosthree/qwen3-tts-ingress" in status.stdout
+    verify = speechctl(deployed, "verify", "inventories/sandbox.py", "--data", "timeout_verify=3600",
+                       "--data", "timeout_ingress=3600")
+    assert verify.returncode == 1, output(verify)
+    assert "FAILED: missing: Deployment hosthree/qwen3-asr, Deployment hosthree/qwen3-tts" in verify.stdout
     mark = deployed.control.audit_mark()
     assert_ok(deploy(deployed))
     assert not [r for r in writes(deployed.control.audit_since(mark)) if "/jobs" in r["path"]]
@@ -136,26 +153,13 @@ def test_teardown_with_purge_deletes_the_models_and_a_redeploy_seeds_again(deplo
     assert len(created_jobs) == 2
 
 
-def test_teardown_dry_run_lists_what_it_would_remove_and_writes_nothing(deployed):
-    mark = deployed.control.audit_mark()
-    result = run_pyinfra(deployed, "destroy.py", "--dry", "--diff")
+@reads_converged
+def test_teardown_dry_run_lists_what_it_would_remove_and_writes_nothing(converged):
+    mark = converged.control.audit_mark()
+    result = run_pyinfra(converged, "destroy.py", "--dry", "--diff")
     assert_ok(result)
     assert "Will delete Deployment hosthree/qwen3-asr" in output(result)
-    assert writes(deployed.control.audit_since(mark)) == []
-
-
-def test_status_and_verify_after_a_destroy_answer_at_once_with_what_is_missing(deployed):
-    assert_ok(run_pyinfra(deployed, "destroy.py", "-y"))
-    # Both used to sit out a deploy timeout (timeout_ingress: 10 minutes) looking for what was gone.
-    status = speechctl(deployed, "status", "inventories/sandbox.py", "--data", "timeout_verify=3600",
-                       "--data", "timeout_ingress=3600")
-    assert status.returncode == 1, output(status)
-    assert "Deployment hosthree/qwen3-asr: MISSING" in status.stdout
-    assert "missing: Ingress hosthree/qwen3-asr-ingress, Ingress hosthree/qwen3-tts-ingress" in status.stdout
-    verify = speechctl(deployed, "verify", "inventories/sandbox.py", "--data", "timeout_verify=3600",
-                       "--data", "timeout_ingress=3600")
-    assert verify.returncode == 1, output(verify)
-    assert "FAILED: missing: Deployment hosthree/qwen3-asr, Deployment hosthree/qwen3-tts" in verify.stdout
+    assert writes(converged.control.audit_since(mark)) == []
 
 
 def test_drift_exits_2_when_the_sandbox_is_down_or_the_inventory_file_does_not_exist(make_sandbox):
