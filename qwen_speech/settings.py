@@ -387,6 +387,7 @@ SCHEMA: dict[str, Checker] = {
     "ingress_scheme": _one_of("internal", "internet-facing"),
     "ingress_inbound_cidrs": _optional(_cidr_list),
     "ingress_allow_all_sources": _boolean,
+    "alb_source_cidrs": _cidr_list,
     "ingress_idle_timeout_seconds": _int_range(1, 4000),
     "ingress_deregistration_delay_seconds": _int_range(0, 3600),
     "backend_keep_alive_seconds": _positive_int,

@@ -1,6 +1,9 @@
-"""Step 2 (创建 Namespace): the namespace both services live in."""
+"""Step 2 (创建 Namespace): the namespace both services live in, their ServiceAccounts and the
+NetworkPolicies, all before any pod exists (a pod is never unconfined, even briefly)."""
 
 from __future__ import annotations
+
+from urllib.parse import urlsplit
 
 from pyinfra import host
 from pyinfra.api import deploy
@@ -11,8 +14,21 @@ from qwen_speech.manifests import render
 from .context import context_of
 
 
+HUB = "https://huggingface.co"
+
+
+def hub_port(endpoint: str | None) -> int:
+    """The port the seeding Job reaches the Hub (or its mirror) on."""
+    url = urlsplit(endpoint or HUB)
+    return url.port or (80 if url.scheme == "http" else 443)
+
+
 def desired(ctx) -> list[dict]:
-    return render("qwen3-speech-namespace.yaml", ctx.settings)
+    s = ctx.settings
+    alb_sources = [{"ipBlock": {"cidr": cidr.strip()}} for cidr in s.alb_source_cidrs.split(",")]
+    return (render("qwen3-speech-namespace.yaml", s)
+            + render("qwen3-speech-network-policy.yaml", s, alb_sources=alb_sources,
+                     hub_port=hub_port(s.hf_endpoint)))
 
 
 @deploy("2. Namespace")

@@ -9,7 +9,8 @@ from qwen_speech.manifests import render, script
 from qwen_speech.settings import validate
 from tasks.context import DevicePlugin, Model
 from tasks.ingress import ingress_services
-from tasks.models import SCRIPTS, job_name
+from tasks.namespace import hub_port
+from tasks.models import AUDIT_JOB, SCRIPTS, job_name
 from tasks.time_slicing import _config_hash
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,6 +35,8 @@ def all_manifests(**overrides) -> list[dict]:
         render("nvidia-time-slicing-config.yaml", s, plugin=plugin, config_hash=_config_hash(s),
                config_key="config.yaml", config_dir="/config")
         + render("qwen3-speech-namespace.yaml", s)
+        + render("qwen3-speech-network-policy.yaml", s, hub_port=hub_port(s.hf_endpoint),
+                 alb_sources=[{"ipBlock": {"cidr": c.strip()}} for c in s.alb_source_cidrs.split(",")])
         + render("qwen3-speech-efs-pvc.yaml", s, file_system_id="fs-0123456789abcdef0")
         + render("qwen3-speech-scripts.yaml", s, scripts={n: script(n) for n in SCRIPTS})
         + [render("qwen3-model-seed-job.yaml", s, job_name=job_name(m), model=m, seed_image=s.asr_image)[0]
@@ -41,4 +44,6 @@ def all_manifests(**overrides) -> list[dict]:
         + render("qwen3-asr-deployment.yaml", s, model=asr)
         + render("qwen3-tts-deployment.yaml", s, model=tts, tts_image=image)
         + render("qwen3-speech-ingress.yaml", s, services=ingress_services(s))
+        + render("qwen3-model-audit-job.yaml", s, job_name=AUDIT_JOB, models=[asr, tts],
+                 commits={"qwen3-speech.io/asr-commit": COMMIT}, image=s.asr_image, timeout=600)
     )

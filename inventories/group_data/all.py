@@ -105,6 +105,11 @@ ingress_group = "qwen3-speech"
 ingress_scheme = "internal"  # the controller's default, said out loud; "internet-facing" to reach it from outside the VPC
 ingress_inbound_cidrs = None  # "203.0.113.0/24, 198.51.100.0/24": required with internet-facing ...
 ingress_allow_all_sources = False  # ... unless this says, on purpose, that everyone may call the services
+# The NetworkPolicy lets only these networks reach the serving ports: the ALB connects to the pods
+# (target-type ip) from its subnets. The default is the private ranges every VPC is carved from,
+# so nothing outside the VPC (and its peers) gets in; narrow it to the ALB subnets' CIDRs
+# (`aws ec2 describe-subnets`) to keep other pods and VPC hosts out too.
+alb_source_cidrs = "10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16"
 # Long requests: the TTS server sends nothing until a synthesis ends, and the longest speech
 # (~11 min, the guide) takes ~24 min at RTF 2.16; the guide's long text (~1000 characters) ~10 min.
 # The ALB answers 504 to a request silent for longer than its idle timeout (AWS default 60 s).

@@ -1,0 +1,113 @@
+"""Pods safe by default: every container of every object the deploy applies is confined, no pod
+carries a service-account token, and the serving pods cannot write the models."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.manifest_helpers import all_manifests
+
+# Only these images may run as root: qwenllm/qwen3-asr has no USER (it runs as root upstream);
+# the seeding and audit Jobs use the same image. The TTS image runs as `appuser` (uid 1000).
+ROOT_IMAGES = {"qwenllm/qwen3-asr"}
+SERVING = {"qwen3-asr", "qwen3-tts"}
+
+
+def pod_templates(manifests: list[dict] | None = None) -> list[tuple[str, dict, dict]]:
+    """(object name, object, pod template) for every object of ours that makes pods. The
+    time-slicing DaemonSet document is a partial patch of the device plugin's own pods (only the
+    config fields we own), not a pod of this deploy."""
+    out = []
+    for m in all_manifests() if manifests is None else manifests:
+        template = (m.get("spec") or {}).get("template")
+        if m["kind"] in {"Deployment", "Job", "StatefulSet"} and template and \
+                (template.get("spec") or {}).get("containers"):
+            out.append((f'{m["kind"]}/{m["metadata"]["name"]}', m, template))
+    return out
+
+
+def containers() -> list[tuple[str, dict, dict]]:
+    """(object/container, pod spec, container) for every container, init containers included."""
+    return [(f"{name}/{c['name']}", t["spec"], c) for name, _, t in pod_templates()
+            for c in (t["spec"].get("initContainers") or []) + t["spec"]["containers"]]
+
+
+def _effective(pod: dict, container: dict, key: str):
+    """A container's own value, else the pod's (as the kubelet merges them)."""
+    own = (container.get("securityContext") or {}).get(key)
+    return own if own is not None else (pod.get("securityContext") or {}).get(key)
+
+
+def _runs_as_root_upstream(image: str) -> bool:
+    return image.split("@")[0].rsplit(":", 1)[0] in ROOT_IMAGES
+
+
+def security_problems() -> list[str]:
+    problems = []
+    for where, pod, c in containers():
+        ctx = c.get("securityContext") or {}
+        if (_effective(pod, c, "seccompProfile") or {}).get("type") != "RuntimeDefault":
+            problems.append(f"{where}: seccompProfile is not RuntimeDefault")
+        if ctx.get("allowPrivilegeEscalation") is not False:
+            problems.append(f"{where}: allowPrivilegeEscalation is not false")
+        if (ctx.get("capabilities") or {}).get("drop") != ["ALL"]:
+            problems.append(f"{where}: capabilities do not drop ALL")
+        if ctx.get("privileged"):
+            problems.append(f"{where}: privileged")
+        if not _runs_as_root_upstream(c["image"]):
+            user = _effective(pod, c, "runAsUser")
+            if _effective(pod, c, "runAsNonRoot") is not True or not isinstance(user, int) or user == 0:
+                problems.append(f"{where}: image {c['image']} can run as a user, but runAsNonRoot/runAsUser "
+                                f"say {_effective(pod, c, 'runAsNonRoot')}/{user}")
+    return problems
+
+
+def token_problems() -> list[str]:
+    problems = []
+    for name, _, t in pod_templates():
+        spec = t["spec"]
+        if spec.get("automountServiceAccountToken") is not False:
+            problems.append(f"{name}: automountServiceAccountToken is not false")
+        if spec.get("serviceAccountName") in (None, "default"):
+            problems.append(f"{name}: runs as the namespace's default ServiceAccount")
+    return problems
+
+
+def writable_model_mounts(manifests: list[dict] | None = None) -> list[str]:
+    problems = []
+    for name, m, t in pod_templates(manifests):
+        if m["metadata"]["name"] not in SERVING:
+            continue
+        claims = {v["name"] for v in t["spec"].get("volumes") or [] if "persistentVolumeClaim" in v}
+        for c in (t["spec"].get("initContainers") or []) + t["spec"]["containers"]:
+            for mount in c.get("volumeMounts") or []:
+                if mount["name"] in claims and mount.get("readOnly") is not True:
+                    problems.append(f"{name}/{c['name']}: mounts {mount['name']} writable at {mount['mountPath']}")
+    return problems
+
+
+def test_the_check_reaches_every_pod_the_deploy_applies_init_containers_included():
+    names = {where for where, _, _ in containers()}
+    assert {"Deployment/qwen3-asr/asr", "Deployment/qwen3-asr/model-guard", "Deployment/qwen3-tts/tts",
+            "Deployment/qwen3-tts/model-guard", "Job/qwen3-model-audit/audit-asr"} <= names
+    assert any(n.startswith("Job/qwen3-seed-") for n in names)
+
+
+@pytest.mark.parametrize("check", [security_problems, token_problems, writable_model_mounts])
+def test_every_container_is_confined_tokenless_and_serving_pods_only_read_the_models(check):
+    assert check() == []
+
+
+def test_the_seeding_job_alone_writes_the_models():
+    seeds = [t for _, m, t in pod_templates() if m["metadata"]["name"].startswith("qwen3-seed-")]
+    assert seeds and all(not mount.get("readOnly") for t in seeds for c in t["spec"]["containers"]
+                         for mount in c["volumeMounts"] if mount["name"] == "models")
+
+
+def test_a_serving_container_that_could_write_the_models_is_caught():
+    manifests = all_manifests()
+    tts = next(m for m in manifests if m["kind"] == "Deployment" and m["metadata"]["name"] == "qwen3-tts")
+    for mount in tts["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]:
+        mount.pop("readOnly", None)
+    assert [p for p in writable_model_mounts(manifests) if "models" in p] == [
+        "Deployment/qwen3-tts/tts: mounts models writable at /models"]
