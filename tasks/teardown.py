@@ -1,4 +1,5 @@
-"""Teardown, the deploy in reverse: Ingress (and its ALB), TTS, ASR, seeding Jobs.
+"""Teardown, the deploy in reverse: Ingress (and its ALB), TTS, ASR, seeding Jobs, then the pods'
+ServiceAccounts and NetworkPolicies.
 
 What took long to build stays unless the inventory (or `--data`) asks to purge it: the PVC and
 the model data on EFS (`purge_models`), the time-slicing config (`purge_time_slicing`). An EFS
@@ -61,6 +62,11 @@ def tear_down():
     )
     if s.purge_models:
         models_purged(name="4. PURGE the model data on EFS, the record and the PVC")
+    k8s.absent(
+        name="2. Remove the pods' ServiceAccounts and NetworkPolicies (no pod of ours is left)",
+        refs=_refs(kube, s.namespace, [("networking.k8s.io/v1", "NetworkPolicy"), ("v1", "ServiceAccount")], PART_OF),
+        timeout=60, poll=s.poll_seconds, label="2. namespace",
+    )
     if s.purge_time_slicing and ctx.device_plugin is not None:
         time_slicing_removed(name="1. PURGE the time-slicing config from the device plugin")
 

@@ -127,6 +127,10 @@ def test_teardown_keeps_the_models_status_says_what_is_missing_and_a_redeploy_do
     assert apps.list_namespaced_deployment("hosthree").items == []
     core = client.CoreV1Api(deployed.control.kube_api_client())
     assert core.read_namespaced_persistent_volume_claim("qwen3-models-pvc", "hosthree")
+    ours = "app.kubernetes.io/part-of=qwen3-speech"
+    assert core.list_namespaced_service_account("hosthree", label_selector=ours).items == []
+    assert client.NetworkingV1Api(deployed.control.kube_api_client()).list_namespaced_network_policy(
+        "hosthree", label_selector=ours).items == []
     # Both used to sit out a deploy timeout (timeout_ingress: 10 minutes) looking for what was gone.
     status = speechctl(deployed, "status", "inventories/sandbox.py", "--data", "timeout_verify=3600",
                        "--data", "timeout_ingress=3600")
