@@ -26,6 +26,7 @@ SECRETS = "/api/v1/namespaces/default/secrets"
 CONFIGMAPS = "/api/v1/namespaces/default/configmaps"
 STORAGECLASSES = "/apis/storage.k8s.io/v1/storageclasses"
 INGRESSES = "/apis/networking.k8s.io/v1/namespaces/default/ingresses"
+NETWORK_POLICIES = "/apis/networking.k8s.io/v1/namespaces/default/networkpolicies"
 APPLY = "application/apply-patch+yaml"
 
 
@@ -157,6 +158,28 @@ def test_ingress_path_without_a_path_type_is_refused(kube):
     answer = refused(kube, "POST", INGRESSES, body)
     assert answer["message"] == ('Ingress.networking.k8s.io "asr" is invalid: spec.rules[0].http.paths[0].pathType: '
                                  "Required value: pathType must be specified")
+
+
+def test_network_policy_with_a_bad_cidr_a_mixed_peer_and_a_bad_port_is_refused_a_good_one_gets_its_defaults(kube):
+    bad = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": "asr"},
+           "spec": {"podSelector": {"matchLabels": {"app": "asr"}}, "ingress": [
+               {"from": [{"ipBlock": {"cidr": "10.0.0.0/33"}},
+                         {"ipBlock": {"cidr": "10.0.0.0/16"}, "podSelector": {}}, {}],
+                "ports": [{"protocol": "ICMP", "port": 0}]}]}}
+    assert refused(kube, "POST", NETWORK_POLICIES, bad)["details"]["causes"] == [
+        {"field": "spec.ingress[0].ports[0].protocol", "reason": "FieldValueNotSupported",
+         "message": 'Unsupported value: "ICMP": supported values: "TCP", "UDP", "SCTP"'},
+        {"field": "spec.ingress[0].ports[0].port", "reason": "FieldValueInvalid",
+         "message": "Invalid value: 0: must be between 1 and 65535, inclusive"},
+        {"field": "spec.ingress[0].from[0].ipBlock.cidr", "reason": "FieldValueInvalid",
+         "message": 'Invalid value: "10.0.0.0/33": must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)'},
+        {"field": "spec.ingress[0].from[1]", "reason": "FieldValueForbidden",
+         "message": "Forbidden: may not specify both ipBlock and another peer"},
+        {"field": "spec.ingress[0].from[2]", "reason": "FieldValueRequired", "message": "Required value: must specify a peer"}]
+    good = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": "seed"},
+            "spec": {"podSelector": {}, "egress": [{"ports": [{"port": 443}]}]}}
+    spec = created(kube, NETWORK_POLICIES, good)["spec"]
+    assert spec["policyTypes"] == ["Ingress", "Egress"] and spec["egress"][0]["ports"] == [{"port": 443, "protocol": "TCP"}]
 
 
 def test_claim_without_a_storage_request_and_a_class_with_an_unknown_reclaim_policy_are_refused(kube):
