@@ -22,6 +22,9 @@ group's Ingresses on every pass; this module does what AWS does with that model:
   only when it next sends a request on it, and that request gets 502. On AWS that race is lost
   only when the close and the request cross, hence sporadic 502s; the sandbox loses it every
   time, so a keep-alive shorter than the idle timeout shows in any test.
+- the ALB connects to targets from its subnets (`ClusterOptions.alb_source_address`); a target
+  whose pod's NetworkPolicies do not admit that address on the port drops the connection: its
+  health checks time out and a request sent to it gets 504 (network_policy.py).
 - HTTPS listeners (`listen-ports` `{"HTTPS": 443}`) serve the certificates of `certificate-arn`
   (merged across the group; each must be an ISSUED certificate in the sandbox's ACM, whose key
   the sandbox holds), and need one. `ssl-redirect: '443'` (one value for the whole group) turns
@@ -386,6 +389,7 @@ class LoadBalancer:
         self.idle_timeout = DEFAULT_IDLE_TIMEOUT
         self.listeners: dict[int, Listener] = {}
         self.target_groups: dict[tuple, TargetGroup] = {}
+        self.reachable: Callable[[str, str, int], bool] = lambda namespace, pod, port: True
 
     @property
     def idle_timeout_scaled(self) -> float:
@@ -394,10 +398,12 @@ class LoadBalancer:
     # -- the model from the Ingresses ------------------------------------------------------------
 
     def configure(self, members: list[tuple[dict, list[tuple[str, int]]]], services: dict, endpoints: dict,
-                  certificate: Callable[[str], tuple] | None = None) -> None:
+                  certificate: Callable[[str], tuple] | None = None,
+                  reachable: Callable[[str, str, int], bool] | None = None) -> None:
         """Apply the group: (Ingress, its (protocol, port) listen entries) pairs, Services and Endpoints
         by (namespace, name); `certificate(arn)` gives the (cert, key) files of an ACM certificate or
-        raises AlbConfigError.
+        raises AlbConfigError; `reachable(namespace, pod, port)` says whether the pod's NetworkPolicies
+        let the ALB's connections in (default: always).
 
         Raises AlbConfigError (nothing changed) for annotations the controller would refuse.
         """
@@ -432,6 +438,7 @@ class LoadBalancer:
         # Everything parsed: now change the running ALB.
         self.idle_timeout = idle.pop() if idle else DEFAULT_IDLE_TIMEOUT
         self.target_groups = groups
+        self.reachable = reachable or (lambda namespace, pod, port: True)
         for port in [p for p, listener in self.listeners.items() if p not in rules
                      or (listener.protocol, listener.certificates) != (protocols[p], certificates.get(p, ()))]:
             self.listeners.pop(port).close()
@@ -532,6 +539,9 @@ class LoadBalancer:
         health = group.health
         port = target.port if health.port == "traffic-port" else int(health.port)
         local = self.local_port(group.namespace, target.pod, port)
+        if not self.reachable(group.namespace, target.pod, port):
+            group.record(target, False, "Target.Timeout: Request timed out")  # the policy drops the SYN
+            return
         if local is None:
             group.record(target, False, "Target.FailedHealthChecks: connection refused")
             return
@@ -585,6 +595,9 @@ class LoadBalancer:
             _answer(h, 503, "503 Service Temporarily Unavailable")
             return
         local = self.local_port(group.namespace, target.pod, target.port)
+        if not self.reachable(group.namespace, target.pod, target.port):
+            _answer(h, 504, "504 Gateway Time-out")  # the connection attempt timed out: dropped by a NetworkPolicy
+            return
         if local is None:
             _answer(h, 502, "502 Bad Gateway")
             return

@@ -31,6 +31,7 @@ STORAGECLASSES = by_key("storageclasses.storage.k8s.io")
 CSIDRIVERS = by_key("csidrivers.storage.k8s.io")
 INGRESSES = by_key("ingresses.networking.k8s.io")
 INGRESSCLASSES = by_key("ingressclasses.networking.k8s.io")
+NETWORKPOLICIES = by_key("networkpolicies.networking.k8s.io")
 NODEPOOLS = by_key("nodepools.karpenter.sh")
 
 # now_iso is re-exported for the other modules of this package.

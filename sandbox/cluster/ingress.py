@@ -22,7 +22,8 @@ import logging
 from typing import TYPE_CHECKING, Callable
 
 from .alb import AlbConfigError, HealthChecker, LoadBalancer
-from .common import DEPLOYMENTS, ENDPOINTS, INGRESSCLASSES, INGRESSES, SERVICES, is_deleting
+from .common import DEPLOYMENTS, ENDPOINTS, INGRESSCLASSES, INGRESSES, NETWORKPOLICIES, PODS, SERVICES, is_deleting
+from .network_policy import admits
 
 if TYPE_CHECKING:
     from .cluster import Cluster
@@ -180,7 +181,16 @@ class AlbController:
             self._health = HealthChecker(lambda: list(self.balancers.values()), self.cluster.options.tick / 3)
         services = {(o["metadata"]["namespace"], o["metadata"]["name"]): o for o in self.cluster.snapshot(SERVICES)}
         endpoints = {(o["metadata"]["namespace"], o["metadata"]["name"]): o for o in self.cluster.snapshot(ENDPOINTS)}
-        lb.configure([(ing, listen_entries(ing)) for ing in members], services, endpoints, self._certificate)
+        policies = self.cluster.snapshot(NETWORKPOLICIES)
+        pods = {(o["metadata"]["namespace"], o["metadata"]["name"]): o for o in self.cluster.snapshot(PODS)}
+        source = self.cluster.options.alb_source_address
+
+        def reachable(namespace: str, pod: str, port: int) -> bool:
+            found = pods.get((namespace, pod))
+            return found is None or admits(policies, found, source, port)
+
+        lb.configure([(ing, listen_entries(ing)) for ing in members], services, endpoints, self._certificate,
+                     reachable)
 
     def _certificate(self, arn: str) -> tuple:
         """(cert, key) files of an ISSUED ACM certificate, as the controller resolves certificate-arn."""

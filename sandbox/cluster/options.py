@@ -19,6 +19,8 @@ class ClusterOptions:
       (sandbox/cluster/device_plugin.py lays each out as its installer does)
     + asr_image_marker, tts_image_marker: an image containing one of these gets a speech stand-in
     + python: the interpreter that runs containers whose command starts with python/python3
+    + alb_source_address: where the ALB's requests and health checks come from (an address in its
+      subnets, as the ALB's nodes have on AWS), which the pods' NetworkPolicies are checked against
     """
 
     fast: bool = False
@@ -35,6 +37,7 @@ class ClusterOptions:
     asr_image_marker: str = "qwen3-asr"
     tts_image_marker: str = "qwen3-tts"
     python: str = field(default_factory=lambda: sys.executable)
+    alb_source_address: str = "10.0.100.10"
 
     def __post_init__(self) -> None:
         from .device_plugin import SETUPS

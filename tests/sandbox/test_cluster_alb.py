@@ -19,7 +19,8 @@ import urllib.parse
 import pytest
 
 from sandbox.cluster.alb import AlbConfigError, HealthCheck
-from sandbox.cluster.common import CONFIGMAPS, DEPLOYMENTS, INGRESSES, PODS, PVCS, PVS, SERVICES, STORAGECLASSES
+from sandbox.cluster.common import (CONFIGMAPS, DEPLOYMENTS, INGRESSES, NETWORKPOLICIES, PODS, PVCS, PVS,
+                                   SERVICEACCOUNTS, SERVICES, STORAGECLASSES)
 from sandbox.speech import decode_speech, tts_synthesis_seconds
 from tests.cluster_helpers import deployment_ready, events, pods, running_cluster, wait_for
 from tests.manifest_helpers import all_manifests
@@ -33,8 +34,9 @@ LONG_TEXT = "长文本合成需要很长时间，负载均衡器必须等待它�
 
 
 def tts_objects(**overrides) -> list[dict]:
-    """TTS Deployment + Service, both Ingresses, the scripts ConfigMap, StorageClass and PVC, as rendered."""
-    kinds = {"Deployment", "Service", "Ingress", "ConfigMap", "StorageClass", "PersistentVolumeClaim"}
+    """TTS Deployment + Service + ServiceAccount, both Ingresses, the scripts ConfigMap, StorageClass and
+    PVC, as rendered."""
+    kinds = {"Deployment", "Service", "ServiceAccount", "Ingress", "ConfigMap", "StorageClass", "PersistentVolumeClaim"}
     out = []
     # Rendered for a namespace of the deploy's own (the inventory refuses "default"), then placed
     # in the bare cluster's "default" namespace, which exists without the namespace step.
@@ -42,7 +44,7 @@ def tts_objects(**overrides) -> list[dict]:
         if "namespace" in obj["metadata"]:
             obj["metadata"]["namespace"] = "default"
         name = obj["metadata"]["name"]
-        if obj["kind"] not in kinds or name in ("qwen3-asr",) or name.startswith("nvidia"):
+        if obj["kind"] not in kinds or name in ("qwen3-asr", "qwen3-model-seeder") or name.startswith("nvidia"):
             continue
         if obj["kind"] == "ConfigMap" and name != "qwen3-speech-scripts":
             continue
@@ -74,7 +76,7 @@ def as_before_issue_10(objects: list[dict]) -> list[dict]:
     return objects
 
 
-RESOURCES = {"Deployment": DEPLOYMENTS, "Service": SERVICES, "Ingress": INGRESSES, "ConfigMap": CONFIGMAPS,
+RESOURCES = {"Deployment": DEPLOYMENTS, "Service": SERVICES, "ServiceAccount": SERVICEACCOUNTS, "Ingress": INGRESSES, "ConfigMap": CONFIGMAPS,
              "StorageClass": STORAGECLASSES, "PersistentVolumeClaim": PVCS}
 
 
@@ -231,6 +233,26 @@ def test_the_alb_refuses_sources_outside_its_inbound_cidrs(tmp_path):
         url = start_tts(cluster, tts_objects(ingress_inbound_cidrs="10.0.0.0/16"))
         with pytest.raises((ConnectionError, http.client.RemoteDisconnected)):
             Client(url).request("GET", "/health")
+
+
+def tts_network_policy(**overrides) -> dict:
+    policy = next(o for o in all_manifests(namespace="qwen3-alb-test", **overrides)
+                  if o["kind"] == "NetworkPolicy" and o["metadata"]["name"] == "qwen3-tts")
+    policy["metadata"]["namespace"] = "default"
+    return policy
+
+
+def test_the_alb_reaches_tts_only_while_its_network_policy_admits_the_albs_subnet(tmp_path):
+    with running_cluster(tmp_path, alb_source_address="10.0.100.10") as cluster:
+        cluster.store.create(NETWORKPOLICIES, tts_network_policy())  # the default: the VPC's private ranges
+        url = start_tts(cluster, tts_objects())
+        assert Client(url).request("GET", "/health")[0] == 200
+
+        def elsewhere(policy: dict) -> None:
+            policy["spec"]["ingress"][0]["from"] = [{"ipBlock": {"cidr": "10.0.7.0/24"}}]
+        cluster.store.mutate(NETWORKPOLICIES, "default", "qwen3-tts", elsewhere)
+        wait_for(lambda: tts_target_states(cluster) == ["unhealthy"], "the TTS target to turn unhealthy", timeout=20)
+        assert Client(url).request("GET", "/health")[0] == 504
 
 
 def test_idle_timeouts_that_differ_within_a_group_stop_the_group(tmp_path):
