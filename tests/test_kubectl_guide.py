@@ -194,6 +194,9 @@ def test_the_guides_storage_step_applied_again_changes_nothing(deployed, kubectl
     dry = kubectl("apply", "--server-side", "--dry-run=server", "-f", str(manifest))
     assert dry.returncode == 0, dry.stderr
     assert dry.stdout.splitlines() == ["namespace/hosthree serverside-applied (server dry run)",
+                                       "serviceaccount/qwen3-asr serverside-applied (server dry run)",
+                                       "serviceaccount/qwen3-tts serverside-applied (server dry run)",
+                                       "serviceaccount/qwen3-model-seeder serverside-applied (server dry run)",
                                        "storageclass.storage.k8s.io/qwen3-efs-sc serverside-applied (server dry run)",
                                        "persistentvolumeclaim/qwen3-models-pvc serverside-applied (server dry run)"]
 
