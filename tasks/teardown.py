@@ -123,8 +123,13 @@ def models_purged():
         "spec": {"backoffLimit": 2, "template": {"metadata": {"labels": labels("qwen3-model-purge")}, "spec": {
             "restartPolicy": "Never",
             "nodeSelector": s.gpu_node_selector, "tolerations": s.gpu_tolerations,
+            # Confined as the seeding Job is, but as the namespace's default ServiceAccount (no token):
+            # a deploy older than the seeder's own ServiceAccount can still be purged.
+            "automountServiceAccountToken": False,
+            "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
             "containers": [{
                 "name": "purge", "image": s.seed_image or s.asr_image,
+                "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
                 "command": ["python3", "-c", "import shutil, sys\nfor d in sys.argv[1:]:\n"
                             "    shutil.rmtree(d, ignore_errors=True)\n    print('deleted', d)",
                             s.asr_model_path, s.tts_model_path],

@@ -58,6 +58,8 @@ BAD_VALUES = [
     ("ingress_inbound_cidrs", "not-a-cidr", "is not one"),
     ("ingress_inbound_cidrs", "10.0.0.0/8, 300.1.2.3/32", "'300.1.2.3/32' is not one"),
     ("ingress_inbound_cidrs", "10.0.0.1/8", "did you mean 10.0.0.0/8"),
+    ("alb_source_cidrs", "the-vpc", "is not one"),
+    ("alb_source_cidrs", "", "comma-separated CIDRs"),
     ("asr_model_revision", "main\nrm -rf /", "no spaces, newlines"),
     ("tts_model_revision", "v1..v2", "'..'"),
     ("tts_model_revision", "", "a branch, tag or 40-hex commit"),
