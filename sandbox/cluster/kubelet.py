@@ -16,6 +16,10 @@ How a container runs depends on what it is:
   a label change and restarts the plugin's config, as its SIGHUP does); gpu-feature-discovery runs.
 - anything else: Running and Ready after the delays.
 
+runAsNonRoot is checked as pkg/kubelet/kuberuntime/security_context_others.go (verifyRunAsNonRoot)
+does, against the image's user: the TTS image's USER `appuser` (non-numeric, so it cannot be
+verified without a numeric runAsUser), every other image root. A refusal is CreateContainerConfigError.
+
 States, events and restarts follow the real kubelet: Pulling/Pulled, ErrImagePull then
 ImagePullBackOff, Created/Started, CrashLoopBackOff with doubling back-off (10 s .. 5 min, scaled
 in fast mode), Init:Error / Init:CrashLoopBackOff for failing init containers, restartPolicy
@@ -154,7 +158,8 @@ class StandInFailed(Exception):
 # Runtime records
 
 class ContainerConfigError(Exception):
-    """CreateContainerConfigError: a referenced Secret/ConfigMap or key is missing."""
+    """CreateContainerConfigError: a referenced Secret/ConfigMap or key is missing, or runAsNonRoot
+    cannot be verified."""
 
 
 @dataclass
@@ -477,9 +482,38 @@ class Kubelet:
 
     # -- starting a container ------------------------------------------------------------------
 
+    def _image_user(self, image: str) -> str:
+        """The image's USER: `appuser` for the TTS image (groxaxo/Qwen3-TTS-Openai-Fastapi's Dockerfile),
+        none (root) for the others, the ASR image included."""
+        return "appuser" if self.options.tts_image_marker.lower() in image.lower() else ""
+
+    def _verify_run_as_non_root(self, pod: dict, spec: dict) -> None:
+        pod_context = (pod.get("spec") or {}).get("securityContext") or {}
+        own = spec.get("securityContext") or {}
+        non_root = own.get("runAsNonRoot", pod_context.get("runAsNonRoot"))
+        if not non_root:
+            return
+        meta = pod["metadata"]
+        where = f'(pod: "{meta["name"]}_{meta["namespace"]}({meta.get("uid", "")})", container: {spec["name"]})'
+        user = own.get("runAsUser", pod_context.get("runAsUser"))
+        if user is not None:
+            if user == 0:
+                raise ContainerConfigError(f"container's runAsUser breaks non-root policy {where}")
+            return
+        image_user = self._image_user(spec.get("image") or "")
+        if image_user.isdigit():
+            if int(image_user) == 0:
+                raise ContainerConfigError(f"container has runAsNonRoot and image will run as root {where}")
+        elif image_user:
+            raise ContainerConfigError(f"container has runAsNonRoot and image has non-numeric user ({image_user}), "
+                                       f"cannot verify user is non-root {where}")
+        else:  # no USER: the image runs as uid 0
+            raise ContainerConfigError(f"container has runAsNonRoot and image will run as root {where}")
+
     def _launch(self, run: PodRun, c: ContainerRun, now: float) -> None:
         self._refresh_config_volumes(run)
         try:
+            self._verify_run_as_non_root(run.pod, c.spec)
             c.mounts = self._mounts(run, c)
             c.raw_env = self._resolve_env(run.pod, c.spec)
             c.env = {k: self._rewrite(v, c.mounts) for k, v in c.raw_env.items()}

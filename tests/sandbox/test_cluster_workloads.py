@@ -169,6 +169,26 @@ def test_missing_secret_is_a_create_container_config_error(tmp_path):
         assert pod["status"]["containerStatuses"][0]["state"]["waiting"]["message"] == 'secret "hf" not found'
 
 
+def test_run_as_non_root_needs_a_numeric_user_for_the_tts_image_and_refuses_a_root_image(tmp_path):
+    """As the kubelet's verifyRunAsNonRoot: the TTS image's `appuser` cannot be checked, busybox runs as root."""
+    with running_cluster(tmp_path) as cluster:
+        store = cluster.store
+        non_root = {"securityContext": {"runAsNonRoot": True}}
+        store.create(DEPLOYMENTS, deployment("tts", image="example.com/qwen3-tts:1", container=non_root))
+        store.create(DEPLOYMENTS, deployment("root", container=non_root))
+        store.create(DEPLOYMENTS, deployment("uid", image="example.com/qwen3-tts:1",
+                                             container={"securityContext": {"runAsNonRoot": True, "runAsUser": 1000}}))
+
+        def config_error(app: str) -> str | None:
+            found = [p for p in pods(store, selector=f"app={app}") if waiting_reason(p) == "CreateContainerConfigError"]
+            return found and found[0]["status"]["containerStatuses"][0]["state"]["waiting"]["message"]
+        assert "image has non-numeric user (appuser), cannot verify user is non-root" in wait_for(
+            lambda: config_error("tts"), "the TTS config error")
+        assert "container has runAsNonRoot and image will run as root" in wait_for(
+            lambda: config_error("root"), "the root image's config error")
+        wait_for(lambda: deployment_ready(store, "default", "uid"), "the numeric user's pod to run")
+
+
 def test_deleting_a_deployment_removes_its_replica_sets_and_pods(tmp_path):
     with running_cluster(tmp_path) as cluster:
         store = cluster.store
