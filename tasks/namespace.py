@@ -23,12 +23,13 @@ def hub_port(endpoint: str | None) -> int:
     return url.port or (80 if url.scheme == "http" else 443)
 
 
-def desired(ctx) -> list[dict]:
-    s = ctx.settings
+def network_policies(s) -> list[dict]:
     alb_sources = [{"ipBlock": {"cidr": cidr.strip()}} for cidr in s.alb_source_cidrs.split(",")]
-    return (render("qwen3-speech-namespace.yaml", s)
-            + render("qwen3-speech-network-policy.yaml", s, alb_sources=alb_sources,
-                     hub_port=hub_port(s.hf_endpoint)))
+    return render("qwen3-speech-network-policy.yaml", s, alb_sources=alb_sources, hub_port=hub_port(s.hf_endpoint))
+
+
+def desired(ctx) -> list[dict]:
+    return render("qwen3-speech-namespace.yaml", ctx.settings) + network_policies(ctx.settings)
 
 
 @deploy("2. Namespace")

@@ -9,8 +9,8 @@ from qwen_speech.manifests import render, script
 from qwen_speech.settings import validate
 from tasks.context import DevicePlugin, Model
 from tasks.ingress import ingress_services
-from tasks.namespace import hub_port
 from tasks.models import AUDIT_JOB, SCRIPTS, job_name
+from tasks.namespace import network_policies
 from tasks.time_slicing import _config_hash
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,8 +35,7 @@ def all_manifests(**overrides) -> list[dict]:
         render("nvidia-time-slicing-config.yaml", s, plugin=plugin, config_hash=_config_hash(s),
                config_key="config.yaml", config_dir="/config")
         + render("qwen3-speech-namespace.yaml", s)
-        + render("qwen3-speech-network-policy.yaml", s, hub_port=hub_port(s.hf_endpoint),
-                 alb_sources=[{"ipBlock": {"cidr": c.strip()}} for c in s.alb_source_cidrs.split(",")])
+        + network_policies(s)
         + render("qwen3-speech-efs-pvc.yaml", s, file_system_id="fs-0123456789abcdef0")
         + render("qwen3-speech-scripts.yaml", s, scripts={n: script(n) for n in SCRIPTS})
         + [render("qwen3-model-seed-job.yaml", s, job_name=job_name(m), model=m, seed_image=s.asr_image)[0]

@@ -111,3 +111,32 @@ def test_a_serving_container_that_could_write_the_models_is_caught():
         mount.pop("readOnly", None)
     assert [p for p in writable_model_mounts(manifests) if "models" in p] == [
         "Deployment/qwen3-tts/tts: mounts models writable at /models"]
+
+
+def _policy(manifests: list[dict], name: str) -> dict:
+    return next(m["spec"] for m in manifests if m["kind"] == "NetworkPolicy" and m["metadata"]["name"] == name)
+
+
+def test_only_the_alb_subnets_reach_the_serving_ports_and_the_seeder_reaches_only_dns_and_the_hub():
+    manifests = all_manifests(alb_source_cidrs="10.0.100.0/24, 10.0.101.0/24")
+    for app, port in (("qwen3-asr", 8000), ("qwen3-tts", 8880)):
+        policy = _policy(manifests, app)
+        assert policy["podSelector"]["matchLabels"]["app.kubernetes.io/name"] == app
+        assert policy["ingress"] == [{"from": [{"ipBlock": {"cidr": "10.0.100.0/24"}}, {"ipBlock": {"cidr": "10.0.101.0/24"}}],
+                                      "ports": [{"protocol": "TCP", "port": port}]}]
+    seed = _policy(manifests, "qwen3-model-seed")
+    assert seed["policyTypes"] == ["Ingress", "Egress"] and "ingress" not in seed
+    assert [p for rule in seed["egress"] for p in rule["ports"]] == [
+        {"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}, {"protocol": "TCP", "port": 443}]
+    assert all("to" not in rule for rule in seed["egress"])
+    assert _policy(manifests, "qwen3-model-audit")["egress"] == []
+    mirror = _policy(all_manifests(hf_endpoint="http://hub-mirror.internal:8080"), "qwen3-model-seed")
+    assert mirror["egress"][1]["ports"] == [{"protocol": "TCP", "port": 8080}]
+
+
+def test_every_pod_of_ours_is_selected_by_a_network_policy():
+    manifests = all_manifests()
+    selectors = [m["spec"]["podSelector"]["matchLabels"] for m in manifests if m["kind"] == "NetworkPolicy"]
+    for name, _, template in pod_templates(manifests):
+        labels = template["metadata"]["labels"]
+        assert any(all(labels.get(k) == v for k, v in s.items()) for s in selectors), name
