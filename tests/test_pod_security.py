@@ -39,7 +39,11 @@ def _effective(pod: dict, container: dict, key: str):
 
 
 def _runs_as_root_upstream(image: str) -> bool:
-    return image.split("@")[0].rsplit(":", 1)[0] in ROOT_IMAGES
+    """By repository, wherever it is pulled from (Docker Hub, or ECR's pull-through cache of it)."""
+    repository = image.split("@")[0]
+    if ":" in repository.rsplit("/", 1)[-1]:  # a tag, not a registry's port
+        repository = repository.rsplit(":", 1)[0]
+    return any(repository == root or repository.endswith("/" + root) for root in ROOT_IMAGES)
 
 
 def security_problems() -> list[str]:
