@@ -78,9 +78,14 @@ def check(ctx) -> None:
 
 @deploy("Find the device plugin")
 def find_device_plugin_for_teardown():
-    """Teardown needs only this of the preflight: where the time-slicing config went."""
+    """Teardown needs only this of the preflight: where the time-slicing config went, and the
+    pinned ASR image a purge Job runs (not Docker Hub's moving tag)."""
     ctx = context_of(host)
     ctx.device_plugin = find_device_plugin(ctx.kube)
+    if ctx.aws is not None:
+        problem = _resolve_asr_image(ctx)
+        if problem:
+            logger.warning(f"    {problem}; a purge Job would run asr_image {ctx.settings.asr_image!r}")
 
 
 def find_device_plugin(kube) -> DevicePlugin | None:
@@ -189,6 +194,21 @@ def _exists(kube, api_version, kind, name) -> bool:
     return kube.get(_ref(api_version, kind, name)) is not None
 
 
+def _resolve_asr_image(ctx) -> str | None:
+    """Pin the ASR image to the digest asr_image_tag has in asr_ecr_repository (when set); the problem, if any."""
+    s = ctx.settings
+    if not s.asr_ecr_repository:
+        return None
+    from qwen_speech import aws
+
+    try:
+        ctx.asr_image = aws.resolve_ecr_image(ctx.aws, s.asr_ecr_repository, s.asr_image_tag,
+                                              push_fix=aws.ASR_PUSH_FIX).uri_with_digest
+    except aws.AwsProblem as err:
+        return f"ASR image (asr_ecr_repository): {err}"
+    return None
+
+
 def _aws_prerequisites(ctx) -> list[str]:
     """EFS file system and TTS image: found through AWS unless the inventory names them."""
     s = ctx.settings
@@ -216,12 +236,9 @@ def _aws_prerequisites(ctx) -> list[str]:
             ctx.tts_image = image.uri_with_digest
         except aws.AwsProblem as err:
             problems.append(f"TTS image: {err}")
-    if s.asr_ecr_repository:
-        try:
-            image = aws.resolve_ecr_image(ctx.aws, s.asr_ecr_repository, s.asr_image_tag, push_fix=aws.ASR_PUSH_FIX)
-            ctx.asr_image = image.uri_with_digest
-        except aws.AwsProblem as err:
-            problems.append(f"ASR image (asr_ecr_repository): {err}")
+    problem = _resolve_asr_image(ctx)
+    if problem:
+        problems.append(problem)
     if s.ingress_certificate_arn:
         try:
             aws.check_certificate(ctx.aws, s.ingress_certificate_arn, [s.ingress_asr_host, s.ingress_tts_host])
