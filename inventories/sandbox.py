@@ -23,6 +23,8 @@ sandbox = [
         "aws_region": _state["region"],
         "aws_endpoint_url": _state["aws_endpoint_url"],
         "hf_endpoint": _state["hub_url"],
+        # The ASR image from ECR (the sandbox's stand-in for a pull-through cache of Docker Hub), pinned by digest.
+        "asr_ecr_repository": _state.get("asr_ecr_repository"),
         "karpenter_interruption_queue": _state.get("sqs_queue_name"),
         "poll_seconds": 0.2,
         "model_upgrade_policy": "follow",  # the sandbox Hub's new commits are test data: take them

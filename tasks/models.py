@@ -205,7 +205,7 @@ def models_seeded(models: list[Model], timeout: float = 3600, poll: float = 2.0)
             logger.info(f"    Will seed {click.style(m.repo, bold=True)} into {m.path}: "
                         + click.style(f"- {before or '(nothing recorded)'}", fg="red") + " "
                         + click.style(f"+ {m.commit} ({m.revision})", fg="green"))
-    seed_image = s.seed_image or s.asr_image
+    seed_image = ctx.seed_image
 
     def run_jobs():
         label = "4. models"
@@ -339,7 +339,7 @@ def audit_job(ctx) -> dict:
     models = list(ctx.models.values())
     commits = {f"qwen3-speech.io/{m.key}-commit": m.commit for m in models}
     return render("qwen3-model-audit-job.yaml", s, job_name=AUDIT_JOB, models=models, commits=commits,
-                  image=s.seed_image or s.asr_image, timeout=max(60, min(s.timeout_seed, 3600)))[0]
+                  image=ctx.seed_image, timeout=max(60, min(s.timeout_seed, 3600)))[0]
 
 
 def audit_models(ctx, timeout: float = 600, poll: float = 1.0) -> dict[str, dict]:

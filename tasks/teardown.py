@@ -118,7 +118,7 @@ def models_purged():
             "restartPolicy": "Never",
             "nodeSelector": s.gpu_node_selector, "tolerations": s.gpu_tolerations,
             "containers": [{
-                "name": "purge", "image": s.seed_image or s.asr_image,
+                "name": "purge", "image": ctx.seed_image,
                 "command": ["python3", "-c", "import shutil, sys\nfor d in sys.argv[1:]:\n"
                             "    shutil.rmtree(d, ignore_errors=True)\n    print('deleted', d)",
                             s.asr_model_path, s.tts_model_path],
