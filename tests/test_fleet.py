@@ -1,0 +1,43 @@
+"""Several clusters in one run: inventories/sandbox_fleet.py lists two sandboxes as `@cluster/<name>` hosts."""
+
+import os
+
+from tests.deploy_helpers import output, run_pyinfra, writes
+
+
+def _fleet(**members) -> dict:
+    return {"QWEN3_SANDBOX_FLEET": os.pathsep.join(f"{name}={sb.root}" for name, sb in members.items())}
+
+
+def _lines_of(text: str, host: str) -> list[str]:
+    return [line for line in text.splitlines() if f"[{host}]" in line]
+
+
+def test_a_fleet_run_converges_the_good_cluster_and_stops_only_the_one_missing_a_prerequisite(make_sandbox):
+    staging = make_sandbox()
+    production = make_sandbox(alb_controller=False)
+    marks = {"staging": staging.control.audit_mark(), "production": production.control.audit_mark()}
+    result = run_pyinfra(staging, "deploy.py", "-y", inventory="inventories/sandbox_fleet.py",
+                         env=_fleet(staging=staging, production=production))
+    text = output(result)
+    assert result.returncode != 0, text[-6000:]
+    # The broken cluster names its missing prerequisite, on its own lines, and wrote nothing.
+    broken = "\n".join(_lines_of(text, "@cluster/production"))
+    assert "IngressClass 'alb'" in broken, text[-6000:]
+    assert writes(production.control.audit_since(marks["production"])) == []
+    # The other converged all the way to verify, under its own name.
+    good = "\n".join(_lines_of(text, "@cluster/staging"))
+    assert "round trip" in good and "TTS URL: http://" in good, text[-6000:]
+    assert "IngressClass 'alb'" not in good
+    assert writes(staging.control.audit_since(marks["staging"]))
+    assert staging.state["alb_listeners"] and not production.state.get("alb_listeners")
+
+
+def test_limit_deploys_only_the_clusters_it_names(make_sandbox):
+    staging, production = make_sandbox(), make_sandbox()
+    mark = production.control.audit_mark()
+    result = run_pyinfra(staging, "deploy.py", "-y", "--limit", "@cluster/staging",
+                         inventory="inventories/sandbox_fleet.py", env=_fleet(staging=staging, production=production))
+    assert result.returncode == 0, output(result)[-6000:]
+    assert "[@cluster/staging]" in output(result) and "[@cluster/production]" not in output(result)
+    assert production.control.audit_since(mark) == []
