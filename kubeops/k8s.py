@@ -32,7 +32,7 @@ def _say(label: str, line: str) -> None:
 
 def _show_diff(plan: changes.Plan) -> None:
     verb = {"create": "Will create", "update": "Will change"}[plan.action]
-    logger.info(f"    {verb} {click.style(str(plan.ref), bold=True)}")
+    logger.info(f"    [{host.name}] {verb} {click.style(str(plan.ref), bold=True)}")
     for line in plan.diff:
         if line.startswith(("+++", "---")):
             continue
@@ -180,7 +180,7 @@ def absent(refs: Iterable[Ref], wait: bool = True, timeout: float = 300, poll: f
         return
     if _diff_wanted():
         for ref in present:
-            logger.info(f"    Will delete {click.style(str(ref), bold=True)}")
+            logger.info(f"    [{host.name}] Will delete {click.style(str(ref), bold=True)}")
     if not present:
         report_retries(label)
         host.noop("already absent: " + ", ".join(str(r) for r in refs))

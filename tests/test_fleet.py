@@ -31,6 +31,9 @@ def test_a_fleet_run_converges_the_good_cluster_and_stops_only_the_one_missing_a
     assert "IngressClass 'alb'" not in good
     assert writes(staging.control.audit_since(marks["staging"]))
     assert staging.state["alb_listeners"] and not production.state.get("alb_listeners")
+    # Lines written while the deploy is prepared say whose they are too (both hosts print them).
+    found = [line for line in text.splitlines() if "device plugin:" in line or " cluster https://" in line]
+    assert len(found) == 4 and all("[@cluster/" in line for line in found), found
 
 
 def test_limit_deploys_only_the_clusters_it_names(make_sandbox):
