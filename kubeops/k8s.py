@@ -65,7 +65,7 @@ def _run_safely(label: str, work: Callable[[], object]) -> bool:
 
     First the host's write guard (the deploy lock) must agree; the step is noted for the summary
     an interrupted run prints."""
-    interrupt.step_started(label)
+    interrupt.step_started(label, host.name)
     try:
         check_before_writing(host)
         return work() is not False
