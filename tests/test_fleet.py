@@ -1,8 +1,10 @@
 """Several clusters in one run: inventories/sandbox_fleet.py lists two sandboxes as `@cluster/<name>` hosts."""
 
 import os
+import subprocess
+import sys
 
-from tests.deploy_helpers import output, run_pyinfra, writes
+from tests.deploy_helpers import ROOT, output, run_pyinfra, writes
 
 
 def _fleet(**members) -> dict:
@@ -44,3 +46,12 @@ def test_limit_deploys_only_the_clusters_it_names(make_sandbox):
     assert result.returncode == 0, output(result)[-6000:]
     assert "[@cluster/staging]" in output(result) and "[@cluster/production]" not in output(result)
     assert production.control.audit_since(mark) == []
+
+
+def test_a_fleet_entry_without_a_name_is_rejected_naming_the_variable_and_the_form(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "QWEN3_"))}
+    env["QWEN3_SANDBOX_FLEET"] = str(tmp_path)
+    result = subprocess.run([sys.executable, "-m", "pyinfra", "-y", "inventories/sandbox_fleet.py", "deploy.py"],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert f"QWEN3_SANDBOX_FLEET entry {str(tmp_path)!r}: write it as name=/path/to/sandbox" in output(result)
