@@ -64,7 +64,7 @@ def efs_file_system():
         host.noop(f"EFS file system {found.file_system_id} exists")
         return
     if state.config.DIFF and not (state.is_executing and state.check_for_changes):
-        logger.info(f"    Will create {click.style('EFS file system Name=' + s.efs_name_tag, bold=True)}: "
+        logger.info(f"    [{host.name}] Will create {click.style('EFS file system Name=' + s.efs_name_tag, bold=True)}: "
                     + ", ".join(f"{k} {v}" for k, v in found.details.items()))
 
     def create_file_system():

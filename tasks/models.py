@@ -202,7 +202,7 @@ def models_seeded(models: list[Model], timeout: float = 3600, poll: float = 2.0)
     if state.config.DIFF and not (state.is_executing and state.check_for_changes):
         for m in wanted:
             before = recorded.get(m.key)
-            logger.info(f"    Will seed {click.style(m.repo, bold=True)} into {m.path}: "
+            logger.info(f"    [{host.name}] Will seed {click.style(m.repo, bold=True)} into {m.path}: "
                         + click.style(f"- {before or '(nothing recorded)'}", fg="red") + " "
                         + click.style(f"+ {m.commit} ({m.revision})", fg="green"))
     seed_image = ctx.seed_image
