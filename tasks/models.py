@@ -131,13 +131,13 @@ def seed():
         logger.warning(f"    [{host.name}] {line}")
     manifests = desired(ctx)
     k8s.applied(
-        name="4. Seeding scripts" + (" + HF token Secret" if len(manifests) > 1 else ""),
+        name="Seeding scripts" + (" + HF token Secret" if len(manifests) > 1 else ""),
         manifests=manifests,
         field_manager=s.field_manager,
         label="4. models",
     )
     models_seeded(
-        name="4. Seed " + " + ".join(f"{m.repo}@{m.commit[:12]}" for m in ctx.models.values()),
+        name="Seed " + " + ".join(f"{m.repo}@{m.commit[:12]}" for m in ctx.models.values()),
         models=list(ctx.models.values()),
         timeout=s.timeout_seed,
         poll=s.poll_seconds,
