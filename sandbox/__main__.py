@@ -302,7 +302,9 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
 
     def with_dir(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        p.add_argument("--dir", default=".sandbox", help="the sandbox's root directory (default: .sandbox)")
+        # The same sandbox the inventory picks: $QWEN3_SANDBOX_DIR, else ./.sandbox.
+        p.add_argument("--dir", default=os.environ.get("QWEN3_SANDBOX_DIR") or ".sandbox",
+                       help="the sandbox's root directory (default: $QWEN3_SANDBOX_DIR, else .sandbox)")
         return p
 
     for name, helptext in (("up", "start in the background and wait until ready"),
