@@ -266,8 +266,9 @@ def _say_for(label: str, key: str):
 
 
 def _seed_line(line: str) -> str:
-    """A seeder log line as progress: without its "[seed] " tag; its JSON result is not progress."""
-    if line.startswith(SEED_RESULT):
+    """A seeder log line as progress: without its "[seed] " tag. Its JSON result and its closing
+    "complete in" line are not progress: the summary printed when the Job is done says it once, shorter."""
+    if line.startswith(SEED_RESULT) or (line.startswith("[seed] ") and "complete in " in line):
         return "finished, reading the result"
     return line.removeprefix("[seed] ")
 

@@ -160,3 +160,12 @@ def test_a_hub_revision_injected_before_down_is_gone_after_the_next_up(tmp_path)
         assert _hub_main_commit(root) == generated
     finally:
         _sandbox_cli(root, "down")
+
+
+def test_the_seeders_closing_line_is_not_relayed_as_progress_since_the_summary_says_it():
+    from tasks.models import _seed_line
+    closing = ("[seed] Qwen/Qwen3-ASR-1.7B@2c656e3135b5: complete in /models/Qwen3-ASR-1.7B: 12 files, 1.96 MB; "
+               "downloaded 1.96 MB in 2s (1.12 MB/s), 12 files fetched, 0 kept, 0 B re-hashed from disk")
+    assert _seed_line(closing) == "finished, reading the result"
+    assert _seed_line("[seed] Qwen/Qwen3-ASR-1.7B@2c656e3135b5: fetching 12 files (1.96 MB)") == \
+        "Qwen/Qwen3-ASR-1.7B@2c656e3135b5: fetching 12 files (1.96 MB)"
