@@ -131,13 +131,13 @@ def seed():
         logger.warning(f"    [{host.name}] {line}")
     manifests = desired(ctx)
     k8s.applied(
-        name="4. Seeding scripts" + (" + HF token Secret" if len(manifests) > 1 else ""),
+        name="Seeding scripts" + (" + HF token Secret" if len(manifests) > 1 else ""),
         manifests=manifests,
         field_manager=s.field_manager,
         label="4. models",
     )
     models_seeded(
-        name="4. Seed " + " + ".join(f"{m.repo}@{m.commit[:12]}" for m in ctx.models.values()),
+        name="Seed " + " + ".join(f"{m.repo}@{m.commit[:12]}" for m in ctx.models.values()),
         models=list(ctx.models.values()),
         timeout=s.timeout_seed,
         poll=s.poll_seconds,
@@ -266,8 +266,9 @@ def _say_for(label: str, key: str):
 
 
 def _seed_line(line: str) -> str:
-    """A seeder log line as progress: without its "[seed] " tag; its JSON result is not progress."""
-    if line.startswith(SEED_RESULT):
+    """A seeder log line as progress: without its "[seed] " tag. Its JSON result and its closing
+    "complete in" line are not progress: the summary printed when the Job is done says it once, shorter."""
+    if line.startswith(SEED_RESULT) or (line.startswith("[seed] ") and "complete in " in line):
         return "finished, reading the result"
     return line.removeprefix("[seed] ")
 

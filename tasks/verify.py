@@ -378,7 +378,7 @@ def run_checks(ctx, wait: float | None = None, alb_wait: float | None = None, pr
 
 @deploy("8. Verify")
 def verify():
-    verified(name="8. Verify: health, speech round trip, placement, endpoints")
+    verified(name="health, speech round trip, placement, endpoints")
 
 
 @operation(is_idempotent=True)
