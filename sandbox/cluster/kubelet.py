@@ -481,7 +481,9 @@ class Kubelet:
         self._refresh_config_volumes(run)
         try:
             c.mounts = self._mounts(run, c)
-            c.raw_env = self._resolve_env(run.pod, c.spec)
+            # Service env vars first: the container's own env overrides them, as upstream.
+            c.raw_env = {**self.cluster.kube_proxy.service_env(run.namespace, run.node),
+                         **self._gpu_env(run, c), **self._resolve_env(run.pod, c.spec)}
             c.env = {k: self._rewrite(v, c.mounts) for k, v in c.raw_env.items()}
         except ContainerConfigError as err:
             c.state = {"waiting": {"reason": "CreateContainerConfigError", "message": str(err)}}
@@ -538,6 +540,13 @@ class Kubelet:
             ports = self._ports.setdefault((run.namespace, run.name), {})
             for port in c.spec.get("ports") or []:
                 ports[int(port["containerPort"])] = int(port["containerPort"])
+
+    @staticmethod
+    def _gpu_env(run: PodRun, c: ContainerRun) -> dict[str, str]:
+        """What the NVIDIA device plugin's Allocate answer sets for a container given a GPU
+        (NVIDIA/k8s-device-plugin: the visible devices by env var, its default strategy)."""
+        gpus = container_requests(c.spec).get("nvidia.com/gpu", 0)
+        return {"NVIDIA_VISIBLE_DEVICES": "0"} if gpus else {}
 
     def _process_env(self, run: PodRun, c: ContainerRun) -> dict[str, str]:
         home, tmp = run.pod_dir / "home", run.pod_dir / "tmp"
