@@ -149,6 +149,12 @@ def test_after_both_pods_come_back_together_the_shipped_manifests_start_asr_firs
     assert _asr_status(kube)["restartCount"] == 0
     (tts,) = _serving(kube, "qwen3-tts")
     assert "ASR on this node is ready" in kube.pod_log(NS, tts["metadata"]["name"], container="wait-for-asr")
+    # The footprint, measured on the node's GPU as the sandbox reports it (`python -m sandbox status`):
+    # ASR's reservation (utilization x 15 GiB) plus what the TTS load took, with room to spare.
+    gpu = speech_sandbox.control.status()["gpu_memory"][tts["spec"]["nodeName"]]
+    held = {who.split("/")[-1]: gib for who, gib in gpu["used_gib"].items()}
+    assert held == {"asr": pytest.approx(0.45 * 15, abs=0.01), "tts": pytest.approx(speech.TTS_LOAD_GIB, abs=0.01)}
+    assert gpu["free_gib"] == pytest.approx(15 - 0.45 * 15 - speech.TTS_LOAD_GIB, abs=0.02)
 
 
 @pytest.mark.parametrize("fault", FAULTS, ids=lambda f: f[0])
