@@ -1,14 +1,14 @@
 """kube-proxy stand-in: lets a pod's process connect to a Service by its env vars.
 
 Upstream, the kubelet injects `{SVC}_SERVICE_HOST` / `{SVC}_SERVICE_PORT` (and
-`{SVC}_SERVICE_PORT_{PORTNAME}`) for every Service of the pod's namespace
-(kubernetes pkg/kubelet/envvars/envvars.go, FromServices), and kube-proxy on each node turns the
-ClusterIP:port into a ready endpoint. Pod processes here share the host's loopback, so the
-"ClusterIP" is 127.0.0.1 and each (node, Service, port) gets its own loopback port that this
-node's proxy listens on. With `internalTrafficPolicy: Local` only endpoints on the caller's node
-count; with none there, upstream kube-proxy drops the traffic (kubernetes pkg/proxy/topology.go,
-CategorizeEndpoints: no local endpoints -> nothing to route to). Here the connection is reset at once,
-which a client sees as refused, so a waiter can poll it.
+`{SVC}_SERVICE_PORT_{PORTNAME}`) for every Service of the pod's namespace (kubernetes/kubernetes
+pkg/kubelet/envvars/envvars.go, FromServices; the Docker link vars are left out), and kube-proxy
+on each node turns the ClusterIP:port into a ready endpoint. Pod processes here share the host's
+loopback, so the "ClusterIP" is 127.0.0.1 and each (node, Service, port) gets its own loopback
+port that this node's proxy listens on. With `internalTrafficPolicy: Local` only endpoints on the
+caller's node count; with none there, upstream kube-proxy drops the traffic (kubernetes/kubernetes
+pkg/proxy/topology.go, CategorizeEndpoints: no local endpoints, nothing to route to). Here the
+connection is reset at once, which the client sees as an error it can retry, so a waiter polls it.
 Backends are found as the ALB and the API server's service proxy find them: the Endpoints'
 ready addresses, then the kubelet's loopback port for that pod's container port.
 """
@@ -28,8 +28,10 @@ if TYPE_CHECKING:
 
 
 def service_env_name(name: str) -> str:
-    """The env var prefix of a Service, as envvars.go makes it: upper case, '-' -> '_'."""
-    return re.sub(r"-", "_", name).upper()
+    """An env var name part, as envvars.go's makeEnvVariableName: '.' and '-' -> '_', upper case,
+    '_' in front of a leading digit."""
+    out = re.sub(r"[.-]", "_", name).upper()
+    return "_" + out if out[:1].isdigit() else out
 
 
 class KubeProxy:
