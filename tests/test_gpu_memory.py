@@ -4,6 +4,9 @@ load during that profiling eats ASR's KV cache, and ASR exits (vllm v1/worker/gp
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from kubeops.client import Kube
@@ -155,6 +158,9 @@ def test_after_both_pods_come_back_together_the_shipped_manifests_start_asr_firs
     held = {who.split("/")[-1]: gib for who, gib in gpu["used_gib"].items()}
     assert held == {"asr": pytest.approx(0.45 * 15, abs=0.01), "tts": pytest.approx(speech.TTS_LOAD_GIB, abs=0.01)}
     assert gpu["free_gib"] == pytest.approx(15 - 0.45 * 15 - speech.TTS_LOAD_GIB, abs=0.02)
+    shown = subprocess.run([sys.executable, "-m", "sandbox", "status", "--dir", str(speech_sandbox.root)],
+                           capture_output=True, text=True, timeout=60).stdout
+    assert f"GPU memory on {tts['spec']['nodeName']}: 3.45 of 15.00 GiB free" in shown, shown
 
 
 @pytest.mark.parametrize("fault", FAULTS, ids=lambda f: f[0])
