@@ -230,6 +230,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"    {key:40} {count}")
     armed = {k: v for k, v in status["api_faults"].items() if v.get("left") or v.get("rate")}
     print(f"  armed API faults: {json.dumps(armed) if armed else 'none'}")
+    for node, gpu in sorted((status.get("gpu_memory") or {}).items()):
+        held = ", ".join(f"{who} {gib:.2f}" for who, gib in sorted(gpu["used_gib"].items())) or "nothing"
+        print(f"  GPU memory on {node}: {gpu['free_gib']:.2f} of {gpu['total_gib']:.2f} GiB free; GiB held: {held}")
     return 0
 
 

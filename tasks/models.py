@@ -32,7 +32,7 @@ from .context import DeployBlocked, Model, context_of
 RECORD = "qwen3-speech-models"
 AUDIT_JOB = "qwen3-model-audit"
 AUDIT_LINE = "MODEL-AUDIT "
-SCRIPTS = ("seed_models.py", "check_model_manifest.py", "tts_health_check.py", "tts_api_key.py")
+SCRIPTS = ("seed_models.py", "check_model_manifest.py", "tts_health_check.py", "tts_api_key.py", "wait_for_asr.py")
 
 
 def resolve_commit(repo: str, revision: str, endpoint: str | None) -> str:
