@@ -1,7 +1,7 @@
 """Qwen3 Speech (ASR + TTS) on EKS: the deployment guide as a pyinfra deploy.
 
-    pyinfra inventories/sandbox.py deploy.py --dry --diff   # what would change, per object
-    pyinfra -y inventories/sandbox.py deploy.py             # converge
+    pyinfra inventories/sandbox.py deploy.py --dry --diff# what would change, per object
+    pyinfra -y inventories/sandbox.py deploy.py# converge
 
 Each line is one step of ../shared/reference/qwen3-speech-deployment-guide.md, in its order;
 the numbers are the ones log lines use (the guide's, plus 0. prerequisites and 4. models).
@@ -18,14 +18,16 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from tasks import asr, efs_storage, ingress, models, namespace, preflight, time_slicing, tts, verify
 from tasks.connect import connect
+from tasks.fleet import only_this_host
 
-connect()                           #    the inventory is valid and the cluster answers
-preflight.check_prerequisites()     # 0. prerequisites (前置条件): GPU nodes, device plugin, EFS CSI, ALB controller
-time_slicing.configure()            # 1. GPU time-slicing (配置 GPU Time-Slicing)
-namespace.create()                  # 2. namespace (创建 Namespace)
-efs_storage.create()                # 3. EFS storage (创建 EFS 存储)
-models.seed()                       # 4. models into EFS, once, verified (模型下载说明)
-asr.deploy_asr()                    # 5. ASR, waited for until Ready (guide step 4, 部署 ASR)
-tts.deploy_tts()                    # 6. TTS, only after ASR runs (guide step 5, 部署 TTS)
-ingress.deploy_ingress()            # 7. the shared ALB (guide step 6, 部署 Ingress)
-verify.verify()                     # 8. health, speech round trip, summary (guide step 7, 验证部署)
+with only_this_host():                # a fleet: one cluster failing stops only itself
+    connect()                         #    the inventory is valid and the cluster answers
+    preflight.check_prerequisites()   # 0. prerequisites (前置条件): GPU nodes, device plugin, EFS CSI, ALB controller
+    time_slicing.configure()          # 1. GPU time-slicing (配置 GPU Time-Slicing)
+    namespace.create()                # 2. namespace (创建 Namespace)
+    efs_storage.create()              # 3. EFS storage (创建 EFS 存储)
+    models.seed()                     # 4. models into EFS, once, verified (模型下载说明)
+    asr.deploy_asr()                  # 5. ASR, waited for until Ready (guide step 4, 部署 ASR)
+    tts.deploy_tts()                  # 6. TTS, only after ASR runs (guide step 5, 部署 TTS)
+    ingress.deploy_ingress()          # 7. the shared ALB (guide step 6, 部署 Ingress)
+    verify.verify()                   # 8. health, speech round trip, summary (guide step 7, 验证部署)

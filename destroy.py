@@ -18,7 +18,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from tasks import preflight, teardown
 from tasks.connect import connect
+from tasks.fleet import only_this_host
 
-connect()
-preflight.find_device_plugin_for_teardown()
-teardown.tear_down()
+with only_this_host():  # a fleet: one cluster failing stops only itself
+    connect()
+    preflight.find_device_plugin_for_teardown()
+    teardown.tear_down()

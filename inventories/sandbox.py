@@ -11,23 +11,6 @@ import sys
 # works from any directory (`pyinfra /path/to/inventories/sandbox.py /path/to/deploy.py`).
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from sandbox.control import for_inventory  # noqa: E402
+from sandbox.control import for_inventory, inventory_data  # noqa: E402
 
-_root, _state = for_inventory()
-
-sandbox = [
-    ("@local", {
-        "environment": "sandbox",
-        "kubeconfig": str(_root / "kubeconfig"),
-        "eks_cluster_name": _state["cluster_name"],  # for AWS look-ups; the kubeconfig is what connects
-        "aws_region": _state["region"],
-        "aws_endpoint_url": _state["aws_endpoint_url"],
-        "hf_endpoint": _state["hub_url"],
-        "karpenter_interruption_queue": _state.get("sqs_queue_name"),
-        "poll_seconds": 0.2,
-        "model_upgrade_policy": "follow",  # the sandbox Hub's new commits are test data: take them
-        "unschedulable_grace_seconds": 8,  # the sandbox's replacement nodes join within seconds
-        # The sandbox's ALB name does not resolve; its listeners are on loopback, listed here.
-        "ingress_listener_urls_file": str(_root / "state.json"),
-    }),
-]
+sandbox = [("@local", inventory_data(*for_inventory()))]

@@ -23,6 +23,8 @@ sandbox_eks = [
         "efs_name_tag": _state["efs_name"],
         "aws_endpoint_url": _state["aws_endpoint_url"],  # only because the sandbox's AWS is local
         "hf_endpoint": _state["hub_url"],
+        # The ASR image from ECR (the sandbox's stand-in for a pull-through cache of Docker Hub), pinned by digest.
+        "asr_ecr_repository": _state.get("asr_ecr_repository"),
         "poll_seconds": 0.2,
         "model_upgrade_policy": "follow",  # the sandbox Hub's new commits are test data: take them
         "unschedulable_grace_seconds": 8,

@@ -18,13 +18,14 @@ from typing import Callable
 
 EXIT_CODE = 128 + signal.SIGINT
 
-_state: dict = {"step": None, "hint": "rerun the same command", "installed": False}
+_state: dict = {"hint": "rerun the same command", "installed": False}
+_steps: dict[str, str] = {}  # host name -> the step it runs now: a fleet run has several at once
 _cleanups: list[Callable[[], None]] = []
 
 
-def step_started(label: str) -> None:
-    """Remember the step whose work runs now (for the summary line)."""
-    _state["step"] = label
+def step_started(label: str, host_name: str = "") -> None:
+    """Remember the step whose work runs now on this host (for the summary line)."""
+    _steps[host_name] = label
 
 
 def interrupted() -> bool:
@@ -65,7 +66,10 @@ def _interrupted(signum, frame) -> None:  # noqa: ANN001 (signal handler signatu
 
 
 def _finish(signum: int) -> None:
-    step = _state["step"] or "the preparation (nothing was written yet)"
+    if len(_steps) > 1:
+        step = ", ".join(f"{label} on {name}" for name, label in _steps.items())
+    else:
+        step = next(iter(_steps.values()), "the preparation (nothing was written yet)")
     what = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
     sys.stdout.flush()
     print(f"\n--> Interrupted ({what}) during {step}; nothing more is written. Everything done so far is "

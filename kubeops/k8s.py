@@ -32,7 +32,7 @@ def _say(label: str, line: str) -> None:
 
 def _show_diff(plan: changes.Plan) -> None:
     verb = {"create": "Will create", "update": "Will change"}[plan.action]
-    logger.info(f"    {verb} {click.style(str(plan.ref), bold=True)}")
+    logger.info(f"    [{host.name}] {verb} {click.style(str(plan.ref), bold=True)}")
     for line in plan.diff:
         if line.startswith(("+++", "---")):
             continue
@@ -65,7 +65,7 @@ def _run_safely(label: str, work: Callable[[], object]) -> bool:
 
     First the host's write guard (the deploy lock) must agree; the step is noted for the summary
     an interrupted run prints."""
-    interrupt.step_started(label)
+    interrupt.step_started(label, host.name)
     try:
         check_before_writing(host)
         return work() is not False
@@ -180,7 +180,7 @@ def absent(refs: Iterable[Ref], wait: bool = True, timeout: float = 300, poll: f
         return
     if _diff_wanted():
         for ref in present:
-            logger.info(f"    Will delete {click.style(str(ref), bold=True)}")
+            logger.info(f"    [{host.name}] Will delete {click.style(str(ref), bold=True)}")
     if not present:
         report_retries(label)
         host.noop("already absent: " + ", ".join(str(r) for r in refs))

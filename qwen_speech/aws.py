@@ -51,6 +51,11 @@ EKS_TOKEN_REFRESH_SECONDS = 600
 NFS_PORT = 2049
 PUSH_FIX = ("build and push it: `docker build --target production -t <uri> .` in a checkout of "
             "groxaxo/Qwen3-TTS-Openai-Fastapi, then `aws ecr get-login-password | docker login ...` and `docker push <uri>`")
+# The ASR image comes from Docker Hub: into ECR by a pull-through cache (its first pull through
+# the cache creates the repository) or by a copy pushed there.
+ASR_PUSH_FIX = ("pull it once through the pull-through cache so ECR creates and fills the repository "
+                "(`aws ecr get-login-password | docker login ...`, then `docker pull <uri>`), or copy it there: "
+                "`docker pull qwenllm/qwen3-asr:latest && docker tag qwenllm/qwen3-asr:latest <uri> && docker push <uri>`")
 LOGIN_FIX = ("log in: `aws sso login --profile <profile>` and set aws_profile in the inventory, or export "
              "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (/ AWS_SESSION_TOKEN); in the sandbox: `source .sandbox/env`")
 CREDENTIAL_ERRORS = {"ExpiredToken", "ExpiredTokenException", "InvalidClientTokenId", "UnrecognizedClientException",
@@ -537,11 +542,12 @@ class ImageRef:
     tag_uri: str
 
 
-def resolve_ecr_image(session: AwsSession, repository: str, tag: str) -> ImageRef:
+def resolve_ecr_image(session: AwsSession, repository: str, tag: str, push_fix: str = PUSH_FIX) -> ImageRef:
     """Resolve `<account>.dkr.ecr.<region>.amazonaws.com/<repository>:<tag>` to its digest.
 
-    + repository: the ECR repository name, e.g. "qwen3-tts"
+    + repository: the ECR repository name, e.g. "qwen3-tts", or a pull-through cache's "docker-hub/qwenllm/qwen3-asr"
     + tag: the image tag, e.g. "latest"; the digest it points at now is what the Deployment pins
+    + push_fix: how to get the image there, for the error (`<uri>` stands for the tag's URI)
     """
     region = session.region
     with aws_call("sts:GetCallerIdentity", "the deploying identity", region):
@@ -556,14 +562,14 @@ def resolve_ecr_image(session: AwsSession, repository: str, tag: str) -> ImageRe
         if problem.code == "RepositoryNotFoundException":
             raise AwsProblem(f"ecr:DescribeImages: ECR repository {repository!r} not found in {region} (account "
                              f"{account}); create it (aws ecr create-repository --repository-name {repository} "
-                             f"--region {region}) and {PUSH_FIX.replace('<uri>', tag_uri)}", problem.code) from None
+                             f"--region {region}) and {push_fix.replace('<uri>', tag_uri)}", problem.code) from None
         if problem.code == "ImageNotFoundException":
             raise AwsProblem(f"ecr:DescribeImages: no image tagged {tag!r} in ECR repository {repository!r} in {region}; "
-                             f"{PUSH_FIX.replace('<uri>', tag_uri)}", problem.code) from None
+                             f"{push_fix.replace('<uri>', tag_uri)}", problem.code) from None
         raise
     if not images:
         raise AwsProblem(f"ecr:DescribeImages: no image tagged {tag!r} in ECR repository {repository!r} in {region}; "
-                         f"{PUSH_FIX.replace('<uri>', tag_uri)}")
+                         f"{push_fix.replace('<uri>', tag_uri)}")
     digest = images[0]["imageDigest"]
     return ImageRef(uri_with_digest=f"{registry}/{repository}@{digest}", digest=digest, tag_uri=tag_uri)
 

@@ -18,13 +18,31 @@ PART_OF = "qwen3-speech"
 MANAGED_BY = "pyinfra"
 
 
-def short_image(image: str | None) -> str:
+def short_image(image: str | None, registry: bool = True) -> str:
     """An image reference for a one-line name: a digest abbreviated to 12 hex digits (the full
-    reference stays in the manifest, its diff and `status`)."""
+    reference stays in the manifest, its diff and `status`); registry=False drops the registry host."""
     if not image:
         return "?"
+    first, slash, rest = image.partition("/")
+    if not registry and slash and ("." in first or ":" in first):
+        image = rest
     name, sep, digest = image.partition("@sha256:")
     return f"{name}@sha256:{digest[:12]}" if sep else image
+
+
+def moving_tag(image: str) -> bool:
+    """`:latest` or no tag, and no digest: what the image is can change between two pulls."""
+    if "@sha256:" in image:
+        return False
+    name = image.rsplit("/", 1)[-1]
+    return ":" not in name or name.endswith(":latest")
+
+
+def pull_policy(image: str) -> str:
+    """IfNotPresent for a digest (it cannot change, and a registry outage then cannot stop a pod
+    whose node has the image); otherwise what Kubernetes would default it to (pkg/apis/core/v1
+    defaults.go SetDefaults_Container: Always for `:latest` or no tag), said out loud."""
+    return "Always" if moving_tag(image) else "IfNotPresent"
 
 
 def labels(name: str, extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -41,6 +59,7 @@ def _environment() -> jinja2.Environment:
                              keep_trailing_newline=True, autoescape=False)
     env.policies["json.dumps_kwargs"] = {"sort_keys": True, "ensure_ascii": False}
     env.globals["labels"] = labels
+    env.globals["pull_policy"] = pull_policy
     return env
 
 

@@ -360,6 +360,8 @@ SCHEMA: dict[str, Checker] = {
     # Step 5: ASR
     "api_key_secret": _optional(_dns_subdomain),
     "asr_image": _image,
+    "asr_ecr_repository": _optional(_string),
+    "asr_image_tag": _string,
     "asr_port": _port,
     "asr_gpu_memory_utilization": _fraction,
     "asr_max_model_len": _int_range(1, ASR_MAX_CONTEXT, "tokens; Qwen3-ASR's max_position_embeddings"),
@@ -474,10 +476,11 @@ def _cross_checks(d: Mapping[str, Any]) -> list[str]:
                         "or kubeconfig (with kube_context) so the playbook knows which cluster to use")
     if d["eks_cluster_name"] and not d["aws_region"]:
         problems.append(f"aws_region = None: eks_cluster_name = {d['eks_cluster_name']!r} needs the cluster's region, e.g. \"us-west-2\"")
-    needs_aws = not d["efs_file_system_id"] or not d["tts_image"]
+    needs_aws = not d["efs_file_system_id"] or not d["tts_image"] or d["asr_ecr_repository"]
     if needs_aws and not d["aws_region"]:
-        problems.append("aws_region = None: the EFS file system (efs_file_system_id) or the TTS image (tts_image) is "
-                        "looked up in AWS, which needs a region; set aws_region, or give both values directly")
+        problems.append("aws_region = None: the EFS file system (efs_file_system_id), the TTS image (tts_image) or "
+                        "the ASR image (asr_ecr_repository) is looked up in AWS, which needs a region; set aws_region, "
+                        "or give efs_file_system_id and tts_image directly and leave asr_ecr_repository None")
     if not d["efs_file_system_id"] and not d["efs_name_tag"]:
         problems.append("efs_file_system_id / efs_name_tag: both empty; name the EFS file system by id (fs-...) or by its Name tag")
     if not d["tts_image"] and not d["tts_ecr_repository"]:

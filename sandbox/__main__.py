@@ -8,7 +8,7 @@
     python -m sandbox fault api-errors rate=0.1 codes=[500,503,429] seed=7  # ... at a rate, until `fault clear`
     python -m sandbox fault api-drop rate=0.1 after=true                    # lose answers after the work is done
     python -m sandbox token --group qwen3-speech-deployers --user ci --kubeconfig ci.kubeconfig  # a non-admin token
-    python -m sandbox down                                                  # stop it
+    python -m sandbox down                                                  # stop it; the next up starts clean
 
 `serve` runs the sandbox in the foreground (what `up` starts detached, logging to ROOT/server.log).
 """
@@ -201,7 +201,12 @@ def cmd_down(args: argparse.Namespace) -> int:
         os.kill(pid, signal.SIGKILL)
         print(f"The sandbox (pid {pid}) did not stop within {DOWN_TIMEOUT_SECONDS}s; killed it.")
     (root / "state.json").unlink(missing_ok=True)
-    print(f"Stopped the sandbox for {args.dir} (pid {pid}).")
+    kept = ""
+    if args.keep_hub_revisions:
+        kept = "; the Hub's injected revisions are kept"
+    else:  # the next `up` starts from the generated commits (the blob cache stays: no regeneration)
+        (root / "hub" / "state.json").unlink(missing_ok=True)
+    print(f"Stopped the sandbox for {args.dir} (pid {pid}){kept}.")
     return 0
 
 
@@ -225,6 +230,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"    {key:40} {count}")
     armed = {k: v for k, v in status["api_faults"].items() if v.get("left") or v.get("rate")}
     print(f"  armed API faults: {json.dumps(armed) if armed else 'none'}")
+    for node, gpu in sorted((status.get("gpu_memory") or {}).items()):
+        held = ", ".join(f"{who} {gib:.2f}" for who, gib in sorted(gpu["used_gib"].items())) or "nothing"
+        print(f"  GPU memory on {node}: {gpu['free_gib']:.2f} of {gpu['total_gib']:.2f} GiB free; GiB held: {held}")
     return 0
 
 
@@ -297,7 +305,9 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
 
     def with_dir(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        p.add_argument("--dir", default=".sandbox", help="the sandbox's root directory (default: .sandbox)")
+        # The same sandbox the inventory picks: $QWEN3_SANDBOX_DIR, else ./.sandbox.
+        p.add_argument("--dir", default=os.environ.get("QWEN3_SANDBOX_DIR") or ".sandbox",
+                       help="the sandbox's root directory (default: $QWEN3_SANDBOX_DIR, else .sandbox)")
         return p
 
     for name, helptext in (("up", "start in the background and wait until ready"),
@@ -309,7 +319,9 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--device-plugin", choices=("static", "helm", "gpu-operator", "bottlerocket"),
                        help="who installed the NVIDIA device plugin (default: static, its plain manifest)")
         p.add_argument("--options-json", help=argparse.SUPPRESS)
-    with_dir(commands.add_parser("down", help="stop the sandbox (idempotent)"))
+    p = with_dir(commands.add_parser("down", help="stop the sandbox (idempotent); the next up starts clean"))
+    p.add_argument("--keep-hub-revisions", action="store_true",
+                   help="keep the Hub's commits added by hub-new-revision for the next up (default: drop them)")
     with_dir(commands.add_parser("status", help="print what runs"))
     p = with_dir(commands.add_parser("fault", help="inject a fault: NAME key=value ..."))
     p.add_argument("name", help="api-errors, api-slow, api-drop, spot-interruption, restart-pods, image-pull-failure, crash-loop, "

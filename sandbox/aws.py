@@ -5,7 +5,8 @@ plain boto3 and an `endpoint_url` (or `AWS_ENDPOINT_URL`). What an EKS account h
 guide starts is created here through boto3 against that server: the VPC with two private
 subnets and the node security group, the EKS cluster (whose endpoint and CA are the sandbox
 API server's), the EFS file system with its mount targets, the ECR repository `qwen3-tts` with
-an image, and the Karpenter interruption queue.
+an image, the ASR image in `docker-hub/qwenllm/qwen3-asr` (as an ECR pull-through cache for
+Docker Hub holds it after its first pull), and the Karpenter interruption queue.
 
 The sandbox API server asks `validate_eks_token` about each bearer token that looks like an
 EKS token; the check is the one aws-iam-authenticator makes: a presigned STS
@@ -50,6 +51,11 @@ EFS_CREATION_TOKEN = "sandbox-qwen3-models"
 EFS_SECURITY_GROUP_NAME = "qwen3-models-efs"
 ECR_REPOSITORY = "qwen3-tts"
 ECR_TAG = "latest"
+# An ECR pull-through cache rule with prefix `docker-hub` (upstream registry-1.docker.io) serves
+# Docker Hub's qwenllm/qwen3-asr as `docker-hub/qwenllm/qwen3-asr` and creates that repository at
+# the first pull (docs.aws.amazon.com AmazonECR pull-through-cache-working.html). moto has no
+# pull-through cache API, so the repository is preloaded as it looks after that first pull.
+ASR_ECR_REPOSITORY = "docker-hub/qwenllm/qwen3-asr"
 # The certificate preloaded into ACM for the ALB's HTTPS listener, signed by the sandbox's CA.
 CERTIFICATE_DOMAIN = "speech.sandbox.test"
 TOKEN_PREFIX = "k8s-aws-v1."
@@ -67,7 +73,8 @@ class AwsOptions:
     """What the preloaded account holds; each piece can be left out to test preflight checks.
 
     + efs_file_system: the file system tagged Name=qwen3-models with mount targets in both subnets
-    + ecr_image: an image tagged `latest` in the `qwen3-tts` repository (the repository always exists)
+    + ecr_image: an image tagged `latest` in the `qwen3-tts` repository and in the ASR cache repository
+      `docker-hub/qwenllm/qwen3-asr` (both repositories always exist)
     + sqs_queue: the Karpenter interruption queue `Karpenter-<cluster>`
     + token_ttl_seconds: how long after X-Amz-Date an EKS token is accepted (EKS: 900)
     """
@@ -228,6 +235,7 @@ class SandboxAws:
             "endpoint_url": self.endpoint_url, "vpc_id": vpc_id, "subnet_ids": subnet_ids,
             "node_security_group_id": node_sg_id, "efs_name": EFS_NAME, "efs_file_system_id": None,
             "ecr_repository_uri": None, "ecr_image_digest": None, "ecr_image_tag": None, "sqs_queue_name": None,
+            "asr_ecr_repository": ASR_ECR_REPOSITORY, "asr_ecr_image_digest": None,
         }
         if self.options.efs_file_system:
             self.facts["efs_file_system_id"] = self._create_efs(vpc_id, subnet_ids, node_sg_id)
@@ -237,6 +245,10 @@ class SandboxAws:
         if self.options.ecr_image:
             self.facts["ecr_image_digest"] = self.put_image(image_manifest("qwen3-tts production 1"), ECR_TAG)
             self.facts["ecr_image_tag"] = ECR_TAG
+        ecr.create_repository(repositoryName=ASR_ECR_REPOSITORY)
+        if self.options.ecr_image:
+            self.facts["asr_ecr_image_digest"] = self.put_image(image_manifest("qwen3-asr cu128 1"), ECR_TAG,
+                                                                repository=ASR_ECR_REPOSITORY)
         if self.options.sqs_queue:
             queue_name = f"Karpenter-{cluster}"
             self.client("sqs").create_queue(QueueName=queue_name, Attributes={"MessageRetentionPeriod": "300"})
@@ -290,9 +302,9 @@ class SandboxAws:
             efs.create_mount_target(FileSystemId=file_system_id, SubnetId=subnet_id, SecurityGroups=[efs_sg_id])
         return file_system_id
 
-    def put_image(self, manifest: str, tag: str) -> str:
-        """Push an image manifest to `qwen3-tts` under `tag` (moving the tag if it exists); returns its digest."""
-        image = self.client("ecr").put_image(repositoryName=ECR_REPOSITORY, imageManifest=manifest, imageTag=tag,
+    def put_image(self, manifest: str, tag: str, repository: str = ECR_REPOSITORY) -> str:
+        """Push an image manifest to `repository` under `tag` (moving the tag if it exists); returns its digest."""
+        image = self.client("ecr").put_image(repositoryName=repository, imageManifest=manifest, imageTag=tag,
                                              imageManifestMediaType=json.loads(manifest)["mediaType"])["image"]
         return image["imageId"]["imageDigest"]
 

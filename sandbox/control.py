@@ -115,15 +115,15 @@ class SandboxControl:
         return out
 
 
-def for_inventory() -> tuple[Path, dict]:
-    """The sandbox an inventory file points at ($QWEN3_SANDBOX_DIR, else ./.sandbox) and its state.
+def for_inventory(root: Path | str | None = None) -> tuple[Path, dict]:
+    """The sandbox an inventory file points at (root, else $QWEN3_SANDBOX_DIR, else ./.sandbox) and its state.
 
     Also gives boto3 the dummy credentials the sandbox's moto server accepts (only where none are
     set), so `pyinfra inventories/sandbox.py deploy.py` needs nothing exported by hand.
     """
     import os
 
-    root = Path(os.environ.get("QWEN3_SANDBOX_DIR") or Path(__file__).resolve().parent.parent / ".sandbox")
+    root = Path(root or os.environ.get("QWEN3_SANDBOX_DIR") or Path(__file__).resolve().parent.parent / ".sandbox")
     try:
         state = SandboxControl(root).state
     except SandboxNotRunning as err:
@@ -131,3 +131,23 @@ def for_inventory() -> tuple[Path, dict]:
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         os.environ.setdefault(name, "testing")
     return root, state
+
+
+def inventory_data(root: Path, state: dict, environment: str = "sandbox") -> dict:
+    """One sandbox as a pyinfra host's data, reached by its kubeconfig (inventories/sandbox.py, sandbox_fleet.py)."""
+    return {
+        "environment": environment,
+        "kubeconfig": str(root / "kubeconfig"),
+        "eks_cluster_name": state["cluster_name"],  # for AWS look-ups; the kubeconfig is what connects
+        "aws_region": state["region"],
+        "aws_endpoint_url": state["aws_endpoint_url"],
+        "hf_endpoint": state["hub_url"],
+        # The ASR image from ECR (the sandbox's stand-in for a pull-through cache of Docker Hub), pinned by digest.
+        "asr_ecr_repository": state.get("asr_ecr_repository"),
+        "karpenter_interruption_queue": state.get("sqs_queue_name"),
+        "poll_seconds": 0.2,
+        "model_upgrade_policy": "follow",  # the sandbox Hub's new commits are test data: take them
+        "unschedulable_grace_seconds": 8,  # the sandbox's replacement nodes join within seconds
+        # The sandbox's ALB name does not resolve; its listeners are on loopback, listed here.
+        "ingress_listener_urls_file": str(root / "state.json"),
+    }

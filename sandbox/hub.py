@@ -18,7 +18,8 @@ real Hub sends them, so huggingface_hub raises its usual exception classes.
 Content is deterministic: weights are seeded pseudo-random bytes wrapped in a valid
 safetensors header, generated once into `ROOT/hub/blobs/` (named by sha256) and reused across
 restarts; `ROOT/hub/state.json` keeps the commits, so revisions added with `new_revision`
-survive a restart as long as the repo sizes are unchanged.
+survive a restart as long as the repo sizes are unchanged (`python -m sandbox down` drops them,
+so the next `up` serves the generated commits, unless it is given --keep-hub-revisions).
 
 Faults (`inject`): `hub-cut` (the next GET of a file stops after a fraction of its body and
 drops the connection), `hub-429` (the next N requests get 429 with Retry-After), `hub-corrupt`

@@ -208,6 +208,7 @@ class Sandbox:
             self.cluster = Cluster(self.store, self.root, options=self._cluster_options(ClusterOptions),
                                    registry=self.api.registry, aws=self.aws)
             self.cluster.alb.on_listeners = self._alb_listeners_changed
+            self.api.status_provider = lambda: {"gpu_memory": self.cluster.kubelet.gpu_memory_report()}
             self.cluster.seed_initial_state()
         self._ensure_base_namespaces()
         if self.cluster is not None:

@@ -11,7 +11,7 @@ from pyinfra import host
 from pyinfra.api import deploy
 
 from kubeops import k8s
-from qwen_speech.manifests import render
+from qwen_speech.manifests import render, short_image
 
 from .context import context_of
 from .models import env_secret
@@ -21,7 +21,7 @@ def desired(ctx) -> list[dict]:
     """The API key Secret (when api_key_secret is set), then the Deployment + Service that read it."""
     s = ctx.settings
     key = env_secret(ctx, s.api_key_secret, "api-key", "QWEN3_SPEECH_API_KEY", "5. ASR", "api_key_secret")
-    return key + render("qwen3-asr-deployment.yaml", s, model=ctx.models["asr"])
+    return key + render("qwen3-asr-deployment.yaml", s, model=ctx.models["asr"], asr_image=ctx.asr_image or s.asr_image)
 
 
 @deploy("5. ASR")
@@ -29,7 +29,7 @@ def deploy_asr():
     ctx = context_of(host)
     s = ctx.settings
     k8s.applied(
-        name=f"5. ASR Deployment + Service ({s.asr_image}, max_model_len {s.asr_max_model_len})",
+        name=f"Deployment + Service ({short_image(ctx.asr_image or s.asr_image, registry=False)}, max_model_len {s.asr_max_model_len})",
         manifests=desired(ctx),
         field_manager=s.field_manager,
         wait=True,

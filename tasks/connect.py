@@ -29,6 +29,8 @@ def connect():
     for warning in settings_warnings(settings):
         logger.warning(f"    [{host.name}] inventory: {warning}")
     ctx = open_context(settings)
+    name = host.name  # bound now: retries also happen outside this host's context (the lock's renewal thread)
+    ctx.kube.on_retry = lambda line: logger.warning(f"    [{name}] {line}")
     connection.use(host, ctx.kube)
     set_context(host, ctx)
     _guard_the_run(ctx)
@@ -41,9 +43,10 @@ def _guard_the_run(ctx) -> None:
     import sys
 
     s = ctx.settings
+    name = host.name  # bound now: the lock speaks from its renewal thread too, where `host` is no host
     lock = DeployLock(ctx.kube, run_identity(s.environment), lease_seconds=s.deploy_lock_seconds,
                       wait_seconds=s.deploy_lock_wait_seconds, poll=max(s.poll_seconds, 1.0),
-                      say=lambda line: logger.info(f"    [{host.name}] {line}"))
+                      say=lambda line: logger.info(f"    [{name}] {line}"))
     connection.guard_writes(host, lock.hold)
     interrupt.on_interrupt(lock.release)
     atexit.register(lock.release)

@@ -56,8 +56,14 @@ class DeployContext:
     file_system_id: str | None = None
     efs_action: str | None = None  # given, found, would-create (qwen_speech.aws.resolve_efs)
     tts_image: str | None = None
+    asr_image: str | None = None  # asr_image, or the digest asr_ecr_repository's tag points at
     models: dict[str, Model] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def seed_image(self) -> str:
+        """What seeding, audit and purge Jobs run: seed_image, else the ASR image (the node has it)."""
+        return self.settings.seed_image or self.asr_image or self.settings.asr_image
 
 
 _CONTEXTS: dict[str, DeployContext] = {}

@@ -32,9 +32,9 @@ def create():
     ctx = context_of(host)
     s = ctx.settings
     if ctx.efs_action == "would-create":
-        efs_file_system(name=f"3. Create the EFS file system Name={s.efs_name_tag} (efs_create)")
+        efs_file_system(name=f"Create the EFS file system Name={s.efs_name_tag} (efs_create)")
     k8s.applied(
-        name=f"3. EFS StorageClass {s.efs_storage_class} ({ctx.file_system_id or s.efs_name_tag}) "
+        name=f"StorageClass {s.efs_storage_class} ({ctx.file_system_id or s.efs_name_tag}) "
              f"+ PVC {s.namespace}/{s.models_pvc}",
         manifests=lambda: desired(ctx),
         field_manager=s.field_manager,
@@ -64,7 +64,7 @@ def efs_file_system():
         host.noop(f"EFS file system {found.file_system_id} exists")
         return
     if state.config.DIFF and not (state.is_executing and state.check_for_changes):
-        logger.info(f"    Will create {click.style('EFS file system Name=' + s.efs_name_tag, bold=True)}: "
+        logger.info(f"    [{host.name}] Will create {click.style('EFS file system Name=' + s.efs_name_tag, bold=True)}: "
                     + ", ".join(f"{k} {v}" for k, v in found.details.items()))
 
     def create_file_system():

@@ -39,7 +39,7 @@ def deploy_ingress():
     ctx = context_of(host)
     s = ctx.settings
     k8s.applied(
-        name=f"7. Ingress group {s.ingress_group} ({listeners_summary(s)}, {s.ingress_scheme})",
+        name=f"group {s.ingress_group} ({listeners_summary(s)}, {s.ingress_scheme})",
         manifests=desired(ctx),
         field_manager=s.field_manager,
         wait=True,

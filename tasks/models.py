@@ -32,7 +32,7 @@ from .context import DeployBlocked, Model, context_of
 RECORD = "qwen3-speech-models"
 AUDIT_JOB = "qwen3-model-audit"
 AUDIT_LINE = "MODEL-AUDIT "
-SCRIPTS = ("seed_models.py", "check_model_manifest.py", "tts_health_check.py", "tts_api_key.py")
+SCRIPTS = ("seed_models.py", "check_model_manifest.py", "tts_health_check.py", "tts_api_key.py", "wait_for_asr.py")
 
 
 def resolve_commit(repo: str, revision: str, endpoint: str | None) -> str:
@@ -131,13 +131,13 @@ def seed():
         logger.warning(f"    [{host.name}] {line}")
     manifests = desired(ctx)
     k8s.applied(
-        name="4. Seeding scripts" + (" + HF token Secret" if len(manifests) > 1 else ""),
+        name="Seeding scripts" + (" + HF token Secret" if len(manifests) > 1 else ""),
         manifests=manifests,
         field_manager=s.field_manager,
         label="4. models",
     )
     models_seeded(
-        name="4. Seed " + " + ".join(f"{m.repo}@{m.commit[:12]}" for m in ctx.models.values()),
+        name="Seed " + " + ".join(f"{m.repo}@{m.commit[:12]}" for m in ctx.models.values()),
         models=list(ctx.models.values()),
         timeout=s.timeout_seed,
         poll=s.poll_seconds,
@@ -202,10 +202,10 @@ def models_seeded(models: list[Model], timeout: float = 3600, poll: float = 2.0)
     if state.config.DIFF and not (state.is_executing and state.check_for_changes):
         for m in wanted:
             before = recorded.get(m.key)
-            logger.info(f"    Will seed {click.style(m.repo, bold=True)} into {m.path}: "
+            logger.info(f"    [{host.name}] Will seed {click.style(m.repo, bold=True)} into {m.path}: "
                         + click.style(f"- {before or '(nothing recorded)'}", fg="red") + " "
                         + click.style(f"+ {m.commit} ({m.revision})", fg="green"))
-    seed_image = s.seed_image or s.asr_image
+    seed_image = ctx.seed_image
 
     def run_jobs():
         label = "4. models"
@@ -266,8 +266,9 @@ def _say_for(label: str, key: str):
 
 
 def _seed_line(line: str) -> str:
-    """A seeder log line as progress: without its "[seed] " tag; its JSON result is not progress."""
-    if line.startswith(SEED_RESULT):
+    """A seeder log line as progress: without its "[seed] " tag. Its JSON result and its closing
+    "complete in" line are not progress: the summary printed when the Job is done says it once, shorter."""
+    if line.startswith(SEED_RESULT) or (line.startswith("[seed] ") and "complete in " in line):
         return "finished, reading the result"
     return line.removeprefix("[seed] ")
 
@@ -339,7 +340,7 @@ def audit_job(ctx) -> dict:
     models = list(ctx.models.values())
     commits = {f"qwen3-speech.io/{m.key}-commit": m.commit for m in models}
     return render("qwen3-model-audit-job.yaml", s, job_name=AUDIT_JOB, models=models, commits=commits,
-                  image=s.seed_image or s.asr_image, timeout=max(60, min(s.timeout_seed, 3600)))[0]
+                  image=ctx.seed_image, timeout=max(60, min(s.timeout_seed, 3600)))[0]
 
 
 def audit_models(ctx, timeout: float = 600, poll: float = 1.0) -> dict[str, dict]:

@@ -37,7 +37,7 @@ def create():
     ctx = context_of(host)
     s = ctx.settings
     k8s.applied(
-        name=f"2. Namespace {s.namespace}",
+        name=f"{s.namespace}",
         manifests=desired(ctx),
         field_manager=s.field_manager,
         label="2. namespace",

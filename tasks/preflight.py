@@ -1,8 +1,9 @@
 """Step 0 (the guide's 前置条件, prerequisites): everything the deploy needs, checked before any write.
 
 Only reads. Every missing piece is reported together, by name, with what installs it; then the
-run stops. What is found (the device plugin DaemonSet, GPU nodes, the EFS file system, the TTS
-image digest) is kept for the steps that use it.
+run stops. What is found (the device plugin DaemonSet, GPU nodes, the EFS file system, the
+image digests) is kept for the steps that use it. What deploys but may hurt later (a NodePool
+that could pick a multi-GPU type, an image on a moving tag) is a warning line.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from pyinfra import host, logger
 from pyinfra.api import deploy
 
 from kubeops.client import KubeApiError, KubeUnreachable
+from qwen_speech import nodepool
+from qwen_speech.manifests import moving_tag
 
 from .context import DeployBlocked, DevicePlugin, context_of
 from .permissions import check_rights
@@ -38,7 +41,7 @@ def check(ctx) -> None:
         raise DeployBlocked(f"{kube.describe} answered /version with {err}") from None
     except KubeUnreachable as err:
         raise DeployBlocked(str(err)) from None
-    logger.info(f"    cluster {kube.host}, Kubernetes {version.get('gitVersion', '?')}")
+    logger.info(f"    [{host.name}] cluster {kube.host}, Kubernetes {version.get('gitVersion', '?')}")
     # Rights first: without them the reads below would fail one by one, and the writes halfway.
     lacking = check_rights(kube, s.namespace)
     if lacking:
@@ -46,9 +49,7 @@ def check(ctx) -> None:
 
     selector = ",".join(f"{k}={v}" for k, v in sorted(s.gpu_node_selector.items()))
     ctx.gpu_nodes = kube.list("v1", "Node", label_selector=selector)
-    if not ctx.gpu_nodes and not _karpenter_gpu_pool(kube):
-        missing.append(f"GPU capacity: no node matches {selector} and there is no Karpenter NodePool; "
-                       "create a Karpenter NodePool offering GPU instances (the guide's step 0) or a GPU managed node group")
+    missing.extend(_check_nodepools(kube, s, selector, have_nodes=bool(ctx.gpu_nodes)))
 
     ctx.device_plugin = find_device_plugin(kube)
     if ctx.device_plugin is None:
@@ -57,7 +58,7 @@ def check(ctx) -> None:
                        "(helm upgrade -i nvdp nvdp/nvidia-device-plugin -n nvidia-device-plugin --create-namespace, "
                        "or the static manifest deployments/static/nvidia-device-plugin.yml of NVIDIA/k8s-device-plugin)")
     else:
-        logger.info(f"    device plugin: {ctx.device_plugin.describe()} (time-slicing is configured there)")
+        logger.info(f"    [{host.name}] device plugin: {ctx.device_plugin.describe()} (time-slicing is configured there)")
     if not _exists(kube, "storage.k8s.io/v1", "CSIDriver", EFS_CSI_DRIVER):
         missing.append(f"EFS CSI driver: CSIDriver {EFS_CSI_DRIVER} not found; install the aws-efs-csi-driver add-on")
     ingress_class = kube.get(_ref("networking.k8s.io/v1", "IngressClass", "alb"))
@@ -69,15 +70,22 @@ def check(ctx) -> None:
                        f"not {ALB_CONTROLLER!r}; the shared ALB needs the AWS Load Balancer Controller")
 
     missing.extend(_aws_prerequisites(ctx))
+    for line in _moving_tags(ctx):
+        logger.warning(f"    {line}")
     if missing:
         raise DeployBlocked("prerequisites missing, nothing was changed:\n  - " + "\n  - ".join(missing))
 
 
 @deploy("Find the device plugin")
 def find_device_plugin_for_teardown():
-    """Teardown needs only this of the preflight: where the time-slicing config went."""
+    """Teardown needs only this of the preflight: where the time-slicing config went, and the
+    pinned ASR image a purge Job runs (not Docker Hub's moving tag)."""
     ctx = context_of(host)
     ctx.device_plugin = find_device_plugin(ctx.kube)
+    if ctx.aws is not None:
+        problem = _resolve_asr_image(ctx)
+        if problem:
+            logger.warning(f"    {problem}; a purge Job would run asr_image {ctx.settings.asr_image!r}")
 
 
 def find_device_plugin(kube) -> DevicePlugin | None:
@@ -136,8 +144,44 @@ def _list_optional(kube, api_version: str, kind: str) -> list[dict]:
         raise
 
 
-def _karpenter_gpu_pool(kube) -> bool:
-    return bool(_list_optional(kube, "karpenter.sh/v1", "NodePool"))
+def _check_nodepools(kube, s, selector: str, have_nodes: bool) -> list[str]:
+    """Some NodePool must be able to make a T4 node for the serving pods, unless GPU nodes are
+    there already (a managed node group needs no Karpenter): then what is found is only said."""
+    pools = _list_optional(kube, "karpenter.sh/v1", "NodePool")
+    if not pools:
+        if have_nodes:
+            return []
+        return [f"GPU capacity: no node matches {selector} and there is no Karpenter NodePool; create a Karpenter "
+                "NodePool offering T4 instances (g4dn.xlarge, the guide's step 0) or a GPU managed node group"]
+    verdicts = [nodepool.check_pool(p, s.gpu_node_selector, s.gpu_tolerations) for p in pools]
+    fitting = [v for v in verdicts if v.fits]
+    for v in fitting:
+        more = f" and {len(v.t4_types) - 1} more T4 types" if len(v.t4_types) > 1 else ""
+        logger.info(f"    NodePool {v.name} can make a GPU node for the serving pods ({v.t4_types[0]}{more})")
+        if v.multi_gpu:
+            logger.warning(f"    {v.multi_gpu}")
+    if fitting:
+        return []
+    problems = [p for v in verdicts for p in v.problems]
+    if have_nodes:
+        for problem in problems:
+            logger.info(f"    (GPU nodes are there, so only a replacement would need it) {problem}")
+        return []
+    return [f"GPU capacity: no node matches {selector} and no Karpenter NodePool can make one for the serving pods"] + [
+        f"GPU capacity: {problem}" for problem in problems]
+
+
+def _moving_tags(ctx) -> list[str]:
+    """One line per image on a moving tag, naming the setting that pins it."""
+    s = ctx.settings
+    images = [(ctx.asr_image or s.asr_image, "asr_image", "set asr_ecr_repository (an ECR repository or an ECR "
+               "pull-through cache for Docker Hub) or asr_image to <image>@sha256:<digest>"),
+              (ctx.tts_image, "tts_image", "set tts_image to <image>@sha256:<digest>, or to None to pin it from "
+               "tts_ecr_repository")]
+    if s.seed_image:
+        images.append((s.seed_image, "seed_image", "set seed_image to <image>@sha256:<digest>, or to None (the ASR image)"))
+    return [f"{key} {image!r} is a moving tag (pulled at every start, and may change under us); {fix}"
+            for image, key, fix in images if image and moving_tag(image)]
 
 
 def _ref(api_version, kind, name, namespace=None):
@@ -150,6 +194,21 @@ def _exists(kube, api_version, kind, name) -> bool:
     return kube.get(_ref(api_version, kind, name)) is not None
 
 
+def _resolve_asr_image(ctx) -> str | None:
+    """Pin the ASR image to the digest asr_image_tag has in asr_ecr_repository (when set); the problem, if any."""
+    s = ctx.settings
+    if not s.asr_ecr_repository:
+        return None
+    from qwen_speech import aws
+
+    try:
+        ctx.asr_image = aws.resolve_ecr_image(ctx.aws, s.asr_ecr_repository, s.asr_image_tag,
+                                              push_fix=aws.ASR_PUSH_FIX).uri_with_digest
+    except aws.AwsProblem as err:
+        return f"ASR image (asr_ecr_repository): {err}"
+    return None
+
+
 def _aws_prerequisites(ctx) -> list[str]:
     """EFS file system and TTS image: found through AWS unless the inventory names them."""
     s = ctx.settings
@@ -157,6 +216,7 @@ def _aws_prerequisites(ctx) -> list[str]:
     ctx.file_system_id = s.efs_file_system_id
     ctx.efs_action = "given" if s.efs_file_system_id else None
     ctx.tts_image = s.tts_image
+    ctx.asr_image = s.asr_image
     if ctx.aws is None:
         return problems
     from qwen_speech import aws
@@ -176,6 +236,9 @@ def _aws_prerequisites(ctx) -> list[str]:
             ctx.tts_image = image.uri_with_digest
         except aws.AwsProblem as err:
             problems.append(f"TTS image: {err}")
+    problem = _resolve_asr_image(ctx)
+    if problem:
+        problems.append(problem)
     if s.ingress_certificate_arn:
         try:
             aws.check_certificate(ctx.aws, s.ingress_certificate_arn, [s.ingress_asr_host, s.ingress_tts_host])
@@ -184,7 +247,7 @@ def _aws_prerequisites(ctx) -> list[str]:
     if s.karpenter_interruption_queue:
         try:
             if not aws.check_interruption_queue(ctx.aws, s.karpenter_interruption_queue):
-                logger.warning(f"    Karpenter interruption queue {s.karpenter_interruption_queue!r} "
+                logger.warning(f"    [{host.name}] Karpenter interruption queue {s.karpenter_interruption_queue!r} "
                                "not found: Spot interruptions will come without the 2-minute drain")
         except aws.AwsProblem as err:
             problems.append(f"Karpenter interruption queue: {err}")

@@ -128,7 +128,7 @@ def models_purged():
             "automountServiceAccountToken": False,
             "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
             "containers": [{
-                "name": "purge", "image": s.seed_image or s.asr_image,
+                "name": "purge", "image": ctx.seed_image,
                 "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
                 "command": ["python3", "-c", "import shutil, sys\nfor d in sys.argv[1:]:\n"
                             "    shutil.rmtree(d, ignore_errors=True)\n    print('deleted', d)",

@@ -134,13 +134,13 @@ def configure():
     ctx = context_of(host)
     s, plugin = ctx.settings, ctx.device_plugin
     k8s.applied(
-        name=f"1. Time-slicing through the {plugin.describe()}",
+        name=f"configured through the {plugin.describe()}",
         manifests=desired(ctx),
         field_manager=s.field_manager,
         label="1. time-slicing",
     )
     gpus_shared(
-        name=f"1. GPU nodes advertise {s.time_slicing_replicas} nvidia.com/gpu per physical GPU",
+        name=f"GPU nodes advertise {s.time_slicing_replicas} nvidia.com/gpu per physical GPU",
         replicas=s.time_slicing_replicas,
         timeout=s.timeout_time_slicing,
         poll=s.poll_seconds,

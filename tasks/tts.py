@@ -24,7 +24,7 @@ def deploy_tts():
     ctx = context_of(host)
     s = ctx.settings
     k8s.applied(
-        name=f"6. TTS Deployment + Service ({short_image(ctx.tts_image)})",
+        name=f"Deployment + Service ({short_image(ctx.tts_image)})",
         manifests=desired(ctx),
         field_manager=s.field_manager,
         wait=True,

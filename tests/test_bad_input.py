@@ -209,3 +209,21 @@ def test_the_sandbox_refuses_an_efs_access_point_outside_the_file_system_as_efs_
                for m in messages), messages
     assert core.read_namespaced_persistent_volume_claim("escape", "default").status.phase == "Pending"
     assert not (sandbox.root.parent / "default").exists()
+
+
+def test_a_data_argument_without_an_equals_sign_is_refused_in_one_line_naming_it(sandbox):
+    mark = sandbox.control.audit_mark()
+    result = run_pyinfra(sandbox, "deploy.py", "--dry", "--data", "asr_max_model_len")
+    text = output(result)
+    assert result.returncode != 0
+    assert "--data 'asr_max_model_len' is not of the form --data key=value" in text
+    assert "Traceback" not in text and "internal exception" not in text
+    assert sandbox.control.audit_since(mark) == []
+
+
+def test_a_limit_that_matches_no_host_fails_naming_the_hosts_there_are(sandbox):
+    result = run_pyinfra(sandbox, "deploy.py", "--dry", "--limit", "no-such-host")
+    text = output(result)
+    assert result.returncode != 0
+    assert "--limit no-such-host matches no host of inventories/sandbox.py (hosts: @local;" in text
+    assert "Traceback" not in text

@@ -4,8 +4,13 @@ load during that profiling eats ASR's KV cache, and ASR exits (vllm v1/worker/gp
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
+from kubeops.client import Kube
+from kubeops.kinds import Ref
 from sandbox import speech
 from sandbox.cluster.common import DEPLOYMENTS
 from sandbox.cluster.gpu_memory import GIB, GpuMemory
@@ -80,3 +85,99 @@ def test_both_serving_pods_coming_back_together_crash_asr_with_todays_pod_specs(
         cluster.inject(*fault)
         status = wait_for(lambda: _asr_restarted(store), "ASR to exit and restart")
         assert "No available memory for the cache blocks" in status["lastState"]["terminated"]["message"]
+
+
+# -- the shipped manifests, deployed by the playbook --------------------------------------------
+
+NS = "hosthree"
+FAULTS = [("restart-pods", {"namespace": NS, "deployments": ["qwen3-asr", "qwen3-tts"]}),
+          ("spot-interruption", {"replacement_delay": 0.3})]
+
+
+def _kube(handle) -> Kube:
+    return Kube(handle.control.kube_api_client())
+
+
+def _serving(kube, name: str) -> list[dict]:
+    return [p for p in kube.list("v1", "Pod", NS, label_selector=f"app.kubernetes.io/name={name}")
+            if not p["metadata"].get("deletionTimestamp")]
+
+
+def _ready(pod: dict) -> bool:
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in (pod.get("status") or {}).get("conditions") or [])
+
+
+def _asr_status(kube) -> dict | None:
+    pods = _serving(kube, "qwen3-asr")
+    statuses = (pods[0].get("status") or {}).get("containerStatuses") or [] if len(pods) == 1 else []
+    return statuses[0] if statuses else None
+
+
+def _new_pods_ready(kube, before: set[str]):
+    pods = _serving(kube, "qwen3-asr") + _serving(kube, "qwen3-tts")
+    return len(pods) == 2 and all(_ready(p) and p["metadata"]["uid"] not in before for p in pods) and pods
+
+
+def _uids(kube) -> set[str]:
+    return {p["metadata"]["uid"] for p in _serving(kube, "qwen3-asr") + _serving(kube, "qwen3-tts")}
+
+
+@pytest.fixture
+def speech_sandbox(make_sandbox):
+    """The playbook's deploy, converged, on a sandbox whose model loads (ASR's profiling window) are
+    long enough for a co-tenant's load to land inside."""
+    from tests.deploy_helpers import assert_ok, deploy
+
+    handle = make_sandbox(cluster_overrides={"model_load": 1.0})
+    assert_ok(deploy(handle))
+    return handle
+
+
+@pytest.mark.parametrize("fault", FAULTS, ids=lambda f: f[0])
+def test_after_both_pods_come_back_together_the_shipped_manifests_start_asr_first_and_answer_again(speech_sandbox, fault):
+    """TTS's wait-for-asr init container holds its model load until ASR on the same node answers
+    /health (the node-local Service): ASR never exits, and the round trip works, with no rerun."""
+    from qwen_speech.roundtrip import round_trip
+    from tasks.verify import ServiceProxy
+
+    kube = _kube(speech_sandbox)
+    before = _uids(kube)
+    speech_sandbox.control.fault(fault[0], **fault[1])
+    wait_for(lambda: _new_pods_ready(kube, before), "both serving pods back and ready", timeout=120)
+    status = _asr_status(kube)
+    assert status["restartCount"] == 0, status
+    results = round_trip(ServiceProxy(kube, NS, "qwen3-tts-service"), ServiceProxy(kube, NS, "qwen3-asr-service"),
+                         asr_model="/models/Qwen3-ASR-1.7B", max_cer=0.0)
+    assert [r.ok for r in results] == [True, True]
+    assert _asr_status(kube)["restartCount"] == 0
+    (tts,) = _serving(kube, "qwen3-tts")
+    assert "ASR on this node is ready" in kube.pod_log(NS, tts["metadata"]["name"], container="wait-for-asr")
+    # The footprint, measured on the node's GPU as the sandbox reports it (`python -m sandbox status`):
+    # ASR's reservation (utilization x 15 GiB) plus what the TTS load took, with room to spare.
+    gpu = speech_sandbox.control.status()["gpu_memory"][tts["spec"]["nodeName"]]
+    held = {who.split("/")[-1]: gib for who, gib in gpu["used_gib"].items()}
+    assert held == {"asr": pytest.approx(0.45 * 15, abs=0.01), "tts": pytest.approx(speech.TTS_LOAD_GIB, abs=0.01)}
+    assert gpu["free_gib"] == pytest.approx(15 - 0.45 * 15 - speech.TTS_LOAD_GIB, abs=0.02)
+    shown = subprocess.run([sys.executable, "-m", "sandbox", "status", "--dir", str(speech_sandbox.root)],
+                           capture_output=True, text=True, timeout=60).stdout
+    assert f"GPU memory on {tts['spec']['nodeName']}: 3.45 of 15.00 GiB free" in shown, shown
+
+
+@pytest.mark.parametrize("fault", FAULTS, ids=lambda f: f[0])
+def test_after_both_pods_come_back_together_todays_tts_pod_spec_crashes_asr(speech_sandbox, fault):
+    """The failing half on the same deploy: the TTS pod spec shipped before, i.e. without the
+    wait-for-asr init container, loads during ASR's profiling and ASR exits."""
+    kube = _kube(speech_sandbox)
+    ref = Ref("apps/v1", "Deployment", "qwen3-tts", NS)
+    tts = kube.get(ref)
+    spec = tts["spec"]["template"]["spec"]
+    spec["initContainers"] = [c for c in spec["initContainers"] if c["name"] != "wait-for-asr"]
+    assert [c["name"] for c in spec["initContainers"]] == ["model-guard"]  # today's spec
+    kube.request("PUT", ref.path(), body=tts)
+    wait_for(lambda: [p for p in _serving(kube, "qwen3-tts") if _ready(p) and not any(
+        c["name"] == "wait-for-asr" for c in p["spec"].get("initContainers") or [])], "today's TTS pod ready",
+        timeout=120)
+    speech_sandbox.control.fault(fault[0], **fault[1])
+    status = wait_for(lambda: (_asr_status(kube) or {}).get("restartCount", 0) >= 1 and _asr_status(kube),
+                      "ASR to exit and restart", timeout=120)
+    assert "No available memory for the cache blocks" in status["lastState"]["terminated"]["message"]

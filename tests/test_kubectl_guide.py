@@ -131,6 +131,7 @@ def test_get_deployments_services_and_jobs_have_ekss_columns(kubectl):
     services = kubectl("get", "svc", "-n", NS)
     assert columns(services.stdout) == ["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"]
     assert [(r[0], r[1], r[3], r[4]) for r in rows(services.stdout)] == [
+        ("qwen3-asr-local", "ClusterIP", "<none>", "80/TCP"),  # the TTS init container's way to ASR on its node
         ("qwen3-asr-service", "ClusterIP", "<none>", "80/TCP"), ("qwen3-tts-service", "ClusterIP", "<none>", "80/TCP")]
     jobs = kubectl("get", "jobs", "-n", NS)
     assert columns(jobs.stdout) == ["NAME", "STATUS", "COMPLETIONS", "DURATION", "AGE"]

@@ -7,6 +7,7 @@ import runpy
 
 from kubernetes import client
 
+from sandbox.control import inventory_data  # what inventories/sandbox.py and sandbox_fleet.py list
 from tests.deploy_helpers import ROOT, assert_ok, deploy, deployed, output, run_pyinfra, writes  # noqa: F401
 
 ASR_REPO = "Qwen/Qwen3-ASR-1.7B"
@@ -54,5 +55,5 @@ def test_production_pins_models_and_the_sandbox_follows():
     production = runpy.run_path(str(ROOT / "inventories/production.py"))["production"][0][1]
     assert defaults["model_upgrade_policy"] == "pinned"
     assert production["model_upgrade_policy"] == "pinned"
-    source = (ROOT / "inventories/sandbox.py").read_text()
-    assert '"model_upgrade_policy": "follow"' in source
+    state = {"cluster_name": "c", "region": "r", "aws_endpoint_url": "http://aws", "hub_url": "http://hub"}
+    assert inventory_data(ROOT, state)["model_upgrade_policy"] == "follow"

@@ -131,3 +131,41 @@ def test_sandbox_up_with_other_options_than_the_running_one_refuses_and_says_how
     # The same options as the running sandbox: it already runs, nothing to do.
     same = _sandbox_cli(sandbox.root, "up", "--fast")
     assert same.returncode == 0 and "already runs" in same.stdout, same.stdout + same.stderr
+
+
+def _hub_main_commit(root) -> str:
+    import json
+    import urllib.request
+    hub_url = json.loads((root / "state.json").read_text())["hub_url"]
+    with urllib.request.urlopen(f"{hub_url}/api/models/{ASR_REPO}", timeout=10) as answer:
+        return json.load(answer)["sha"]
+
+
+def test_a_hub_revision_injected_before_down_is_gone_after_the_next_up(tmp_path):
+    root = tmp_path / "sandbox"
+    lean = ("--fast", "--without", "cluster", "--without", "aws")  # the Hub is what this is about
+    try:
+        assert _sandbox_cli(root, "up", *lean).returncode == 0
+        generated = _hub_main_commit(root)
+        injected = _sandbox_cli(root, "fault", "hub-new-revision", f"repo={ASR_REPO}")
+        assert injected.returncode == 0, injected.stderr
+        assert _hub_main_commit(root) != generated
+        # Kept when asked: the injected commit is still main after the restart ...
+        assert _sandbox_cli(root, "down", "--keep-hub-revisions").returncode == 0
+        assert _sandbox_cli(root, "up", *lean).returncode == 0
+        assert _hub_main_commit(root) != generated
+        # ... and by default down/up starts from the generated commits.
+        assert _sandbox_cli(root, "down").returncode == 0
+        assert _sandbox_cli(root, "up", *lean).returncode == 0
+        assert _hub_main_commit(root) == generated
+    finally:
+        _sandbox_cli(root, "down")
+
+
+def test_the_seeders_closing_line_is_not_relayed_as_progress_since_the_summary_says_it():
+    from tasks.models import _seed_line
+    closing = ("[seed] Qwen/Qwen3-ASR-1.7B@2c656e3135b5: complete in /models/Qwen3-ASR-1.7B: 12 files, 1.96 MB; "
+               "downloaded 1.96 MB in 2s (1.12 MB/s), 12 files fetched, 0 kept, 0 B re-hashed from disk")
+    assert _seed_line(closing) == "finished, reading the result"
+    assert _seed_line("[seed] Qwen/Qwen3-ASR-1.7B@2c656e3135b5: fetching 12 files (1.96 MB)") == \
+        "Qwen/Qwen3-ASR-1.7B@2c656e3135b5: fetching 12 files (1.96 MB)"

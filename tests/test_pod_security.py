@@ -93,7 +93,8 @@ def writable_model_mounts(manifests: list[dict] | None = None) -> list[str]:
 def test_the_check_reaches_every_pod_the_deploy_applies_init_containers_included():
     names = {where for where, _, _ in containers()}
     assert {"Deployment/qwen3-asr/asr", "Deployment/qwen3-asr/model-guard", "Deployment/qwen3-tts/tts",
-            "Deployment/qwen3-tts/model-guard", "Job/qwen3-model-audit/audit-asr"} <= names
+            "Deployment/qwen3-tts/model-guard", "Deployment/qwen3-tts/wait-for-asr",
+            "Job/qwen3-model-audit/audit-asr"} <= names
     assert any(n.startswith("Job/qwen3-seed-") for n in names)
 
 
@@ -126,8 +127,15 @@ def test_only_the_alb_subnets_reach_the_serving_ports_and_the_seeder_reaches_onl
     for app, port in (("qwen3-asr", 8000), ("qwen3-tts", 8880)):
         policy = _policy(manifests, app)
         assert policy["podSelector"]["matchLabels"]["app.kubernetes.io/name"] == app
-        assert policy["ingress"] == [{"from": [{"ipBlock": {"cidr": "10.0.100.0/24"}}, {"ipBlock": {"cidr": "10.0.101.0/24"}}],
-                                      "ports": [{"protocol": "TCP", "port": port}]}]
+        assert policy["ingress"][0] == {"from": [{"ipBlock": {"cidr": "10.0.100.0/24"}},
+                                                 {"ipBlock": {"cidr": "10.0.101.0/24"}}],
+                                        "ports": [{"protocol": "TCP", "port": port}]}
+    # ASR also takes the TTS pod's wait-for-asr, on its serving port only; TTS takes nobody else.
+    assert _policy(manifests, "qwen3-asr")["ingress"][1] == {
+        "from": [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "qwen3-tts",
+                                                  "app.kubernetes.io/part-of": "qwen3-speech"}}}],
+        "ports": [{"protocol": "TCP", "port": 8000}]}
+    assert len(_policy(manifests, "qwen3-tts")["ingress"]) == 1
     seed = _policy(manifests, "qwen3-model-seed")
     assert seed["policyTypes"] == ["Ingress", "Egress"] and "ingress" not in seed
     assert [p for rule in seed["egress"] for p in rule["ports"]] == [

@@ -89,7 +89,7 @@ def _trigger_write(resource: str, name_part: str = ""):
 # When to interrupt: the start of a step (the boundary after the previous one) and the inside of a wait.
 SPOT_MOMENTS = {
     "boundary-before-2-namespace": _trigger_line("Starting operation: 2. Namespace"),
-    "boundary-before-4-models": _trigger_line("Starting operation: 4. Models | 4. Seed "),
+    "boundary-before-4-models": _trigger_line("Starting operation: 4. Models | Seed "),
     "boundary-before-5-asr": _trigger_line("Starting operation: 5. ASR"),
     "boundary-before-6-tts": _trigger_line("Starting operation: 6. TTS"),
     "boundary-before-7-ingress": _trigger_line("Starting operation: 7. Ingress"),

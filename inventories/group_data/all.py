@@ -72,7 +72,14 @@ tts_model_dir = "Qwen3-TTS-CustomVoice"
 model_upgrade_policy = "pinned"
 
 # 5. ASR (qwen-asr-serve, vLLM)
+# The ASR image. A moving tag (`:latest`) means pull policy Always: a Docker Hub rate limit or
+# outage fails pod starts even with the image cached, and the vLLM inside can change under us.
+# Pin it: name an ECR repository, or an ECR pull-through cache for Docker Hub
+# ("docker-hub/qwenllm/qwen3-asr"), in asr_ecr_repository; the digest asr_image_tag points at
+# there is what the pods run (asr_image is then not used). Or give asr_image as repo@sha256:...
 asr_image = "qwenllm/qwen3-asr:latest"
+asr_ecr_repository = None
+asr_image_tag = "latest"
 asr_port = 8000
 asr_gpu_memory_utilization = 0.45
 asr_max_model_len = 4096

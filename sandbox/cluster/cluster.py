@@ -26,6 +26,7 @@ from .faults import Faults
 from .ingress import AlbController
 from .karpenter import Karpenter
 from .initial_state import seed
+from .kube_proxy import KubeProxy
 from .kubelet import Kubelet
 from .options import ClusterOptions
 from .scheduler import Scheduler
@@ -45,7 +46,7 @@ class Cluster:
     + aws: sandbox.aws.SandboxAws or None (EFS existence checks and ALBs; None = offline rules)
     """
 
-    FAULTS = ("spot-interruption", "image-pull-failure", "crash-loop",  # and "clear"
+    FAULTS = ("spot-interruption", "restart-pods", "image-pull-failure", "crash-loop",  # and "clear"
               "karpenter-drift", "karpenter-consolidate", "gpu-operator-upgrade")
 
     def __init__(self, store: Store, root: Path, *, options: ClusterOptions, registry: Registry, aws: Any = None):
@@ -61,6 +62,7 @@ class Cluster:
         self.controllers = Controllers(self)
         self.scheduler = Scheduler(self)
         self.kubelet = Kubelet(self)
+        self.kube_proxy = KubeProxy(self)
         self.alb = AlbController(self)
         self.faults = Faults(self)
         self.karpenter = Karpenter(self)
@@ -99,6 +101,7 @@ class Cluster:
         with self._pass_lock:
             self.alb.stop()
             self.kubelet.stop()
+            self.kube_proxy.stop()
 
     def _on_change(self, event: WatchEvent) -> None:
         if event.type == "DELETED":

@@ -37,6 +37,10 @@ class GpuMemory:
         with self._lock:
             return self._used.get(owner, 0.0)
 
+    def allocations(self) -> dict[str, float]:
+        with self._lock:
+            return dict(self._used)
+
     def allocated_by_others(self, owner: str) -> float:
         with self._lock:
             return sum(v for k, v in self._used.items() if k != owner)

@@ -153,6 +153,9 @@ def karpenter_nodepool() -> dict:
                     "nodeClassRef": {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": "gpu"},
                     "requirements": [
                         {"key": "karpenter.k8s.aws/instance-family", "operator": "In", "values": ["g4dn"]},
+                        # One-GPU types only: g4dn.12xlarge (4) and g4dn.metal (8) are g4dn too, and
+                        # Karpenter, not counting time-slicing, could pick one (preflight warns without it).
+                        {"key": "karpenter.k8s.aws/instance-gpu-count", "operator": "Lt", "values": ["2"]},
                         {"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["spot"]},
                         {"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]},
                     ],

@@ -58,7 +58,7 @@ from sandbox.kubeapi.strategies.pods import qos_class
 
 from .common import (CONFIGMAPS, NODES, PODS, PVCS, PVS, REPLICASETS, SECRETS, container_requests, controller_of,
                      hex_id, merge_condition, node_internal_ip, pod_requests)
-from .gpu_memory import GIB_OF_GPU, T4_GIB, GpuMemory
+from .gpu_memory import GIB, GIB_OF_GPU, T4_GIB, GpuMemory
 from .device_plugin import (PluginConfigError, config_file_of, container_role, load_plugin_config,
                             plugin_error_line, run_config_manager)
 
@@ -247,6 +247,20 @@ class Kubelet:
         """The loopback port serving a pod's containerPort (stand-in or local process), if any."""
         with self._ports_lock:
             return (self._ports.get((namespace, pod)) or {}).get(int(container_port))
+
+    def gpu_memory_report(self) -> dict[str, dict]:
+        """Per GPU node, what each container holds (GiB), as `nvidia-smi --query-compute-apps`
+        would list it: the measured footprint of ASR and TTS side by side."""
+        names = {run.uid: f"{run.namespace}/{run.name}" for run in list(self.runs.values())}
+        report = {}
+        for node, ledger in list(self.gpu_memory.items()):
+            used = {}
+            for owner, size in ledger.allocations().items():
+                uid, _, container = owner.partition("/")
+                used[f"{names.get(uid, uid)}/{container}"] = round(size / GIB, 2)
+            report[node] = {"total_gib": round(ledger.total / GIB, 2), "free_gib": round(ledger.free() / GIB, 2),
+                            "used_gib": used}
+        return report
 
     def stop(self) -> None:
         for run in list(self.runs.values()):
@@ -515,7 +529,9 @@ class Kubelet:
         try:
             self._verify_run_as_non_root(run.pod, c.spec)
             c.mounts = self._mounts(run, c)
-            c.raw_env = self._resolve_env(run.pod, c.spec)
+            # Service env vars first: the container's own env overrides them, as upstream.
+            c.raw_env = {**self.cluster.kube_proxy.service_env(run.namespace, run.node),
+                         **self._gpu_env(run, c), **self._resolve_env(run.pod, c.spec)}
             c.env = {k: self._rewrite(v, c.mounts) for k, v in c.raw_env.items()}
         except ContainerConfigError as err:
             c.state = {"waiting": {"reason": "CreateContainerConfigError", "message": str(err)}}
@@ -572,6 +588,13 @@ class Kubelet:
             ports = self._ports.setdefault((run.namespace, run.name), {})
             for port in c.spec.get("ports") or []:
                 ports[int(port["containerPort"])] = int(port["containerPort"])
+
+    @staticmethod
+    def _gpu_env(run: PodRun, c: ContainerRun) -> dict[str, str]:
+        """What the NVIDIA device plugin's Allocate answer sets for a container given a GPU
+        (NVIDIA/k8s-device-plugin: the visible devices by env var, its default strategy)."""
+        gpus = container_requests(c.spec).get("nvidia.com/gpu", 0)
+        return {"NVIDIA_VISIBLE_DEVICES": "0"} if gpus else {}
 
     def _process_env(self, run: PodRun, c: ContainerRun) -> dict[str, str]:
         home, tmp = run.pod_dir / "home", run.pod_dir / "tmp"

@@ -231,6 +231,7 @@ class KubeApiServer:
         self.aws: Any = None  # sandbox.aws.SandboxAws: validates EKS tokens
         self.cluster: Any = None  # sandbox.cluster.Cluster: pod logs and proxy backends
         self.state_provider: Callable[[], dict] = dict
+        self.status_provider: Callable[[], dict] = dict  # more status from the runtime (GPU memory)
         self.faults = ApiFaults()
         self.fault_handlers: dict[str, Callable[[str, dict], Any]] = {}
         self.audit = AuditLog(self.root / "audit.jsonl")
@@ -886,7 +887,8 @@ class KubeApiServer:
         counts: dict[str, int] = {}
         for key, _ in self.store.all_objects():
             counts[key] = counts.get(key, 0) + 1
-        return {"objects": counts, "resourceVersion": self.store.resource_version, "api_faults": self.faults.active()}
+        return {"objects": counts, "resourceVersion": self.store.resource_version, "api_faults": self.faults.active(),
+                **self.status_provider()}
 
 
 def _jsonable(value: Any) -> Any:
