@@ -12,7 +12,7 @@ from kubeops import client as kube_client
 from kubeops import connection, interrupt
 from qwen_speech.settings import SettingsError, settings_warnings, validate
 
-from .context import DeployBlocked, DeployContext, set_context
+from .context import DeployBlocked, DeployContext, host_tag, set_context
 from .lock import DeployLock, run_identity
 
 
@@ -27,7 +27,7 @@ def connect():
     except SettingsError as err:
         raise DeployBlocked(f"{host.name}: {err}") from None
     for warning in settings_warnings(settings):
-        logger.warning(f"    [{host.name}] inventory: {warning}")
+        logger.warning(f"    {host_tag()}inventory: {warning}")
     ctx = open_context(settings)
     name = host.name  # bound now: retries also happen outside this host's context (the lock's renewal thread)
     ctx.kube.on_retry = lambda line: logger.warning(f"    [{name}] {line}")

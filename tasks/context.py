@@ -79,3 +79,12 @@ def context_of(host) -> DeployContext:
         return _CONTEXTS[host.name]
     except KeyError:
         raise DeployBlocked(f"host {host.name!r} has no deploy context: tasks.connect.connect() must run first") from None
+
+
+def host_tag() -> str:
+    """`[<host>] ` for a line printed inside a pyinfra host's deploy, as pyinfra names its own lines;
+    empty for the same code run by `python -m qwen_speech status|drift`, where there is no host."""
+    from pyinfra import host
+    from pyinfra.context import ctx_host
+
+    return f"[{host.name}] " if ctx_host.isset() else ""

@@ -14,7 +14,7 @@ from pyinfra.api import deploy, operation
 from kubeops import k8s
 from qwen_speech.manifests import render
 
-from .context import DeployBlocked, context_of
+from .context import DeployBlocked, context_of, host_tag
 
 TO_BE_CREATED = "fs-to-be-created"
 
@@ -64,7 +64,7 @@ def efs_file_system():
         host.noop(f"EFS file system {found.file_system_id} exists")
         return
     if state.config.DIFF and not (state.is_executing and state.check_for_changes):
-        logger.info(f"    [{host.name}] Will create {click.style('EFS file system Name=' + s.efs_name_tag, bold=True)}: "
+        logger.info(f"    {host_tag()}Will create {click.style('EFS file system Name=' + s.efs_name_tag, bold=True)}: "
                     + ", ".join(f"{k} {v}" for k, v in found.details.items()))
 
     def create_file_system():
@@ -74,7 +74,7 @@ def efs_file_system():
             host.log_styled(f"3. EFS: {err}", fg="red", log_func=logger.error)
             return False
         ctx.file_system_id = made.file_system_id
-        logger.info(f"    [{host.name}] 3. EFS: {made.action} file system {made.file_system_id}")
+        logger.info(f"    {host_tag()}3. EFS: {made.action} file system {made.file_system_id}")
         return True
 
     yield k8s.python_command("3. EFS", create_file_system)

@@ -17,7 +17,7 @@ from typing import Iterator
 
 from pyinfra import host, logger, state
 
-from tasks.context import DeployBlocked
+from tasks.context import DeployBlocked, host_tag
 
 
 @contextmanager
@@ -29,5 +29,5 @@ def only_this_host() -> Iterator[None]:
         if not [other for other in state.inventory.get_active_hosts() if other.name != host.name]:
             raise
         for line in str(err).splitlines():
-            logger.error(f"    [{host.name}] {line}")
+            logger.error(f"    {host_tag()}{line}")
         state.fail_hosts({state.inventory.get_host(host.name)})

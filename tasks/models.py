@@ -27,7 +27,7 @@ from kubeops.waiter import Heartbeat, describe_pod, job_failed, job_log_line, jo
 from qwen_speech.manifests import labels, render, script
 from qwen_speech.settings import COMMIT
 
-from .context import DeployBlocked, Model, context_of
+from .context import DeployBlocked, Model, context_of, host_tag
 
 RECORD = "qwen3-speech-models"
 AUDIT_JOB = "qwen3-model-audit"
@@ -128,7 +128,7 @@ def seed():
     ctx = context_of(host)
     s = ctx.settings
     for line in resolve_models(ctx):
-        logger.warning(f"    [{host.name}] {line}")
+        logger.warning(f"    {host_tag()}{line}")
     manifests = desired(ctx)
     k8s.applied(
         name="Seeding scripts" + (" + HF token Secret" if len(manifests) > 1 else ""),
@@ -190,10 +190,10 @@ def models_seeded(models: list[Model], timeout: float = 3600, poll: float = 2.0)
         wanted = [m for m in models if m.key in broken or m.key in damaged]
         for m in wanted:
             if m.key in broken:
-                logger.warning(f"    [{host.name}] 4. models: the {m.key.upper()} pod's model guard fails: "
+                logger.warning(f"    {host_tag()}4. models: the {m.key.upper()} pod's model guard fails: "
                                f"{m.path} on EFS is missing or incomplete; it will be seeded again")
             else:
-                logger.warning(f"    [{host.name}] 4. models: the last model audit (status --models) found "
+                logger.warning(f"    {host_tag()}4. models: the last model audit (status --models) found "
                                f"{m.path} damaged ({describe_damage(damaged[m.key])}); it will be seeded again, "
                                "fetching only the damaged files")
     if not wanted:
@@ -202,7 +202,7 @@ def models_seeded(models: list[Model], timeout: float = 3600, poll: float = 2.0)
     if state.config.DIFF and not (state.is_executing and state.check_for_changes):
         for m in wanted:
             before = recorded.get(m.key)
-            logger.info(f"    [{host.name}] Will seed {click.style(m.repo, bold=True)} into {m.path}: "
+            logger.info(f"    {host_tag()}Will seed {click.style(m.repo, bold=True)} into {m.path}: "
                         + click.style(f"- {before or '(nothing recorded)'}", fg="red") + " "
                         + click.style(f"+ {m.commit} ({m.revision})", fg="green"))
     seed_image = ctx.seed_image
@@ -221,7 +221,7 @@ def models_seeded(models: list[Model], timeout: float = 3600, poll: float = 2.0)
             # Server-side apply, not POST: if the answer is lost and the request retried, the retry
             # finds the Job it made and changes nothing (a POST would get 409 AlreadyExists).
             kube.apply(manifest, field_manager=s.field_manager)
-            logger.info(f"    [{host.name}] {label}: created Job {ref.name} for {m.repo}@{m.commit[:12]}")
+            logger.info(f"    {host_tag()}{label}: created Job {ref.name} for {m.repo}@{m.commit[:12]}")
             jobs[m.key] = (m, ref)
         deadline = time.monotonic() + timeout
         beats = {key: Heartbeat(f"Job {ref.name}", timeout, _say_for(label, key), kube.progress_interval)
@@ -233,7 +233,7 @@ def models_seeded(models: list[Model], timeout: float = 3600, poll: float = 2.0)
                 if job is None:
                     continue
                 if job_ready(job):
-                    logger.info(f"    [{host.name}] {label}: {seed_summary(m, seed_result(kube, job))}")
+                    logger.info(f"    {host_tag()}{label}: {seed_summary(m, seed_result(kube, job))}")
                     _record(kube, s, m)
                     if key in broken:
                         _restart_blocked_pods(kube, s.namespace, key)
@@ -262,7 +262,7 @@ SEED_RESULT = "SEED-RESULT "
 
 
 def _say_for(label: str, key: str):
-    return lambda line: logger.info(f"    [{host.name}] {label}: {key.upper()} {line}")
+    return lambda line: logger.info(f"    {host_tag()}{label}: {key.upper()} {line}")
 
 
 def _seed_line(line: str) -> str:
@@ -314,7 +314,7 @@ def _restart_blocked_pods(kube, namespace: str, key: str) -> None:
     for pod in kube.list("v1", "Pod", namespace, label_selector=f"app.kubernetes.io/name=qwen3-{key}"):
         if describe_pod(pod).failing_container == "model-guard":
             kube.delete(Ref("v1", "Pod", pod["metadata"]["name"], namespace))
-            logger.info(f"    [{host.name}] 4. models: restarted pod {pod['metadata']['name']}, blocked by its model guard")
+            logger.info(f"    {host_tag()}4. models: restarted pod {pod['metadata']['name']}, blocked by its model guard")
 
 
 def _wait_deleted(kube, ref: Ref, poll: float, timeout: float = 120) -> None:

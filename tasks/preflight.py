@@ -15,7 +15,7 @@ from kubeops.client import KubeApiError, KubeUnreachable
 from qwen_speech import nodepool
 from qwen_speech.manifests import moving_tag
 
-from .context import DeployBlocked, DevicePlugin, context_of
+from .context import DeployBlocked, DevicePlugin, context_of, host_tag
 from .permissions import check_rights
 
 DEVICE_PLUGIN_IMAGE = "k8s-device-plugin"
@@ -41,7 +41,7 @@ def check(ctx) -> None:
         raise DeployBlocked(f"{kube.describe} answered /version with {err}") from None
     except KubeUnreachable as err:
         raise DeployBlocked(str(err)) from None
-    logger.info(f"    [{host.name}] cluster {kube.host}, Kubernetes {version.get('gitVersion', '?')}")
+    logger.info(f"    {host_tag()}cluster {kube.host}, Kubernetes {version.get('gitVersion', '?')}")
     # Rights first: without them the reads below would fail one by one, and the writes halfway.
     lacking = check_rights(kube, s.namespace)
     if lacking:
@@ -58,7 +58,7 @@ def check(ctx) -> None:
                        "(helm upgrade -i nvdp nvdp/nvidia-device-plugin -n nvidia-device-plugin --create-namespace, "
                        "or the static manifest deployments/static/nvidia-device-plugin.yml of NVIDIA/k8s-device-plugin)")
     else:
-        logger.info(f"    [{host.name}] device plugin: {ctx.device_plugin.describe()} (time-slicing is configured there)")
+        logger.info(f"    {host_tag()}device plugin: {ctx.device_plugin.describe()} (time-slicing is configured there)")
     if not _exists(kube, "storage.k8s.io/v1", "CSIDriver", EFS_CSI_DRIVER):
         missing.append(f"EFS CSI driver: CSIDriver {EFS_CSI_DRIVER} not found; install the aws-efs-csi-driver add-on")
     ingress_class = kube.get(_ref("networking.k8s.io/v1", "IngressClass", "alb"))
@@ -247,7 +247,7 @@ def _aws_prerequisites(ctx) -> list[str]:
     if s.karpenter_interruption_queue:
         try:
             if not aws.check_interruption_queue(ctx.aws, s.karpenter_interruption_queue):
-                logger.warning(f"    [{host.name}] Karpenter interruption queue {s.karpenter_interruption_queue!r} "
+                logger.warning(f"    {host_tag()}Karpenter interruption queue {s.karpenter_interruption_queue!r} "
                                "not found: Spot interruptions will come without the 2-minute drain")
         except aws.AwsProblem as err:
             problems.append(f"Karpenter interruption queue: {err}")

@@ -19,7 +19,7 @@ from kubeops.kinds import Ref
 from kubeops.waiter import job_failed, job_ready
 from qwen_speech.manifests import labels
 
-from .context import context_of
+from .context import context_of, host_tag
 from .models import RECORD
 
 PART_OF = "app.kubernetes.io/part-of=qwen3-speech"
@@ -38,7 +38,7 @@ def tear_down():
     ctx = context_of(host)
     s, kube = ctx.settings, ctx.kube
     if kube.get(Ref("v1", "Namespace", s.namespace)) is None:
-        logger.info(f"    [{host.name}] namespace {s.namespace} does not exist: nothing to tear down")
+        logger.info(f"    {host_tag()}namespace {s.namespace} does not exist: nothing to tear down")
         return
     k8s.absent(
         name="7. Remove the Ingresses (the controller deletes the shared ALB)",
@@ -94,7 +94,7 @@ def load_balancer_gone():
                 aws.find_load_balancer(ctx.aws, cluster_name=s.eks_cluster_name or "", group_name=s.ingress_group,
                                        expected_ports=[], wait_seconds=0)
             except aws.AwsProblem:
-                logger.info(f"    [{host.name}] 7. ingress: the ALB of group {s.ingress_group} is gone")
+                logger.info(f"    {host_tag()}7. ingress: the ALB of group {s.ingress_group} is gone")
                 return True
             time.sleep(s.poll_seconds)
         host.log_styled(f"7. ingress: the ALB of group {s.ingress_group} still exists after {s.timeout_ingress}s; "
@@ -159,7 +159,7 @@ def models_purged():
             time.sleep(s.poll_seconds)
         for gone in (ref, Ref("v1", "ConfigMap", RECORD, s.namespace), pvc):
             kube.delete(gone)
-        logger.info(f"    [{host.name}] 4. purge: deleted {s.asr_model_path}, {s.tts_model_path}, the record and {pvc}")
+        logger.info(f"    {host_tag()}4. purge: deleted {s.asr_model_path}, {s.tts_model_path}, the record and {pvc}")
         return True
 
     yield k8s.python_command("4. purge", purge)
@@ -186,7 +186,7 @@ def time_slicing_removed():
                     "metadata": {"name": plugin.name, "namespace": plugin.namespace}},
                    field_manager=s.field_manager)
         kube.delete(config)
-        logger.info(f"    [{host.name}] 1. purge: device plugin {plugin.namespace}/{plugin.name} no longer reads "
+        logger.info(f"    {host_tag()}1. purge: device plugin {plugin.namespace}/{plugin.name} no longer reads "
                     f"{config}; GPU nodes go back to one nvidia.com/gpu per GPU")
         return True
 

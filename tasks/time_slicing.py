@@ -29,7 +29,7 @@ from kubeops import k8s
 from kubeops.waiter import Heartbeat, WaitTimedOut, node_gpus
 from qwen_speech.manifests import render
 
-from .context import DeployBlocked, context_of
+from .context import DeployBlocked, context_of, host_tag
 
 # Physical GPUs per instance type, for nodes without GPU feature discovery's nvidia.com/gpu.count.
 GPUS_PER_INSTANCE = {"g4dn.xlarge": 1, "g4dn.2xlarge": 1, "g4dn.4xlarge": 1, "g4dn.8xlarge": 1,
@@ -177,12 +177,12 @@ def gpus_shared(replicas: int, timeout: float = 300, poll: float = 2.0):
     def wait_for_gpus():
         deadline = time.monotonic() + timeout
         beat = Heartbeat("GPU nodes to advertise shared GPUs", timeout,
-                         lambda line: logger.info(f"    [{host.name}] 1. time-slicing: {line}"), ctx.kube.progress_interval)
+                         lambda line: logger.info(f"    {host_tag()}1. time-slicing: {line}"), ctx.kube.progress_interval)
         while True:
             current = ctx.kube.list("v1", "Node", label_selector=selector)
             report = ", ".join(f"{n['metadata']['name']}: {node_gpus(n)}/{wanted_gpus(n, replicas)}" for n in current)
             if current and all(node_gpus(n) == wanted_gpus(n, replicas) for n in current):
-                logger.info(f"    [{host.name}] 1. time-slicing: GPU nodes report nvidia.com/gpu {report}")
+                logger.info(f"    {host_tag()}1. time-slicing: GPU nodes report nvidia.com/gpu {report}")
                 return True
             beat.update(f"waiting for the device plugin, nvidia.com/gpu {report}")
             if time.monotonic() >= deadline:

@@ -35,7 +35,7 @@ from kubeops.kinds import Ref
 from kubeops.retry import RetryLog, RetryPolicy
 from kubeops.waiter import WaitFailed, wait_until_ready
 
-from .context import context_of
+from .context import context_of, host_tag
 from .models import RECORD
 
 ASR_SERVICE, TTS_SERVICE = "qwen3-asr-service", "qwen3-tts-service"
@@ -395,12 +395,12 @@ def verified():
         host.noop("verified after the steps above have run")
         return
     ctx = context_of(host)
-    report = run_checks(ctx, progress=lambda line: logger.info(f"    [{host.name}] 8. verify: {line}"))
+    report = run_checks(ctx, progress=lambda line: logger.info(f"    {host_tag()}8. verify: {line}"))
     k8s.report_retries("8. verify")
     for line in report.lines:
-        logger.info(f"    [{host.name}] 8. verify: {line}")
+        logger.info(f"    {host_tag()}8. verify: {line}")
     for line in report.warnings:
-        logger.warning(f"    [{host.name}] 8. verify: warning: {line}")
+        logger.warning(f"    {host_tag()}8. verify: warning: {line}")
     if report.ok:
         host.noop("all checks passed")
         return
