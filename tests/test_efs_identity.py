@@ -1,0 +1,70 @@
+"""EFS access point identity: a recreated models PVC gets a new access point, and only a fixed
+uid/gid in the StorageClass lets the next re-seed write the directory the old one left behind
+(the sandbox's EFS runs every container mounting the volume as the access point's POSIX user)."""
+
+from __future__ import annotations
+
+import os
+
+import boto3
+import pytest
+from kubernetes import client
+
+from tests.cluster_helpers import wait_for
+from tests.deploy_helpers import assert_ok, deploy, output
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0,
+                                reason="the sandbox kubelet can run containers as another user only as root")
+
+NS, PVC, ASR_REPO = "hosthree", "qwen3-models-pvc", "Qwen/Qwen3-ASR-1.7B"
+TODAY = ("--data", "efs_posix_uid=null", "--data", "efs_posix_gid=null")
+
+
+def _access_point(sandbox) -> dict:
+    core = client.CoreV1Api(sandbox.api_client())
+    pv = core.read_persistent_volume(core.read_namespaced_persistent_volume_claim(PVC, NS).spec.volume_name)
+    env = sandbox.env()
+    efs = boto3.client("efs", endpoint_url=env["AWS_ENDPOINT_URL"], region_name=env.get("AWS_DEFAULT_REGION", "us-west-2"),
+                       aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
+    (point,) = efs.describe_access_points(AccessPointId=pv.spec.csi.volume_handle.split("::")[1])["AccessPoints"]
+    return point
+
+
+def _recreate_claim_and_move_asr(sandbox) -> str:
+    """Stop what uses the claim, delete it, wait until it is gone; then a new ASR commit on the Hub."""
+    api = sandbox.api_client()
+    apps, batch, core = client.AppsV1Api(api), client.BatchV1Api(api), client.CoreV1Api(api)
+    for name in ("qwen3-asr", "qwen3-tts"):
+        apps.patch_namespaced_deployment_scale(name, NS, {"spec": {"replicas": 0}})
+    for job in batch.list_namespaced_job(NS).items:
+        batch.delete_namespaced_job(job.metadata.name, NS, propagation_policy="Background")
+    core.delete_namespaced_persistent_volume_claim(PVC, NS)
+    wait_for(lambda: not core.list_namespaced_persistent_volume_claim(NS).items, "the models PVC to go", timeout=60)
+    return sandbox.control.fault("hub-new-revision", repo=ASR_REPO, path="config.json")["result"]["commit"]
+
+
+def test_with_todays_storage_class_a_recreated_claim_cannot_reseed_a_new_commit_eacces(sandbox):
+    assert_ok(deploy(sandbox, *TODAY))
+    first = _access_point(sandbox)
+    _recreate_claim_and_move_asr(sandbox)
+    result = deploy(sandbox, *TODAY)
+    second = _access_point(sandbox)
+    assert second["RootDirectory"]["Path"] == first["RootDirectory"]["Path"]
+    assert second["PosixUser"]["Gid"] != first["PosixUser"]["Gid"], "the driver allocated a new gid"
+    assert result.returncode != 0
+    assert "PermissionError: [Errno 13] Permission denied" in output(result), output(result)[-3000:]
+
+
+def test_with_a_fixed_uid_and_gid_a_recreated_claim_reseeds_into_the_same_directory(sandbox):
+    assert_ok(deploy(sandbox))
+    first = _access_point(sandbox)
+    assert first["PosixUser"] == {"Uid": 1000, "Gid": 1000}
+    new = _recreate_claim_and_move_asr(sandbox)
+    result = deploy(sandbox)
+    assert_ok(result)
+    second = _access_point(sandbox)
+    assert second["AccessPointId"] != first["AccessPointId"]
+    assert second["RootDirectory"]["Path"] == first["RootDirectory"]["Path"]
+    record = client.CoreV1Api(sandbox.api_client()).read_namespaced_config_map("qwen3-speech-models", NS).data
+    assert record["asr"] == new, "the new commit was seeded"
+    assert "re-seeding" in output(result)
