@@ -58,6 +58,7 @@ class DeployContext:
     tts_image: str | None = None
     models: dict[str, Model] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    storage_class_changes: list[str] = field(default_factory=list)  # live vs wanted, when it must be replaced
 
 
 _CONTEXTS: dict[str, DeployContext] = {}

@@ -3,6 +3,11 @@
 The file system is the inventory's (efs_file_system_id), found by its Name tag, or, with
 efs_create, created by this step (encrypted, mount targets in the cluster's subnets; never twice,
 never deleted). The guide copies its ID into the StorageClass by hand.
+
+A StorageClass's parameters, provisioner and reclaimPolicy cannot be updated (the API server
+refuses), so a class that differs from the wanted one is replaced, deleted and created again,
+and only with replace_storage_class: true (preflight stops otherwise). Bound PVs keep working:
+they carry their access point in the volume handle and never read the class again.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from pyinfra import host, logger, state
 from pyinfra.api import deploy, operation
 
 from kubeops import k8s
+from kubeops.kinds import Ref
 from qwen_speech.manifests import render
 
 from .context import DeployBlocked, context_of
@@ -27,12 +33,38 @@ def desired(ctx) -> list[dict]:
     return render("qwen3-speech-efs-pvc.yaml", ctx.settings, file_system_id=file_system_id)
 
 
+IMMUTABLE = ("provisioner", "reclaimPolicy", "volumeBindingMode")
+
+
+def storage_class_changes(ctx) -> list[str]:
+    """What differs between the live StorageClass and the wanted one, in fields the API server
+    will not update: "parameters.uid: (none) -> '1000'". Empty when it is absent or the same."""
+    if not ctx.file_system_id:
+        return []
+    wanted = desired(ctx)[0]
+    live = ctx.kube.get(Ref("storage.k8s.io/v1", "StorageClass", wanted["metadata"]["name"]))
+    if live is None:
+        return []
+    changes = [f"{key}: {live.get(key)!r} -> {wanted.get(key)!r}" for key in IMMUTABLE
+               if live.get(key) != wanted.get(key)]
+    old, new = live.get("parameters") or {}, wanted.get("parameters") or {}
+    def shown(params: dict, key: str) -> str:
+        return repr(params[key]) if key in params else "(none)"
+    changes += [f"parameters.{key}: {shown(old, key)} -> {shown(new, key)}"
+                for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key)]
+    return changes
+
+
 @deploy("3. EFS storage")
 def create():
     ctx = context_of(host)
     s = ctx.settings
     if ctx.efs_action == "would-create":
         efs_file_system(name=f"3. Create the EFS file system Name={s.efs_name_tag} (efs_create)")
+    if ctx.storage_class_changes:
+        storage_class_replaced(name=f"3. Replace StorageClass {s.efs_storage_class} (replace_storage_class: "
+                                    f"its {', '.join(c.split(':')[0] for c in ctx.storage_class_changes)} "
+                                    "cannot be updated in place)")
     k8s.applied(
         name=f"3. EFS StorageClass {s.efs_storage_class} ({ctx.file_system_id or s.efs_name_tag}) "
              f"+ PVC {s.namespace}/{s.models_pvc}",
@@ -78,3 +110,26 @@ def efs_file_system():
         return True
 
     yield k8s.python_command("3. EFS", create_file_system)
+
+
+@operation(is_idempotent=False)
+def storage_class_replaced():
+    """
+    Delete the StorageClass whose immutable fields differ, so step 3 creates it as wanted.
+
+    Existing PVs keep their access point and data; only claims made from now on get the new
+    parameters (for a new uid/gid: the next recreated models PVC).
+    """
+    ctx = context_of(host)
+    s = ctx.settings
+    ref = Ref("storage.k8s.io/v1", "StorageClass", s.efs_storage_class)
+    logger.info(f"    Will replace {click.style('StorageClass ' + s.efs_storage_class, bold=True)}: "
+                + "; ".join(ctx.storage_class_changes))
+
+    def replace():
+        ctx.kube.delete(ref)
+        logger.info(f"    [{host.name}] 3. EFS: deleted StorageClass {s.efs_storage_class} to recreate it "
+                    f"({'; '.join(ctx.storage_class_changes)}); bound PVs keep their access points")
+        return True
+
+    yield k8s.python_command("3. EFS", replace)

@@ -69,6 +69,7 @@ def check(ctx) -> None:
                        f"not {ALB_CONTROLLER!r}; the shared ALB needs the AWS Load Balancer Controller")
 
     missing.extend(_aws_prerequisites(ctx))
+    missing.extend(_storage_class_problems(ctx))
     if missing:
         raise DeployBlocked("prerequisites missing, nothing was changed:\n  - " + "\n  - ".join(missing))
 
@@ -148,6 +149,28 @@ def _ref(api_version, kind, name, namespace=None):
 
 def _exists(kube, api_version, kind, name) -> bool:
     return kube.get(_ref(api_version, kind, name)) is not None
+
+
+def _storage_class_problems(ctx) -> list[str]:
+    """A live StorageClass that differs in fields the API server will not update: replaced only
+    when replace_storage_class says so (its claims' data stays; new claims get the new class)."""
+    from .efs_storage import storage_class_changes
+
+    s = ctx.settings
+    try:
+        ctx.storage_class_changes = storage_class_changes(ctx)
+    except DeployBlocked:
+        return []  # no file system id: said by the EFS check already
+    if not ctx.storage_class_changes:
+        return []
+    what = "; ".join(ctx.storage_class_changes)
+    if s.replace_storage_class:
+        logger.info(f"    StorageClass {s.efs_storage_class} differs ({what}): it will be replaced "
+                    "(replace_storage_class: true)")
+        return []
+    return [f"StorageClass {s.efs_storage_class}: the live class differs from the wanted one ({what}) and "
+            "StorageClass parameters cannot be updated; rerun with --data replace_storage_class=true to delete "
+            "and recreate it (bound PVs and their data keep working), or set the old values in the inventory"]
 
 
 def _aws_prerequisites(ctx) -> list[str]:

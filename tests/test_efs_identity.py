@@ -11,7 +11,7 @@ import pytest
 from kubernetes import client
 
 from tests.cluster_helpers import wait_for
-from tests.deploy_helpers import assert_ok, deploy, output
+from tests.deploy_helpers import assert_ok, deploy, output, writes
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0,
                                 reason="the sandbox kubelet can run containers as another user only as root")
@@ -68,3 +68,29 @@ def test_with_a_fixed_uid_and_gid_a_recreated_claim_reseeds_into_the_same_direct
     record = client.CoreV1Api(sandbox.api_client()).read_namespaced_config_map("qwen3-speech-models", NS).data
     assert record["asr"] == new, "the new commit was seeded"
     assert "re-seeding" in output(result)
+
+
+def test_a_storage_class_with_other_parameters_stops_preflight_without_writes_until_replace_is_asked(sandbox):
+    assert_ok(deploy(sandbox, *TODAY))
+    storage = client.StorageV1Api(sandbox.api_client())
+    bound = _access_point(sandbox)["AccessPointId"]
+
+    mark = sandbox.control.audit_mark()
+    stopped = deploy(sandbox)
+    assert stopped.returncode != 0
+    text = output(stopped)
+    assert "StorageClass qwen3-efs-sc: the live class differs" in text
+    assert "parameters.gid: (none) -> '1000'" in text and "parameters.uid: (none) -> '1000'" in text
+    assert "--data replace_storage_class=true" in text
+    assert writes(sandbox.control.audit_since(mark)) == []
+    assert "uid" not in storage.read_storage_class("qwen3-efs-sc").parameters
+
+    replaced = deploy(sandbox, "--data", "replace_storage_class=true")
+    assert_ok(replaced)
+    assert "deleted StorageClass qwen3-efs-sc to recreate it (parameters.gid: (none) -> '1000'" in output(replaced)
+    params = storage.read_storage_class("qwen3-efs-sc").parameters
+    assert (params["uid"], params["gid"]) == ("1000", "1000")
+    assert _access_point(sandbox)["AccessPointId"] == bound, "the bound claim kept its volume"
+    rerun = deploy(sandbox, "--data", "replace_storage_class=true")
+    assert_ok(rerun)
+    assert "Replace StorageClass" not in output(rerun), "an equal class is not replaced again"
