@@ -11,7 +11,7 @@ import pytest
 from kubernetes import client
 
 from tests.cluster_helpers import wait_for
-from tests.deploy_helpers import assert_ok, deploy, output, writes
+from tests.deploy_helpers import assert_ok, deploy, deployed, output, run_pyinfra, writes  # noqa: F401
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0,
                                 reason="the sandbox kubelet can run containers as another user only as root")
@@ -20,13 +20,16 @@ NS, PVC, ASR_REPO = "hosthree", "qwen3-models-pvc", "Qwen/Qwen3-ASR-1.7B"
 TODAY = ("--data", "efs_posix_uid=null", "--data", "efs_posix_gid=null")
 
 
+def _efs(sandbox):
+    env = sandbox.env()
+    return boto3.client("efs", endpoint_url=env["AWS_ENDPOINT_URL"], region_name=env.get("AWS_DEFAULT_REGION", "us-west-2"),
+                        aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
+
+
 def _access_point(sandbox) -> dict:
     core = client.CoreV1Api(sandbox.api_client())
     pv = core.read_persistent_volume(core.read_namespaced_persistent_volume_claim(PVC, NS).spec.volume_name)
-    env = sandbox.env()
-    efs = boto3.client("efs", endpoint_url=env["AWS_ENDPOINT_URL"], region_name=env.get("AWS_DEFAULT_REGION", "us-west-2"),
-                       aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
-    (point,) = efs.describe_access_points(AccessPointId=pv.spec.csi.volume_handle.split("::")[1])["AccessPoints"]
+    (point,) = _efs(sandbox).describe_access_points(AccessPointId=pv.spec.csi.volume_handle.split("::")[1])["AccessPoints"]
     return point
 
 
@@ -94,3 +97,17 @@ def test_a_storage_class_with_other_parameters_stops_preflight_without_writes_un
     rerun = deploy(sandbox, "--data", "replace_storage_class=true")
     assert_ok(rerun)
     assert "Replace StorageClass" not in output(rerun), "an equal class is not replaced again"
+
+
+def test_destroy_with_purge_models_also_deletes_the_retained_volume_and_its_access_point(deployed):
+    point = _access_point(deployed)
+    core = client.CoreV1Api(deployed.api_client())
+    volume = core.read_namespaced_persistent_volume_claim(PVC, NS).spec.volume_name
+    result = run_pyinfra(deployed, "destroy.py", "-y", "--data", "purge_models=true")
+    assert_ok(result)
+    assert f"deleted PersistentVolume {volume}" in output(result)
+    assert f"deleted EFS access point {point['AccessPointId']}" in output(result)
+    wait_for(lambda: volume not in [pv.metadata.name for pv in core.list_persistent_volume().items],
+             "the retained PV to go", timeout=60)
+    points = _efs(deployed).describe_access_points(FileSystemId=point["FileSystemId"])["AccessPoints"]
+    assert point["AccessPointId"] not in [p["AccessPointId"] for p in points]
