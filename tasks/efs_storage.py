@@ -12,11 +12,13 @@ they carry their access point in the volume handle and never read the class agai
 
 from __future__ import annotations
 
+import time
+
 import click
 from pyinfra import host, logger, state
 from pyinfra.api import deploy, operation
 
-from kubeops import k8s
+from kubeops import changes, k8s
 from kubeops.kinds import Ref
 from qwen_speech.manifests import render
 
@@ -68,7 +70,8 @@ def create():
     k8s.applied(
         name=f"3. EFS StorageClass {s.efs_storage_class} ({ctx.file_system_id or s.efs_name_tag}) "
              f"+ PVC {s.namespace}/{s.models_pvc}",
-        manifests=lambda: desired(ctx),
+        # A class being replaced is created by that operation: a dry-run PATCH of it would be refused.
+        manifests=lambda: desired(ctx)[1:] if ctx.storage_class_changes else desired(ctx),
         field_manager=s.field_manager,
         wait=True,
         timeout=s.timeout_pvc_bound,
@@ -115,7 +118,7 @@ def efs_file_system():
 @operation(is_idempotent=False)
 def storage_class_replaced():
     """
-    Delete the StorageClass whose immutable fields differ, so step 3 creates it as wanted.
+    Delete the StorageClass whose immutable fields differ and create it as wanted.
 
     Existing PVs keep their access point and data; only claims made from now on get the new
     parameters (for a new uid/gid: the next recreated models PVC).
@@ -127,7 +130,11 @@ def storage_class_replaced():
                 + "; ".join(ctx.storage_class_changes))
 
     def replace():
+        wanted = changes.with_applied_hash(desired(ctx)[0])
         ctx.kube.delete(ref)
+        while ctx.kube.get(ref) is not None:  # no finalizers on a StorageClass: gone at once, or nearly
+            time.sleep(s.poll_seconds)
+        ctx.kube.apply(wanted, field_manager=s.field_manager)
         logger.info(f"    [{host.name}] 3. EFS: deleted StorageClass {s.efs_storage_class} to recreate it "
                     f"({'; '.join(ctx.storage_class_changes)}); bound PVs keep their access points")
         return True

@@ -88,6 +88,11 @@ def test_a_storage_class_with_other_parameters_stops_preflight_without_writes_un
     assert writes(sandbox.control.audit_since(mark)) == []
     assert "uid" not in storage.read_storage_class("qwen3-efs-sc").parameters
 
+    mark = sandbox.control.audit_mark()
+    dry = run_pyinfra(sandbox, "deploy.py", "--dry", "--data", "replace_storage_class=true")
+    assert_ok(dry)
+    assert "Will replace StorageClass qwen3-efs-sc: parameters.gid: (none) -> '1000'" in output(dry)
+    assert writes(sandbox.control.audit_since(mark)) == []
     replaced = deploy(sandbox, "--data", "replace_storage_class=true")
     assert_ok(replaced)
     assert "deleted StorageClass qwen3-efs-sc to recreate it (parameters.gid: (none) -> '1000'" in output(replaced)
