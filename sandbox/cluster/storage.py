@@ -92,10 +92,12 @@ class EfsProvisioner:
     def _posix_for(self, params: dict, fs_id: str) -> tuple[int, int]:
         """The access point's PosixUser as the driver chooses it.
 
-        kubernetes-sigs/aws-efs-csi-driver pkg/driver/controller.go (CreateVolume): `uid`/`gid`
-        parameters win; without `gid` one is allocated from gidRangeStart..gidRangeEnd, and without
-        `uid` the uid is the gid. pkg/driver/gid_allocator.go (getNextGid): the lowest gid of the
-        range that no access point of the file system uses."""
+        kubernetes-sigs/aws-efs-csi-driver pkg/driver/gid_allocator.go (FileSystemIdentityManager
+        .GetUidAndGid): a `gid` parameter wins, else one is allocated from gidRangeStart..gidRangeEnd
+        (default pkg/driver/controller.go DefaultGidMin..DefaultGidMax; start must be below end);
+        without `uid` the uid is the gid. GidAllocator.getNextGid pops the lowest gid of a per-file-
+        system heap, and only DeleteVolume gives one back, so a retained PV keeps its gid for good:
+        here, the lowest gid of the range that no access point of the file system holds."""
         def number(key: str, default: int | None) -> int | None:
             raw = params.get(key)
             if raw in (None, ""):
@@ -107,6 +109,8 @@ class EfsProvisioner:
         uid, gid = number("uid", None), number("gid", None)
         if gid is None:
             low, high = number("gidRangeStart", DEFAULT_GID_MIN), number("gidRangeEnd", DEFAULT_GID_MAX)
+            if low >= high:
+                raise ValueError("GidMin cannot be greater than GidMax")
             used = {g for f, _, g in self._access_points.values() if f == fs_id}
             if self.cluster.aws is not None:
                 points = self.cluster.aws.client("efs").describe_access_points(FileSystemId=fs_id)["AccessPoints"]
