@@ -430,6 +430,18 @@ def resolve_efs(session: AwsSession, *, file_system_id: str | None = None, name_
     return EfsResult(file_system_id, action, _efs_details(session, file_system))
 
 
+def delete_access_point(session: AwsSession, access_point_id: str) -> bool:
+    """Delete an EFS access point (its directory and files stay on the file system); False when already gone."""
+    try:
+        with aws_call("efs:DeleteAccessPoint", access_point_id, session.region):
+            session.client("efs").delete_access_point(AccessPointId=access_point_id)
+    except AwsProblem as problem:
+        if problem.code == "AccessPointNotFound":
+            return False
+        raise
+    return True
+
+
 def _create_file_system(session: AwsSession, token: str, name_tag: str, cluster_name: str) -> str:
     with aws_call("elasticfilesystem:CreateFileSystem", f"file system Name={name_tag}", session.region):
         try:

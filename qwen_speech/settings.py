@@ -343,6 +343,9 @@ SCHEMA: dict[str, Checker] = {
     "efs_base_path": _efs_base_path,
     "models_pvc": _dns_subdomain,
     "models_pvc_size": _quantity,
+    "efs_posix_uid": _optional(_int_range(0, 4294967295, "EFS access point PosixUser.Uid")),
+    "efs_posix_gid": _optional(_int_range(0, 4294967295, "EFS access point PosixUser.Gid")),
+    "replace_storage_class": _boolean,
     "models_mount_path": _mount_dir,
     # Step 4: models
     "hf_endpoint": _optional(_string),

@@ -59,6 +59,7 @@ class DeployContext:
     asr_image: str | None = None  # asr_image, or the digest asr_ecr_repository's tag points at
     models: dict[str, Model] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    storage_class_changes: list[str] = field(default_factory=list)  # live vs wanted, when it must be replaced
 
     @property
     def seed_image(self) -> str:

@@ -72,6 +72,7 @@ def check(ctx) -> None:
     missing.extend(_aws_prerequisites(ctx))
     for line in _moving_tags(ctx):
         logger.warning(f"    {line}")
+    missing.extend(_storage_class_problems(ctx))
     if missing:
         raise DeployBlocked("prerequisites missing, nothing was changed:\n  - " + "\n  - ".join(missing))
 
@@ -207,6 +208,28 @@ def _resolve_asr_image(ctx) -> str | None:
     except aws.AwsProblem as err:
         return f"ASR image (asr_ecr_repository): {err}"
     return None
+
+
+def _storage_class_problems(ctx) -> list[str]:
+    """A live StorageClass that differs in fields the API server will not update: replaced only
+    when replace_storage_class says so (its claims' data stays; new claims get the new class)."""
+    from .efs_storage import storage_class_changes
+
+    s = ctx.settings
+    try:
+        ctx.storage_class_changes = storage_class_changes(ctx)
+    except DeployBlocked:
+        return []  # no file system id: said by the EFS check already
+    if not ctx.storage_class_changes:
+        return []
+    what = "; ".join(ctx.storage_class_changes)
+    if s.replace_storage_class:
+        logger.info(f"    StorageClass {s.efs_storage_class} differs ({what}): it will be replaced "
+                    "(replace_storage_class: true)")
+        return []
+    return [f"StorageClass {s.efs_storage_class}: the live class differs from the wanted one ({what}) and "
+            "StorageClass parameters cannot be updated; rerun with --data replace_storage_class=true to delete "
+            "and recreate it (bound PVs and their data keep working), or set the old values in the inventory"]
 
 
 def _aws_prerequisites(ctx) -> list[str]:

@@ -107,7 +107,8 @@ def load_balancer_gone():
 @operation(is_idempotent=True)
 def models_purged():
     """
-    Delete the model directories on EFS (a Job mounting the PVC), then the record and the PVC.
+    Delete the model directories on EFS (a Job mounting the PVC), then the record, the PVC, the
+    PV it was bound to (reclaimPolicy Retain keeps it otherwise) and that PV's EFS access point.
 
     The only place model data is ever deleted, and only when ``purge_models`` is true.
     """
@@ -157,12 +158,43 @@ def models_purged():
                                 "nothing else was deleted", fg="red", log_func=logger.error)
                 return False
             time.sleep(s.poll_seconds)
+        volume = ((kube.get(pvc) or {}).get("spec") or {}).get("volumeName")
         for gone in (ref, Ref("v1", "ConfigMap", RECORD, s.namespace), pvc):
             kube.delete(gone)
         logger.info(f"    {host_tag()}4. purge: deleted {s.asr_model_path}, {s.tts_model_path}, the record and {pvc}")
-        return True
+        return _volume_purged(ctx, volume) if volume else True
 
     yield k8s.python_command("4. purge", purge)
+
+
+def _volume_purged(ctx, volume: str) -> bool:
+    """The retained PV and its access point: nothing else would ever delete them, and each
+    recreated claim would leave one more behind."""
+    from qwen_speech import aws
+
+    kube = ctx.kube
+    pv_ref = Ref("v1", "PersistentVolume", volume)
+    pv = kube.get(pv_ref)
+    if pv is None:
+        return True
+    handle = ((pv.get("spec") or {}).get("csi") or {}).get("volumeHandle") or ""
+    access_point = handle.partition("::")[2]
+    kube.delete(pv_ref)
+    logger.info(f"    {host_tag()}4. purge: deleted PersistentVolume {volume}")
+    if not access_point.startswith("fsap-"):
+        return True
+    if ctx.aws is None:
+        host.log_styled(f"4. purge: EFS access point {access_point} of {volume} is left: no AWS access "
+                        "(set aws_region); delete it with aws efs delete-access-point", fg="yellow",
+                        log_func=logger.warning)
+        return True
+    try:
+        deleted = aws.delete_access_point(ctx.aws, access_point)
+    except aws.AwsProblem as err:
+        host.log_styled(f"4. purge: {err}", fg="red", log_func=logger.error)
+        return False
+    logger.info(f"    {host_tag()}4. purge: {'deleted' if deleted else 'already gone:'} EFS access point {access_point}")
+    return True
 
 
 @operation(is_idempotent=True)

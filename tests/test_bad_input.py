@@ -35,6 +35,9 @@ BAD_VALUES = [
     ("efs_base_path", "/../../..", "without '.', '..'"),
     ("efs_base_path", "/qwen3-speech/../..", "without '.', '..'"),
     ("efs_base_path", "qwen3-speech", "inside the file system"),
+    ("efs_posix_uid", -1, "an integer from 0 to 4294967295 (EFS access point PosixUser.Uid), or None"),
+    ("efs_posix_gid", 2**32, "an integer from 0 to 4294967295 (EFS access point PosixUser.Gid), or None"),
+    ("efs_posix_uid", "1000", "an integer from 0 to 4294967295"),
     ("time_slicing_config_path", "/etc/config.yaml", "would hide /etc"),
     ("time_slicing_config_path", "/config.yaml", "would hide /"),
     ("poll_seconds", math.inf, "a finite number"),
@@ -115,7 +118,7 @@ def _cli_args(values) -> list[str]:
 CLI_VALUES = [("namespace", "kube-system"), ("models_mount_path", "/dev/shm"), ("efs_base_path", "/../../.."),
               ("poll_seconds", "Infinity"), ("asr_max_model_len", "1e23"), ("progress_deadline_seconds", 2**31),
               ("time_slicing_replicas", 100000), ("ingress_inbound_cidrs", "not-a-cidr"),
-              ("asr_model_revision", "main\nx")]
+              ("asr_model_revision", "main\nx"), ("efs_posix_gid", -5)]
 
 
 def test_the_cli_refuses_all_bad_values_at_once_before_any_api_call(sandbox):

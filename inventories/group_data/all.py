@@ -51,6 +51,15 @@ efs_create = False  # create the file system when no file system has that Name t
 efs_base_path = "/qwen3-speech"
 models_pvc = "qwen3-models-pvc"
 models_pvc_size = "50Gi"
+# The POSIX user of the models' EFS access point: EFS runs every read and write through it as this
+# uid/gid, whatever the pod's user. Fixed, so a recreated PVC (a new access point) still owns the
+# model directory; 1000 is the TTS image's appuser (ASR and the seeder run as root and, on EFS,
+# as this user too). None: the driver allocates the next free gid (uid = gid) per access point.
+efs_posix_uid = 1000
+efs_posix_gid = 1000
+# StorageClass parameters are immutable: when the live class differs, the deploy stops unless this
+# is true, and then replaces the class (bound PVs keep their access points and go on working).
+replace_storage_class = False
 models_mount_path = "/models"
 
 # 4. Models, pre-seeded into EFS

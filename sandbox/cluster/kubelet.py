@@ -577,6 +577,13 @@ class Kubelet:
             if mapped != working_dir:
                 cwd = Path(mapped)
         cwd.mkdir(parents=True, exist_ok=True)
+        identity = self._process_identity(run, c)
+        if identity is not None and os.geteuid() == 0:
+            # Only root can switch users; an unprivileged sandbox runs every container as itself.
+            for own in (run.pod_dir / "home", run.pod_dir / "tmp"):
+                os.chown(own, *identity)
+            argv = [self.options.python, str(Path(__file__).with_name("run_as.py")), str(identity[0]),
+                    str(identity[1]), "--"] + argv
         try:
             c.process = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=c.log_file,
                                          stderr=subprocess.STDOUT, start_new_session=True)
@@ -595,6 +602,28 @@ class Kubelet:
         (NVIDIA/k8s-device-plugin: the visible devices by env var, its default strategy)."""
         gpus = container_requests(c.spec).get("nvidia.com/gpu", 0)
         return {"NVIDIA_VISIBLE_DEVICES": "0"} if gpus else {}
+
+    def _process_identity(self, run: PodRun, c: ContainerRun) -> tuple[int, int] | None:
+        """Who the container's process is: the PosixUser of an EFS access point it mounts (EFS
+        enforces it on every NFS operation, whatever the pod asks), else its effective
+        securityContext runAsUser/runAsGroup (container over pod), else None (the sandbox's user)."""
+        mounted = {m["name"] for m in c.spec.get("volumeMounts") or []}
+        for volume in run.pod["spec"].get("volumes") or []:
+            claim = (volume.get("persistentVolumeClaim") or {}).get("claimName")
+            if not claim or volume["name"] not in mounted:
+                continue
+            pvc = self.store.get(PVCS, run.namespace, claim)
+            pv_name = ((pvc or {}).get("spec") or {}).get("volumeName")
+            pv = self.store.get(PVS, None, pv_name) if pv_name else None
+            posix = self.cluster.storage.posix_user(pv) if pv else None
+            if posix is not None:
+                return posix
+        pod_ctx = run.pod["spec"].get("securityContext") or {}
+        ctx = c.spec.get("securityContext") or {}
+        uid = ctx.get("runAsUser", pod_ctx.get("runAsUser"))
+        if uid is None:
+            return None
+        return int(uid), int(ctx.get("runAsGroup", pod_ctx.get("runAsGroup", uid)))
 
     def _process_env(self, run: PodRun, c: ContainerRun) -> dict[str, str]:
         home, tmp = run.pod_dir / "home", run.pod_dir / "tmp"
@@ -984,6 +1013,7 @@ class Kubelet:
             path.mkdir(parents=True, exist_ok=True)
             return path
         target.mkdir(parents=True, exist_ok=True)  # emptyDir and anything else: a plain directory
+        target.chmod(0o777)  # as the kubelet makes emptyDirs: writable whoever the container runs as
         return target
 
     def _refresh_config_volumes(self, run: PodRun) -> None:

@@ -7,10 +7,17 @@ the driver lays out access point roots: basePath / subPathPattern (default `${.P
 unique suffix unless ensureUniqueDirectory is "false". So with a fixed pattern and no suffix a
 recreated claim finds the same data. Data is never deleted (the driver keeps access point roots
 by default): reclaim Delete removes the PV only, Retain leaves it Released.
+
+Each dynamically provisioned PV gets its own access point (created through boto3 in the sandbox's
+AWS when there is one) whose PosixUser is the class's `uid`/`gid`, or else the next free gid of
+`gidRangeStart`..`gidRangeEnd` with uid = gid, as the driver does. Its root directory is created
+with `directoryPerms` and owned by that user; the kubelet stand-in runs containers mounting it as
+that user, so a recreated claim with a new allocated gid cannot write the old directory (EACCES).
 """
 
 from __future__ import annotations
 
+import os
 import re
 import time
 import uuid
@@ -26,6 +33,8 @@ if TYPE_CHECKING:
 
 EFS_PROVISIONER = "efs.csi.aws.com"
 _FS_ID = re.compile(r"^fs-[0-9a-f]{8,17}$")
+# kubernetes-sigs/aws-efs-csi-driver pkg/driver/controller.go: DefaultGidMin/DefaultGidMax.
+DEFAULT_GID_MIN, DEFAULT_GID_MAX = 50000, 7000000
 _EFS_AP_PATH = re.compile(r"^(\/|(\/(?!\.)+[^$#<>;`|&?{}^*/\n]+){1,4})$")  # at most 100 characters
 
 
@@ -36,6 +45,8 @@ class EfsProvisioner:
         self.root = cluster.root / "efs"
         self._pv_dirs: dict[str, Path] = {}
         self._fs_cache: dict[str, tuple[bool, float]] = {}  # fs id -> (exists, checked at)
+        # access point id -> (fs id, uid, gid): the offline ledger, and a cache of the AWS one
+        self._access_points: dict[str, tuple[str, int, int]] = {}
 
     # -- where data lives ----------------------------------------------------------------------
 
@@ -57,6 +68,79 @@ class EfsProvisioner:
             self._pv_dirs[name] = path
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+    def posix_user(self, pv: dict) -> tuple[int, int] | None:
+        """(uid, gid) that EFS enforces on every NFS operation through this PV's access point, or None.
+
+        EFS replaces the client's identity with the access point's PosixUser (AWS EFS user guide,
+        "Enforcing a user identity using an access point"), so this is who a container really is
+        on the volume, whatever its securityContext says."""
+        handle = (((pv.get("spec") or {}).get("csi") or {}).get("volumeHandle") or "")
+        fs_id, _, rest = handle.partition("::")
+        if not rest.startswith("fsap-"):
+            return None
+        known = self._access_points.get(rest)
+        if known is None and self.cluster.aws is not None:
+            try:
+                (point,) = self.cluster.aws.client("efs").describe_access_points(AccessPointId=rest)["AccessPoints"]
+            except Exception:  # deleted, or AWS unreachable: no identity to enforce
+                return None
+            posix = point.get("PosixUser") or {}
+            known = self._access_points[rest] = (fs_id, int(posix["Uid"]), int(posix["Gid"]))
+        return (known[1], known[2]) if known else None
+
+    def _posix_for(self, params: dict, fs_id: str) -> tuple[int, int]:
+        """The access point's PosixUser as the driver chooses it.
+
+        kubernetes-sigs/aws-efs-csi-driver pkg/driver/gid_allocator.go (FileSystemIdentityManager
+        .GetUidAndGid): a `gid` parameter wins, else one is allocated from gidRangeStart..gidRangeEnd
+        (default pkg/driver/controller.go DefaultGidMin..DefaultGidMax; start must be below end);
+        without `uid` the uid is the gid. GidAllocator.getNextGid pops the lowest gid of a per-file-
+        system heap, and only DeleteVolume gives one back, so a retained PV keeps its gid for good:
+        here, the lowest gid of the range that no access point of the file system holds."""
+        def number(key: str, default: int | None) -> int | None:
+            raw = params.get(key)
+            if raw in (None, ""):
+                return default
+            try:
+                return int(str(raw))
+            except ValueError:
+                raise ValueError(f"Failed to parse invalid {key}: {raw}") from None
+        uid, gid = number("uid", None), number("gid", None)
+        if gid is None:
+            low, high = number("gidRangeStart", DEFAULT_GID_MIN), number("gidRangeEnd", DEFAULT_GID_MAX)
+            if low >= high:
+                raise ValueError("GidMin cannot be greater than GidMax")
+            used = {g for f, _, g in self._access_points.values() if f == fs_id}
+            if self.cluster.aws is not None:
+                points = self.cluster.aws.client("efs").describe_access_points(FileSystemId=fs_id)["AccessPoints"]
+                used |= {int((p.get("PosixUser") or {}).get("Gid", -1)) for p in points}
+            gid = next((g for g in range(low, high + 1) if g not in used), None)
+            if gid is None:
+                raise ValueError(f"Failed to locate a free GID for given file system: {fs_id}")
+        return (gid if uid is None else uid), gid
+
+    def _create_access_point(self, fs_id: str, sub: str, uid: int, gid: int, perms: str, pv_name: str) -> str:
+        aws = self.cluster.aws
+        if aws is None:
+            point_id = f"fsap-{hex_id(17)}"
+        else:
+            point_id = aws.client("efs").create_access_point(
+                ClientToken=pv_name, FileSystemId=fs_id, PosixUser={"Uid": uid, "Gid": gid},
+                RootDirectory={"Path": sub, "CreationInfo": {"OwnerUid": uid, "OwnerGid": gid, "Permissions": perms}},
+                Tags=[{"Key": "efs.csi.aws.com/cluster", "Value": "true"}])["AccessPointId"]
+        self._access_points[point_id] = (fs_id, uid, gid)
+        return point_id
+
+    @staticmethod
+    def _make_root(path: Path, uid: int, gid: int, perms: str) -> None:
+        """EFS creates a missing access point root with CreationInfo; an existing one is left as it is."""
+        if path.exists():
+            return
+        path.mkdir(parents=True)
+        path.chmod(int(perms, 8))
+        if os.geteuid() == 0:  # only root can give a directory away; unprivileged sandboxes skip identity
+            os.chown(path, uid, gid)
 
     @staticmethod
     def _under(base: Path, relative: str) -> Path:
@@ -167,6 +251,13 @@ class EfsProvisioner:
                         "'rootDirectory.path' failed to satisfy constraint: Member must satisfy regular expression "
                         f"pattern: {_EFS_AP_PATH.pattern}")
             return
+        perms = str(params.get("directoryPerms") or "755")
+        try:
+            uid, gid = self._posix_for(params, fs_id)
+            point_id = self._create_access_point(fs_id, sub, uid, gid, perms, pv_name)
+        except Exception as err:  # noqa: BLE001 (a bad parameter or an EFS error both fail the provisioning)
+            self._event(pvc, "Warning", "ProvisioningFailed", failed + f"rpc error: code = InvalidArgument desc = {err}")
+            return
         storage = ((spec.get("resources") or {}).get("requests") or {}).get("storage", "1Gi")
         pv = {
             "apiVersion": "v1", "kind": "PersistentVolume",
@@ -179,7 +270,7 @@ class EfsProvisioner:
                 "capacity": {"storage": storage},
                 "claimRef": {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "namespace": meta["namespace"],
                              "name": meta["name"], "uid": meta["uid"], "resourceVersion": meta["resourceVersion"]},
-                "csi": {"driver": EFS_PROVISIONER, "volumeHandle": f"{fs_id}::fsap-{hex_id(17)}",
+                "csi": {"driver": EFS_PROVISIONER, "volumeHandle": f"{fs_id}::{point_id}",
                         "volumeAttributes": {"storage.kubernetes.io/csiProvisionerIdentity":
                                              f"{int(time.time() * 1000)}-8081-{EFS_PROVISIONER}"}},
                 "persistentVolumeReclaimPolicy": sc.get("reclaimPolicy") or "Delete",
@@ -195,7 +286,7 @@ class EfsProvisioner:
         except ApiError:
             return
         self._pv_dirs[pv_name] = self._under(self.root / _safe(fs_id), sub)
-        self._pv_dirs[pv_name].mkdir(parents=True, exist_ok=True)
+        self._make_root(self._pv_dirs[pv_name], uid, gid, perms)
 
         def bind(obj: dict) -> None:
             ann = obj["metadata"].setdefault("annotations", {})

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import os
+
+import pytest
+
 from sandbox.cluster.common import CSIDRIVERS, JOBS, PVCS, PVS, STORAGECLASSES, condition
+from tests.aws_helpers import running_sandbox_aws
 from tests.cluster_helpers import events, job, pods, running_cluster, wait_for
 
 FS_ID = "fs-0123456789abcdef0"
 
 
 def storage_class(name: str = "efs-sc", *, fs_id: str = FS_ID, fixed_path: bool = True, reclaim: str = "Retain",
-                  binding: str = "Immediate") -> dict:
+                  binding: str = "Immediate", **extra: str) -> dict:
     parameters = {"provisioningMode": "efs-ap", "fileSystemId": fs_id, "directoryPerms": "755",
-                  "basePath": "/qwen3-speech"}
+                  "basePath": "/qwen3-speech", **extra}
     if fixed_path:
         parameters.update(subPathPattern="${.PVC.namespace}/${.PVC.name}", ensureUniqueDirectory="false")
     return {"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": name},
@@ -132,3 +137,66 @@ def test_wait_for_first_consumer_binds_only_when_a_pod_uses_the_claim(tmp_path):
         store.create(JOBS, models_job("use", "print('using the volume')"))
         assert "using the volume" in job_log(cluster, "use")
         assert phase(store) == "Bound"
+
+
+def bound_pv(store, name: str = "models") -> dict:
+    wait_for(lambda: phase(store, name) == "Bound", f"claim {name} to bind")
+    return store.get(PVS, None, store.get(PVCS, "default", name)["spec"]["volumeName"])
+
+
+def access_point(sandbox_aws, pv: dict) -> dict:
+    point_id = pv["spec"]["csi"]["volumeHandle"].split("::")[1]
+    (point,) = sandbox_aws.client("efs").describe_access_points(AccessPointId=point_id)["AccessPoints"]
+    return point
+
+
+def test_a_class_with_uid_and_gid_creates_an_access_point_with_that_posix_user_owning_its_root(tmp_path):
+    with running_sandbox_aws(tmp_path / "aws") as sandbox_aws, running_cluster(tmp_path, aws=sandbox_aws) as cluster:
+        fs_id = sandbox_aws.facts["efs_file_system_id"]
+        cluster.store.create(STORAGECLASSES, storage_class(fs_id=fs_id, uid="1000", gid="1000"))
+        cluster.store.create(PVCS, claim())
+        pv = bound_pv(cluster.store)
+        point = access_point(sandbox_aws, pv)
+        assert point["PosixUser"] == {"Uid": 1000, "Gid": 1000}
+        assert point["RootDirectory"]["Path"] == "/qwen3-speech/default/models"
+        assert point["RootDirectory"]["CreationInfo"] == {"OwnerUid": 1000, "OwnerGid": 1000, "Permissions": "755"}
+        root = cluster.storage.local_dir(pv).stat()
+        assert oct(root.st_mode & 0o777) == "0o755"
+        if os.geteuid() == 0:
+            assert (root.st_uid, root.st_gid) == (1000, 1000)
+
+
+def test_without_uid_and_gid_each_access_point_gets_the_next_free_gid_of_the_range_as_uid_and_gid(tmp_path):
+    with running_sandbox_aws(tmp_path / "aws") as sandbox_aws, running_cluster(tmp_path, aws=sandbox_aws) as cluster:
+        fs_id = sandbox_aws.facts["efs_file_system_id"]
+        cluster.store.create(STORAGECLASSES, storage_class(fs_id=fs_id, fixed_path=False, gidRangeStart="2000",
+                                                           gidRangeEnd="2001"))
+        cluster.store.create(STORAGECLASSES, storage_class("efs-default", fs_id=fs_id, fixed_path=False))
+        for name, class_name in (("a", "efs-sc"), ("b", "efs-sc"), ("c", "efs-sc"), ("d", "efs-default")):
+            cluster.store.create(PVCS, claim(name, class_name))
+        users = {name: access_point(sandbox_aws, bound_pv(cluster.store, name))["PosixUser"] for name in "abd"}
+        assert sorted(u["Gid"] for n, u in users.items() if n != "d") == [2000, 2001]
+        assert users["d"]["Gid"] == 50000
+        assert all(u["Uid"] == u["Gid"] for u in users.values())
+        wait_for(lambda: events(cluster.store, "c", reason="ProvisioningFailed"), "the range to run out for c")
+        assert "Failed to locate a free GID" in events(cluster.store, "c", reason="ProvisioningFailed")[0]["message"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the kubelet stand-in can switch users only when it runs as root")
+def test_a_recreated_claim_with_an_allocated_gid_cannot_write_the_old_directory(tmp_path):
+    with running_cluster(tmp_path) as cluster:
+        store = cluster.store
+        store.create(STORAGECLASSES, storage_class())
+        store.create(PVCS, claim())
+        write = ("import pathlib, sys\np = pathlib.Path(sys.argv[1])\np.parent.mkdir(parents=True, exist_ok=True)\n"
+                 "try:\n    p.write_text('weights')\n    print('wrote')\nexcept PermissionError as e:\n    print(e)")
+        store.create(JOBS, models_job("write", write))
+        assert job_log(cluster, "write").strip() == "wrote"
+        store.delete(PVCS, "default", "models")
+        wait_for(lambda: store.get(PVCS, "default", "models") is None, "the claim to go")
+        store.create(PVCS, claim())
+        bound_pv(store)
+        store.create(JOBS, models_job("rewrite", write.replace("hello.txt", "x")))
+        assert "[Errno 13] Permission denied" in job_log(cluster, "rewrite")
+        store.create(JOBS, models_job("read", "import pathlib, sys\nprint(pathlib.Path(sys.argv[1]).read_text())"))
+        assert job_log(cluster, "read").strip() == "weights"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import pytest
@@ -242,3 +243,18 @@ def test_deployment_that_cannot_progress_reports_progress_deadline_exceeded(tmp_
         assert cond["message"].startswith('ReplicaSet "stuck-') and cond["message"].endswith('" has timed out progressing.')
         available = condition(store.get(DEPLOYMENTS, "default", "stuck"), "Available")
         assert (available["status"], available["reason"]) == ("False", "MinimumReplicasUnavailable")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the kubelet stand-in can switch users only when it runs as root")
+def test_a_container_runs_as_its_effective_run_as_user_and_can_write_its_empty_dir(tmp_path):
+    code = ("import os, pathlib, sys\npathlib.Path(sys.argv[1]).write_text('ok')\n"
+            "print(os.getuid(), os.getgid(), pathlib.Path(sys.argv[1]).read_text())")
+    with running_cluster(tmp_path) as cluster:
+        cluster.store.create(JOBS, job("ids", ["python3", "-c", code, "/scratch/x"],
+                                       container={"securityContext": {"runAsUser": 1001},
+                                                  "volumeMounts": [{"name": "scratch", "mountPath": "/scratch"}]},
+                                       spec={"securityContext": {"runAsUser": 1000, "runAsGroup": 2000},
+                                             "volumes": [{"name": "scratch", "emptyDir": {}}]}))
+        wait_for(lambda: condition(cluster.store.get(JOBS, "default", "ids"), "Complete"), "job ids to complete")
+        (pod,) = pods(cluster.store, selector="job-name=ids")
+        assert cluster.pod_log_path("default", pod["metadata"]["name"], "main").read_text().split() == ["1001", "2000", "ok"]
