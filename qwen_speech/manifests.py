@@ -18,13 +18,14 @@ PART_OF = "qwen3-speech"
 MANAGED_BY = "pyinfra"
 
 
-def short_image(image: str | None, registry: bool = True) -> str:
-    """An image reference for a one-line name: a digest abbreviated to 12 hex digits (the full
-    reference stays in the manifest, its diff and `status`); registry=False drops the registry host."""
+def short_image(image: str | None) -> str:
+    """An image reference for a one-line name: no registry host, a digest abbreviated to 12 hex
+    digits (the full reference stays in the manifest, its diff and `status`), so the results
+    table stays within a terminal's width."""
     if not image:
         return "?"
     first, slash, rest = image.partition("/")
-    if not registry and slash and ("." in first or ":" in first):
+    if slash and ("." in first or ":" in first):
         image = rest
     name, sep, digest = image.partition("@sha256:")
     return f"{name}@sha256:{digest[:12]}" if sep else image

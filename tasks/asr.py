@@ -29,7 +29,7 @@ def deploy_asr():
     ctx = context_of(host)
     s = ctx.settings
     k8s.applied(
-        name=f"Deployment + Service ({short_image(ctx.asr_image or s.asr_image, registry=False)}, max_model_len {s.asr_max_model_len})",
+        name=f"Deployment + Service ({short_image(ctx.asr_image or s.asr_image)}, max_model_len {s.asr_max_model_len})",
         manifests=desired(ctx),
         field_manager=s.field_manager,
         wait=True,
