@@ -135,9 +135,10 @@ class EfsProvisioner:
     @staticmethod
     def _make_root(path: Path, uid: int, gid: int, perms: str) -> None:
         """EFS creates a missing access point root with CreationInfo; an existing one is left as it is."""
-        if path.exists():
+        try:
+            path.mkdir(parents=True)
+        except FileExistsError:  # there already (or made meanwhile by a pod's volume setup): left as it is
             return
-        path.mkdir(parents=True)
         path.chmod(int(perms, 8))
         if os.geteuid() == 0:  # only root can give a directory away; unprivileged sandboxes skip identity
             os.chown(path, uid, gid)
