@@ -33,7 +33,7 @@ from .faults import ApiFaults
 from .fields import check_field_selector
 from .podlogs import LogRequest
 from .registry import APPLY, Registry, bad_request, default_manager
-from .resources import RESOURCES, Resource
+from .resources import RESOURCES, Resource, served
 from .store import ApiError, Store, WatchEvent, field_selector_match, labels_match, parse_label_selector
 from .tls import TlsMaterial
 
@@ -230,6 +230,7 @@ class KubeApiServer:
         self.admin_token = admin_token
         self.aws: Any = None  # sandbox.aws.SandboxAws: validates EKS tokens
         self.cluster: Any = None  # sandbox.cluster.Cluster: pod logs and proxy backends
+        self.addons: frozenset[str] = frozenset()  # add-ons whose CRDs are installed (resources.Resource.addon)
         self.state_provider: Callable[[], dict] = dict
         self.faults = ApiFaults()
         self.fault_handlers: dict[str, Callable[[str, dict], Any]] = {}
@@ -302,6 +303,8 @@ class KubeApiServer:
             self._send(h, self._control(h, path, body))
             return
         route = parse_route(path)
+        if route.res is not None and not served(route.res, self.addons):
+            route = Route("unknown", api_version=route.api_version)  # its CRD is not installed: 404
         record: dict[str, Any] = {
             "time": _now(), "verb": verb_of(h.command, route, query), "method": h.command, "path": path,
             "query": split.query, "resource": route.res.plural if route.res else "",
@@ -616,13 +619,13 @@ class KubeApiServer:
         if route.kind == "api":
             return discovery.api_versions(f"{self.host}:{self.port}")
         if route.kind == "apis":
-            return discovery.api_group_list()
+            return discovery.api_group_list(self.addons)
         if route.kind == "group":
-            group = discovery.api_group(route.group)
+            group = discovery.api_group(route.group, self.addons)
             if group is not None:
                 return group
         if route.kind == "resourcelist":
-            resources = discovery.resource_list(route.api_version)
+            resources = discovery.resource_list(route.api_version, self.addons)
             if resources is not None:
                 return resources
         raise _not_found_path(path)
