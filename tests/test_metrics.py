@@ -13,6 +13,7 @@ from kubeops.client import KubeApiError, from_kubeconfig
 from kubeops.kinds import Ref
 from sandbox.speech import TTS_MAX_INPUT, start_stand_in
 from tests.deploy_helpers import ROOT, assert_ok, deploy, deployed, output, run_pyinfra, writes  # noqa: F401
+from tests.test_deploy_rbac import ROLE_FILE, _deployer_kubeconfig, _grant
 from tests.test_operate import speechctl
 
 MONITOR = Ref("monitoring.coreos.com/v1", "ServiceMonitor", "qwen3-asr-metrics", "hosthree")
@@ -23,10 +24,10 @@ def _monitor_writes(records: list[dict]) -> list[dict]:
     return [r for r in writes(records) if r.get("resource") == "servicemonitors"]
 
 
-def _status_json(sandbox) -> dict:
+def _status_json(sandbox, *args: str) -> dict:
     import jsonschema
 
-    result = speechctl(sandbox, "status", "--json", "inventories/sandbox.py")
+    result = speechctl(sandbox, "status", "--json", "inventories/sandbox.py", *args)
     assert result.returncode == 0, output(result)
     document = json.loads(result.stdout)
     jsonschema.validate(document, json.loads((ROOT / "files" / "schemas" / "status.schema.json").read_text()))
@@ -121,3 +122,15 @@ def test_status_shows_vllm_running_and_waiting_per_asr_pod_and_tts_busy_while_it
     assert True in seen, f"status never saw the TTS pod busy during its syntheses: {seen}"
     for thread in threads:
         thread.join(120)
+
+
+def test_the_shipped_deployer_role_covers_the_servicemonitor_and_the_status_pod_reads(make_sandbox, tmp_path):
+    import yaml
+
+    sandbox = make_sandbox(prometheus_operator=True)
+    _grant(sandbox, [d for d in yaml.safe_load_all(ROLE_FILE.read_text()) if d])
+    kubeconfig = _deployer_kubeconfig(sandbox, tmp_path)
+    assert_ok(deploy(sandbox, "--data", f"kubeconfig={kubeconfig}"))
+    assert from_kubeconfig(str(sandbox.kubeconfig)).get(MONITOR) is not None
+    serving = _status_json(sandbox, "--data", f"kubeconfig={kubeconfig}")["serving"]
+    assert len(serving) == 2 and all(e["readable"] for e in serving), serving
