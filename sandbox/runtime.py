@@ -48,6 +48,8 @@ WITHOUT = {
     "efs-file-system": "efs_file_system", "ecr-image": "ecr_image", "sqs-queue": "sqs_queue",
     "aws": "with_aws", "hub": "with_hub", "cluster": "with_cluster",
 }
+# `--with` names -> SandboxOptions fields: add-ons a new EKS cluster does not have.
+WITH = {"prometheus-operator": "prometheus_operator"}
 
 
 @dataclass
