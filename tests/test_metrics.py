@@ -134,3 +134,27 @@ def test_the_shipped_deployer_role_covers_the_servicemonitor_and_the_status_pod_
     assert from_kubeconfig(str(sandbox.kubeconfig)).get(MONITOR) is not None
     serving = _status_json(sandbox, "--data", f"kubeconfig={kubeconfig}")["serving"]
     assert len(serving) == 2 and all(e["readable"] for e in serving), serving
+
+
+def _discovery(kube) -> tuple[list[str], list[str], list[str]]:
+    groups = [g["name"] for g in kube.request("GET", "/apis")["groups"]]
+    openapi = list(kube.request("GET", "/openapi/v3")["paths"])
+    try:
+        served = [r["name"] for r in kube.request("GET", "/apis/monitoring.coreos.com/v1")["resources"]]
+    except KubeApiError as err:
+        assert err.status == 404
+        served = []
+    return groups, openapi, served
+
+
+def test_the_sandbox_serves_the_prometheus_operator_kinds_only_with_its_option(make_sandbox, api_sandbox):
+    groups, openapi, served = _discovery(from_kubeconfig(str(api_sandbox.kubeconfig)))
+    assert "monitoring.coreos.com" not in groups and served == []
+    assert "apis/monitoring.coreos.com/v1" not in openapi
+
+    with_operator = make_sandbox(prometheus_operator=True, with_aws=False, with_hub=False, with_cluster=False)
+    kube = from_kubeconfig(str(with_operator.kubeconfig))
+    groups, openapi, served = _discovery(kube)
+    assert "monitoring.coreos.com" in groups and served == ["servicemonitors", "podmonitors"]
+    assert "apis/monitoring.coreos.com/v1" in openapi
+    assert kube.list(MONITOR.api_version, MONITOR.kind, "default") == []

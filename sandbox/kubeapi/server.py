@@ -607,8 +607,8 @@ class KubeApiServer:
                                f"(the sandbox serves /openapi/v2 as JSON; {openapi.PROTOBUF_V2} is not implemented)")
             return Reply(200, openapi.v2_document())
         if path == openapi.V3_PREFIX:
-            return Reply(200, _dumps(openapi.v3_index()))
-        document = openapi.v3_for_path(path) if path.startswith(openapi.V3_PREFIX + "/") else None
+            return Reply(200, _dumps(openapi.v3_index(self.addons)))
+        document = openapi.v3_for_path(path, self.addons) if path.startswith(openapi.V3_PREFIX + "/") else None
         if document is None:
             raise _not_found_path(path)
         return Reply(200, document)
