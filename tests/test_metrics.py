@@ -58,6 +58,13 @@ def test_with_the_prometheus_operator_the_asr_servicemonitor_converges_and_a_rer
     assert len(_monitor_writes(sandbox.control.audit_since(mark))) == 1
     assert from_kubeconfig(str(sandbox.kubeconfig)).get(MONITOR)["metadata"]["labels"]["prometheus"] == "platform"
 
+    # status lists it under its step, drift finds it in sync.
+    objects = _status_json(sandbox, "--data", 'metrics_monitor_labels={"prometheus": "platform"}')["objects"]
+    assert {"step": "5. ASR metrics", "kind": "ServiceMonitor", "health": "ok"}.items() <= next(
+        o for o in objects if o["kind"] == "ServiceMonitor").items()
+    drift = speechctl(sandbox, "drift", "inventories/sandbox.py", "--data", 'metrics_monitor_labels={"prometheus": "platform"}')
+    assert drift.returncode == 0, output(drift)
+
     # Teardown removes it with the rest of the ASR.
     assert_ok(run_pyinfra(sandbox, "destroy.py", "-y"))
     assert from_kubeconfig(str(sandbox.kubeconfig)).get(MONITOR) is None
