@@ -16,7 +16,7 @@ import sys
 # from any directory (`pyinfra /path/to/inventories/production.py /path/to/deploy.py`).
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from tasks import asr, efs_storage, ingress, models, namespace, preflight, time_slicing, tts, verify
+from tasks import asr, efs_storage, ingress, metrics, models, namespace, preflight, time_slicing, tts, verify
 from tasks.connect import connect
 from tasks.fleet import only_this_host
 
@@ -28,6 +28,7 @@ with only_this_host():                # a fleet: one cluster failing stops only 
     efs_storage.create()              # 3. EFS storage (创建 EFS 存储)
     models.seed()                     # 4. models into EFS, once, verified (模型下载说明)
     asr.deploy_asr()                  # 5. ASR, waited for until Ready (guide step 4, 部署 ASR)
+    metrics.monitor_asr()             #    its /metrics for Prometheus, when the Prometheus Operator is installed
     tts.deploy_tts()                  # 6. TTS, only after ASR runs (guide step 5, 部署 TTS)
     ingress.deploy_ingress()          # 7. the shared ALB (guide step 6, 部署 Ingress)
     verify.verify()                   # 8. health, speech round trip, summary (guide step 7, 验证部署)

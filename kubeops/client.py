@@ -48,6 +48,10 @@ class KubeUnreachable(Exception):
     """The API server did not answer at all, after retrying for the whole budget."""
 
 
+class ProxyTimedOut(KubeUnreachable):
+    """A pod behind the API server's proxy did not answer in time (the API server did connect)."""
+
+
 @dataclass
 class RequestCounter:
     reads: int = 0
@@ -190,12 +194,27 @@ class Kube:
         The body goes out byte for byte (multipart uploads, audio), so this uses the client's
         connection pool and auth directly instead of its JSON serialisation. Not retried: the
         request may not be idempotent. Returns (status, body)."""
-        proxy_path = f"/api/v1/namespaces/{namespace}/services/{service}:{port}/proxy/{path.lstrip('/')}"
+        return self._proxy(method, namespace, "services", service, port, path, body, content_type, timeout)
+
+    def pod_proxy(self, method: str, namespace: str, pod: str, port: int | str, path: str, *,
+                  timeout: float = 10.0) -> tuple[int, bytes]:
+        """A request to one pod through the API server's proxy (pods/proxy), as service_proxy does for
+        a Service: to ask each replica, not whichever one the Service picks. Raises ProxyTimedOut when
+        the pod did not answer within `timeout`. Returns (status, body)."""
+        return self._proxy(method, namespace, "pods", pod, port, path, None, "application/json", timeout)
+
+    def _proxy(self, method: str, namespace: str, resource: str, name: str, port: int | str, path: str,
+               body: bytes | None, content_type: str, timeout: float) -> tuple[int, bytes]:
+        proxy_path = f"/api/v1/namespaces/{namespace}/{resource}/{name}:{port}/proxy/{path.lstrip('/')}"
         _, url, headers, _, _ = self.api.param_serialize(method, proxy_path, header_params={"Content-Type": content_type},
                                                           auth_settings=["BearerToken"])
+        # A pod's answer is read once: a timeout says "busy" (a TTS server mid-synthesis), not "retry".
+        retries = False if resource == "pods" else None
         try:
-            resp = self.api.rest_client.pool_manager.request(method, url, body=body, headers=headers,
+            resp = self.api.rest_client.pool_manager.request(method, url, body=body, headers=headers, retries=retries,
                                                              timeout=urllib3.Timeout(total=timeout), preload_content=True)
+        except urllib3.exceptions.ReadTimeoutError as exc:
+            raise ProxyTimedOut(f"{method} {proxy_path} did not answer within {timeout:g}s") from exc
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise KubeUnreachable(f"{self.describe} ({self.host}) did not answer {method} {proxy_path}: {exc}") from exc
         self.counter.reads += 1

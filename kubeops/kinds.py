@@ -34,6 +34,7 @@ KINDS: dict[tuple[str, str], tuple[str, bool]] = {
     ("karpenter.k8s.aws/v1", "EC2NodeClass"): ("ec2nodeclasses", False),
     ("nvidia.com/v1", "ClusterPolicy"): ("clusterpolicies", False),
     ("coordination.k8s.io/v1", "Lease"): ("leases", True),
+    ("monitoring.coreos.com/v1", "ServiceMonitor"): ("servicemonitors", True),
 }
 
 

@@ -387,6 +387,9 @@ SCHEMA: dict[str, Checker] = {
     "tts_memory": _quantity,
     "tts_gpus": _int_range(1, 16 * MAX_TIME_SLICING_REPLICAS, "nvidia.com/gpu slots; see gpu_node_gpus"),
     "tts_gpu_memory_gib": _number_in(0, 1024, "what the loaded TTS model holds on the GPU", low_open=True),
+    # Step 5: metrics (a ServiceMonitor when the Prometheus Operator is installed)
+    "metrics_monitor_labels": _string_map,
+    "metrics_scrape_interval_seconds": _int_range(1, 3600),
     # Step 7: ingress
     "ingress_group": _group_name,
     "ingress_scheme": _one_of("internal", "internet-facing"),

@@ -2,6 +2,7 @@
 
     python -m sandbox up [--dir .sandbox] [--fast] [--without gpu-node ...]   # start, wait until ready
     python -m sandbox up --device-plugin helm|gpu-operator|bottlerocket       # ... installed another way
+    python -m sandbox up --with prometheus-operator                          # ... serving ServiceMonitor/PodMonitor
     source .sandbox/env                                                     # KUBECONFIG, AWS_*, HF_ENDPOINT
     python -m sandbox status                                                # what runs, object counts
     python -m sandbox fault api-errors codes='[503,429]' count=4            # inject a fault
@@ -28,7 +29,7 @@ import time
 from pathlib import Path
 
 from .control import SandboxControl, SandboxNotRunning
-from .runtime import WITHOUT, Sandbox, SandboxOptions
+from .runtime import WITH, WITHOUT, Sandbox, SandboxOptions
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 UP_TIMEOUT_SECONDS = 120
@@ -80,6 +81,8 @@ def _options(args: argparse.Namespace) -> SandboxOptions:
         options.fast = True
     if getattr(args, "device_plugin", None):
         options.device_plugin_setup = args.device_plugin
+    for name in getattr(args, "with_addons", None) or []:
+        setattr(options, WITH[name], True)
     return options.without(args.without or [])
 
 
@@ -316,6 +319,8 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--fast", action="store_true", help="scale every delay down (tests, demos)")
         p.add_argument("--without", action="append", choices=sorted(WITHOUT), metavar="PIECE",
                        help=f"leave a piece out (repeatable): {', '.join(WITHOUT)}")
+        p.add_argument("--with", dest="with_addons", action="append", choices=sorted(WITH), metavar="ADD-ON",
+                       help=f"install an add-on EKS lacks by default (repeatable): {', '.join(WITH)}")
         p.add_argument("--device-plugin", choices=("static", "helm", "gpu-operator", "bottlerocket"),
                        help="who installed the NVIDIA device plugin (default: static, its plain manifest)")
         p.add_argument("--options-json", help=argparse.SUPPRESS)

@@ -48,6 +48,8 @@ WITHOUT = {
     "efs-file-system": "efs_file_system", "ecr-image": "ecr_image", "sqs-queue": "sqs_queue",
     "aws": "with_aws", "hub": "with_hub", "cluster": "with_cluster",
 }
+# `--with` names -> SandboxOptions fields: add-ons a new EKS cluster does not have.
+WITH = {"prometheus-operator": "prometheus_operator"}
 
 
 @dataclass
@@ -59,6 +61,8 @@ class SandboxOptions:
     + gpu_node, device_plugin, efs_csi_driver, alb_controller, karpenter_nodepool: the guide's
       cluster prerequisites, each can be left out (passed to ClusterOptions)
     + device_plugin_setup: who installed the device plugin: static | helm | gpu-operator | bottlerocket
+    + prometheus_operator: serve the Prometheus Operator's CRDs (ServiceMonitor, PodMonitor); off,
+      as on a new EKS cluster
     + efs_file_system, ecr_image, sqs_queue: AWS prerequisites (passed to AwsOptions)
     + token_ttl: seconds an EKS token is accepted after it was signed (EKS: 900)
     + hub_repo_sizes: HubServer repo_sizes ({repo_id: bytes or {path: bytes}}); None = small defaults
@@ -76,6 +80,7 @@ class SandboxOptions:
     alb_controller: bool = True
     karpenter_nodepool: bool = True
     device_plugin_setup: str = "static"
+    prometheus_operator: bool = False
     efs_file_system: bool = True
     ecr_image: bool = True
     sqs_queue: bool = True
@@ -183,6 +188,8 @@ class Sandbox:
         tls = generate_tls(self.root / "tls", cluster_name=CLUSTER_NAME)
         self.api = KubeApiServer(self.root, self.store, tls=tls, admin_token=secrets.token_urlsafe(32),
                                  port=opts.kube_port)
+        if opts.prometheus_operator:
+            self.api.addons = frozenset({"prometheus-operator"})
         self._timed("api_bind_seconds", began)
 
         if opts.with_aws:

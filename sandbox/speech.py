@@ -511,6 +511,8 @@ def start_stand_in(kind: str, port: int = 0, *, model_dir: Path | None = None, l
         app.dtype, app.dtype_warnings = asr_dtype(args, gpu)
         app.memory = _AsrMemory(gpu_memory, owner, args) if gpu_memory is not None else None
         app.keep_alive_seconds = asr_keep_alive_seconds(env)
+        seqs = _flag_values(args, "--max-num-seqs")
+        app.max_num_seqs = int(seqs[0]) if seqs and seqs[0].isdigit() else VLLM_MAX_NUM_SEQS
     elif kind == "tts":
         app = _TtsApp(model_dir, load_seconds, env)
         if TTS_KEY_APP in args:  # files/tts_api_key.py in front of the server's app
@@ -551,6 +553,7 @@ def start_stand_in(kind: str, port: int = 0, *, model_dir: Path | None = None, l
 
 UVICORN_KEEP_ALIVE_SECONDS = 5.0  # uvicorn's --timeout-keep-alive default; api.main passes none
 VLLM_KEEP_ALIVE_SECONDS = 5.0     # vllm envs.py: VLLM_HTTP_TIMEOUT_KEEP_ALIVE default
+VLLM_MAX_NUM_SEQS = 256           # vllm engine arg_utils.py: --max-num-seqs default on a GPU
 TTS_RTF = 2.16                    # the guide: a T4 needs 2.16 s of inference per second of speech
 VLLM_DTYPES = {"auto": "auto", "half": "float16", "float16": "float16", "bfloat16": "bfloat16",
                "float": "float32", "float32": "float32"}
@@ -731,6 +734,9 @@ class _AsrApp:
         self.api_key = env.get("VLLM_API_KEY") or None
         self.created = int(time.time())
         self.stand_in: StandIn | None = None
+        self.max_num_seqs = VLLM_MAX_NUM_SEQS
+        self.in_flight = 0  # transcriptions being answered now: what /metrics reports
+        self.in_flight_lock = threading.Lock()
         if model_dir is not None and not (Path(model_dir) / "config.json").is_file():
             raise StandInCrashed(
                 f"OSError: {self.served_model_name} does not appear to have a file named config.json "
@@ -766,14 +772,38 @@ class _AsrApp:
         routes = {("GET", "/health"): lambda: _Response(200),
                   ("GET", "/v1/models"): self._models,
                   ("GET", "/version"): lambda: _json(200, {"version": VLLM_VERSION}),
-                  ("GET", "/metrics"): lambda: _Response(200, b"# stand-in: no metrics\n", "text/plain"),
-                  ("POST", "/v1/audio/transcriptions"): lambda: self._transcribe(req)}
+                  ("GET", "/metrics"): self._metrics,
+                  ("POST", "/v1/audio/transcriptions"): lambda: self._counted(self._transcribe, req)}
         route = routes.get((req.method, req.path))
         if route is not None:
             return route()
         if any(path == req.path for _, path in routes):
             return _json(405, {"detail": "Method Not Allowed"})
         return _json(404, {"detail": "Not Found"})
+
+    def _counted(self, work: Callable[[_Request], _Response], req: _Request) -> _Response:
+        with self.in_flight_lock:
+            self.in_flight += 1
+        try:
+            return work(req)
+        finally:
+            with self.in_flight_lock:
+                self.in_flight -= 1
+
+    def _metrics(self) -> _Response:
+        """vLLM's scheduler gauges (vllm/v1/metrics/loggers.py PrometheusStatLogger), in Prometheus
+        text format, labelled model_name as vLLM labels them; the stand-in schedules every request
+        at once up to --max-num-seqs, so only requests beyond that wait."""
+        with self.in_flight_lock:
+            in_flight = self.in_flight
+        running, waiting = min(in_flight, self.max_num_seqs), max(0, in_flight - self.max_num_seqs)
+        name = self.served_model_name.replace("\\", "\\\\").replace('"', '\\"')
+        label = '{engine="0",model_name="%s"}' % name  # V1 labels each engine's gauges
+        lines = ["# HELP vllm:num_requests_running Number of requests in model execution batches.",
+                 "# TYPE vllm:num_requests_running gauge", f"vllm:num_requests_running{label} {float(running)}",
+                 "# HELP vllm:num_requests_waiting Number of requests waiting to be processed.",
+                 "# TYPE vllm:num_requests_waiting gauge", f"vllm:num_requests_waiting{label} {float(waiting)}"]
+        return _Response(200, ("\n".join(lines) + "\n").encode(), "text/plain; version=0.0.4; charset=utf-8")
 
     def _models(self) -> _Response:
         return _json(200, {"object": "list", "data": [{

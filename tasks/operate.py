@@ -22,7 +22,10 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Callable
+
+from pyinfra.context import ctx_host
 
 from kubeops.changes import plan_apply, with_applied_hash
 from kubeops.client import KubeApiError, KubeUnreachable
@@ -31,7 +34,7 @@ from kubeops.waiter import describe_pod, is_ready, node_gpus, pod_selector
 from qwen_speech.inventory_file import InventoryNotLoadable, run_file
 from qwen_speech.settings import SettingsError, validate
 
-from . import asr, efs_storage, ingress, models, namespace, preflight, time_slicing, tts, verify
+from . import asr, efs_storage, ingress, metrics, models, namespace, preflight, time_slicing, tts, verify
 from .connect import open_context
 from .context import DeployBlocked, DeployContext
 
@@ -44,6 +47,7 @@ STEPS: list[tuple[str, Callable[[DeployContext], list[dict]]]] = [
     ("3. EFS storage", efs_storage.desired),
     ("4. models", models.desired),
     ("5. ASR", asr.desired),
+    ("5. ASR metrics", metrics.monitored_desired),
     ("6. TTS", tts.desired),
     ("7. ingress", ingress.desired),
 ]
@@ -156,6 +160,9 @@ def status(ctx: DeployContext, out=print, audit: bool = False) -> bool:
         "(Karpenter starts one for the ASR pod)")
     for node in nodes:
         out(f"    {node['name']}: allocatable nvidia.com/gpu {node['gpus']}, pods: {', '.join(node['pods']) or 'none'}")
+    out("serving pods: the signals that say \"add a node\"")
+    for entry in document["serving"]:
+        out("    " + metrics.describe_signals(entry))
     out("endpoints")
     endpoints = document["endpoints"]
     for line in endpoints["lines"] + endpoints["warnings"] + endpoints["problems"]:
@@ -200,7 +207,7 @@ def status_document(ctx: DeployContext, audit: bool = False) -> dict:
     healthy = (all(o["health"] == "ok" for o in objects)
                and all(m["seeded"] == m["commit"] and m.get("files", {"ok": True})["ok"] for m in model_entries.values()))
     return {"healthy": healthy, "objects": objects, "models": list(model_entries.values()),
-            "gpu_node_selector": selector, "nodes": nodes,
+            "gpu_node_selector": selector, "nodes": nodes, "serving": metrics.serving_signals(kube, s, pods),
             "endpoints": {"ok": report.ok, "lines": report.lines, "warnings": report.warnings,
                           "problems": report.problems}}
 
@@ -267,6 +274,9 @@ def main(argv: list[str] | None = None) -> int:
         for name, data in load_inventory(args.inventory):
             data = {**data, **overrides}
             say(f"--> {name} ({data.get('environment', '?')})")
+            # The tasks' log lines name pyinfra's current host (`[{host.name}] ...`); outside a pyinfra
+            # run there is none, so this inventory host stands in for it.
+            ctx_host.set(SimpleNamespace(name=name))
             ctx = context_for(data, out=say)
             if command == "drift" and as_json:
                 documents.append({"host": name, "environment": data.get("environment"),

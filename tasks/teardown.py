@@ -20,6 +20,7 @@ from kubeops.waiter import job_failed, job_ready
 from qwen_speech.manifests import labels
 
 from .context import context_of, host_tag
+from .metrics import monitor_ref, operator_installed
 from .models import RECORD
 
 PART_OF = "app.kubernetes.io/part-of=qwen3-speech"
@@ -47,6 +48,11 @@ def tear_down():
     )
     if ctx.aws is not None:
         load_balancer_gone(name=f"7. ALB of group {s.ingress_group} is gone")
+    if operator_installed(kube):  # without the Operator's CRDs there can be no ServiceMonitor to remove
+        k8s.absent(
+            name="5. Remove the ASR ServiceMonitor",
+            refs=[monitor_ref(s.namespace)], timeout=60, poll=s.poll_seconds, label="5. ASR metrics",
+        )
     for step, app in (("6. TTS", "qwen3-tts"), ("5. ASR", "qwen3-asr")):
         k8s.absent(
             name=f"{step}: remove Deployment + Service",

@@ -116,6 +116,12 @@ tts_cpu = "1"
 tts_memory = "6Gi"
 tts_gpus = 1
 
+# 5. Metrics: when the Prometheus Operator's CRDs are installed, a ServiceMonitor for vLLM's /metrics.
+# A Prometheus scrapes it only if its serviceMonitorSelector matches these labels: kube-prometheus-stack's
+# default selects release=<its Helm release name>; `kubectl get prometheus -A -o yaml` shows the selector.
+metrics_monitor_labels = {"release": "kube-prometheus-stack"}
+metrics_scrape_interval_seconds = 30
+
 # 7. Ingress: one shared ALB
 ingress_group = "qwen3-speech"
 ingress_scheme = "internal"  # the controller's default, said out loud; "internet-facing" to reach it from outside the VPC

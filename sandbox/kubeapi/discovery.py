@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 
-from .resources import RESOURCES, Resource
+from .resources import RESOURCES, Resource, served
 from .schema import KUBERNETES_MINOR
 
 GIT_VERSION = f"v1.{KUBERNETES_MINOR}.4-eks-0a8bbe5"
@@ -36,10 +36,10 @@ _SUBRESOURCE_SHAPES = {
 _PROXY_KINDS = {"Pod": "PodProxyOptions", "Service": "ServiceProxyOptions", "Node": "NodeProxyOptions"}
 
 
-def group_versions() -> dict[str, list[Resource]]:
-    """'v1' / 'apps/v1' -> resources served there."""
+def group_versions(addons: frozenset[str] = frozenset()) -> dict[str, list[Resource]]:
+    """'v1' / 'apps/v1' -> resources served there (add-on kinds only when their add-on is installed)."""
     out: dict[str, list[Resource]] = {}
-    for res in RESOURCES:
+    for res in (r for r in RESOURCES if served(r, addons)):
         out.setdefault(res.api_version, []).append(res)
     return out
 
@@ -73,9 +73,9 @@ def _resource_entries(res: Resource) -> list[dict]:
 
 
 @functools.lru_cache(maxsize=None)
-def resource_list(api_version: str) -> dict | None:
+def resource_list(api_version: str, addons: frozenset[str] = frozenset()) -> dict | None:
     """APIResourceList of one group version; None when the sandbox serves no such group version."""
-    resources = group_versions().get(api_version)
+    resources = group_versions(addons).get(api_version)
     if resources is None:
         return None
     return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": api_version,
@@ -88,11 +88,11 @@ def api_versions(server_address: str) -> dict:
             "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": server_address}]}
 
 
-@functools.lru_cache(maxsize=1)
-def api_group_list() -> dict:
+@functools.lru_cache(maxsize=None)
+def api_group_list(addons: frozenset[str] = frozenset()) -> dict:
     """`/apis`: every named group, one version each (their preferred one)."""
     groups: dict[str, list[str]] = {}
-    for res in RESOURCES:
+    for res in (r for r in RESOURCES if served(r, addons)):
         if res.group and res.version not in groups.setdefault(res.group, []):
             groups[res.group].append(res.version)
     return {"kind": "APIGroupList", "apiVersion": "v1", "groups": [
@@ -102,8 +102,8 @@ def api_group_list() -> dict:
         for name, versions in groups.items()]}
 
 
-def api_group(name: str) -> dict | None:
+def api_group(name: str, addons: frozenset[str] = frozenset()) -> dict | None:
     """`/apis/<group>`: one APIGroup."""
-    group = next((g for g in api_group_list()["groups"] if g["name"] == name), None)
+    group = next((g for g in api_group_list(addons)["groups"] if g["name"] == name), None)
     return {"kind": "APIGroup", "apiVersion": "v1", **group} if group else None
 

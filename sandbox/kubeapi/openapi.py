@@ -278,9 +278,9 @@ def v3_path_key(api_version: str) -> str:
 
 
 @functools.lru_cache(maxsize=None)
-def v3_document(api_version: str) -> bytes | None:
+def v3_document(api_version: str, addons: frozenset[str] = frozenset()) -> bytes | None:
     """The OpenAPI 3.0 document of one group version, as JSON bytes (None if the sandbox does not serve it)."""
-    resources = group_versions().get(api_version)
+    resources = group_versions(addons).get(api_version)
     if resources is None:
         return None
     prefix = "#/components/schemas/"
@@ -296,22 +296,22 @@ def v3_document(api_version: str) -> bytes | None:
     return json.dumps(document, separators=(",", ":")).encode()
 
 
-@functools.lru_cache(maxsize=1)
-def v3_index() -> dict:
+@functools.lru_cache(maxsize=None)
+def v3_index(addons: frozenset[str] = frozenset()) -> dict:
     """`/openapi/v3`: where each group version's document is, with a content hash (clients cache by it)."""
     paths = {}
-    for api_version in group_versions():
-        digest = hashlib.sha512(v3_document(api_version) or b"").hexdigest()[:128].upper()
+    for api_version in group_versions(addons):
+        digest = hashlib.sha512(v3_document(api_version, addons) or b"").hexdigest()[:128].upper()
         paths[v3_path_key(api_version)] = {"serverRelativeURL": f"{V3_PREFIX}/{v3_path_key(api_version)}?hash={digest}"}
     return {"paths": paths}
 
 
-def v3_for_path(path: str) -> bytes | None:
+def v3_for_path(path: str, addons: frozenset[str] = frozenset()) -> bytes | None:
     """The document behind `/openapi/v3/<api/v1 | apis/group/version>`, None if unknown."""
     key = path[len(V3_PREFIX):].strip("/")
-    for api_version in group_versions():
+    for api_version in group_versions(addons):
         if v3_path_key(api_version) == key:
-            return v3_document(api_version)
+            return v3_document(api_version, addons)
     return None
 
 

@@ -20,6 +20,9 @@ class Resource:
     short_names: tuple[str, ...] = ()
     verbs: tuple[str, ...] = ALL_VERBS
     subresources: tuple[str, ...] = field(default=())
+    # The add-on whose CRDs serve this kind when it is not on every EKS cluster (e.g.
+    # "prometheus-operator"): served only by an API server started with that add-on.
+    addon: str = ""
 
     @property
     def api_version(self) -> str:
@@ -61,6 +64,11 @@ RESOURCES: tuple[Resource, ...] = (
     # and Karpenter's EC2NodeClass (a Bottlerocket node's sharing lives in its user data).
     Resource("nvidia.com", "v1", "ClusterPolicy", "clusterpolicies", False, subresources=("status",)),
     Resource("karpenter.k8s.aws", "v1", "EC2NodeClass", "ec2nodeclasses", False, subresources=("status",)),
+    # The Prometheus Operator's CRDs (prometheus-operator example/prometheus-operator-crd): not on EKS
+    # by default, so only with the sandbox's prometheus_operator option; only stored, nothing scrapes.
+    Resource("monitoring.coreos.com", "v1", "ServiceMonitor", "servicemonitors", True, ("smon",),
+             addon="prometheus-operator"),
+    Resource("monitoring.coreos.com", "v1", "PodMonitor", "podmonitors", True, ("pmon",), addon="prometheus-operator"),
     # Kinds every EKS cluster serves that the sandbox only stores (no controller acts on them), so that
     # discovery, `kubectl get`, `api-resources` and apply of such objects answer as on EKS.
     Resource("apps", "v1", "StatefulSet", "statefulsets", True, ("sts",), subresources=("status", "scale")),
@@ -89,6 +97,11 @@ RESOURCES: tuple[Resource, ...] = (
 
 BY_KEY = {r.key: r for r in RESOURCES}
 BY_KIND = {(r.api_version, r.kind): r for r in RESOURCES}
+
+
+def served(res: Resource, addons: frozenset[str]) -> bool:
+    """Whether an API server with these add-ons installed serves `res`."""
+    return not res.addon or res.addon in addons
 
 
 def by_kind(api_version: str, kind: str) -> Resource:

@@ -33,7 +33,7 @@ from .faults import ApiFaults
 from .fields import check_field_selector
 from .podlogs import LogRequest
 from .registry import APPLY, Registry, bad_request, default_manager
-from .resources import RESOURCES, Resource
+from .resources import RESOURCES, Resource, served
 from .store import ApiError, Store, WatchEvent, field_selector_match, labels_match, parse_label_selector
 from .tls import TlsMaterial
 
@@ -230,6 +230,7 @@ class KubeApiServer:
         self.admin_token = admin_token
         self.aws: Any = None  # sandbox.aws.SandboxAws: validates EKS tokens
         self.cluster: Any = None  # sandbox.cluster.Cluster: pod logs and proxy backends
+        self.addons: frozenset[str] = frozenset()  # add-ons whose CRDs are installed (resources.Resource.addon)
         self.state_provider: Callable[[], dict] = dict
         self.status_provider: Callable[[], dict] = dict  # more status from the runtime (GPU memory)
         self.faults = ApiFaults()
@@ -303,6 +304,8 @@ class KubeApiServer:
             self._send(h, self._control(h, path, body))
             return
         route = parse_route(path)
+        if route.res is not None and not served(route.res, self.addons):
+            route = Route("unknown", api_version=route.api_version)  # its CRD is not installed: 404
         record: dict[str, Any] = {
             "time": _now(), "verb": verb_of(h.command, route, query), "method": h.command, "path": path,
             "query": split.query, "resource": route.res.plural if route.res else "",
@@ -605,8 +608,8 @@ class KubeApiServer:
                                f"(the sandbox serves /openapi/v2 as JSON; {openapi.PROTOBUF_V2} is not implemented)")
             return Reply(200, openapi.v2_document())
         if path == openapi.V3_PREFIX:
-            return Reply(200, _dumps(openapi.v3_index()))
-        document = openapi.v3_for_path(path) if path.startswith(openapi.V3_PREFIX + "/") else None
+            return Reply(200, _dumps(openapi.v3_index(self.addons)))
+        document = openapi.v3_for_path(path, self.addons) if path.startswith(openapi.V3_PREFIX + "/") else None
         if document is None:
             raise _not_found_path(path)
         return Reply(200, document)
@@ -617,13 +620,13 @@ class KubeApiServer:
         if route.kind == "api":
             return discovery.api_versions(f"{self.host}:{self.port}")
         if route.kind == "apis":
-            return discovery.api_group_list()
+            return discovery.api_group_list(self.addons)
         if route.kind == "group":
-            group = discovery.api_group(route.group)
+            group = discovery.api_group(route.group, self.addons)
             if group is not None:
                 return group
         if route.kind == "resourcelist":
-            resources = discovery.resource_list(route.api_version)
+            resources = discovery.resource_list(route.api_version, self.addons)
             if resources is not None:
                 return resources
         raise _not_found_path(path)
