@@ -126,6 +126,10 @@ class PodView:
 def describe_pod(pod: dict) -> PodView:
     meta, spec, status = pod["metadata"], pod.get("spec") or {}, pod.get("status") or {}
     name, node = meta["name"], spec.get("nodeName")
+    if meta.get("deletionTimestamp"):
+        # A deleted pod stays listed while it terminates (its grace period); its last state
+        # (a crash back-off, say) is history: its replacement decides, so it is never fatal.
+        return PodView(name, node, f"{name}: Terminating", None)
     scheduled = _conditions(pod).get("PodScheduled") or {}
     if scheduled.get("status") == "False" and scheduled.get("reason") == "Unschedulable":
         msg = scheduled.get("message", "")
