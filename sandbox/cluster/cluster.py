@@ -81,7 +81,7 @@ class Cluster:
         # With a time scale a full pass every 0.5 s would be minutes of simulated time: keep deadlines
         # (Karpenter's batch, ALB activation) to a few simulated seconds.
         self._full_pass_seconds = (FULL_PASS_SECONDS if not options.time_scale
-                                   else max(0.05, min(FULL_PASS_SECONDS, options.real(5.0))))
+                                   else max(0.05, min(FULL_PASS_SECONDS, options.sandbox_seconds(5.0))))
 
     # -- lifecycle -----------------------------------------------------------------------------
 

@@ -95,7 +95,7 @@ class ImageStore:
             present = image in self._on_disk.get(node, set())
             size = 0.0 if present else self.size_of(image)
             # A present image costs a manifest check; the bytes of a missing one move at the node's bandwidth.
-            check = self.options.real(profile.value("manifest_check"))
+            check = self.options.profiled("manifest_check")
             pulls[image] = Pull(image, now, size, size, last=now + check)
 
     def pull_progress(self, node: str, image: str, now: float | None = None) -> float | None:

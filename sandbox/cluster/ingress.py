@@ -22,7 +22,6 @@ import logging
 import time
 from typing import TYPE_CHECKING, Callable
 
-from . import profile
 from .alb import AlbConfigError, HealthChecker, LoadBalancer
 from .common import DEPLOYMENTS, ENDPOINTS, INGRESSCLASSES, INGRESSES, NETWORKPOLICIES, PODS, SERVICES, is_deleting
 from .network_policy import admits
@@ -170,7 +169,7 @@ class AlbController:
             self._groups[group] = (wanted, hostname)
             if known is None:
                 options = self.cluster.options
-                provisioning = options.real(profile.value("alb_provisioning")) if options.time_scale else 0.0
+                provisioning = options.profiled("alb_provisioning") if options.time_scale else 0.0
                 self.active_at[group] = time.monotonic() + provisioning
             for member in members:
                 self.cluster.events.record(member, "Normal", "SuccessfullyReconciled", "Successfully reconciled",

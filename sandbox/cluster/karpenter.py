@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING
 
 from .common import (NODEPOOLS, NODES, PODS, condition, controller_of, node_matches_pod_selectors, parse_quantity,
                      now_iso, pod_requests, quantity_or_zero, untolerated_taint)
-from . import profile
 from .initial_state import INSTANCE_SHAPES, new_node_name, node_object
 
 if TYPE_CHECKING:
@@ -163,7 +162,7 @@ class Karpenter:
         self._disrupt_drifted(nodes, now)
         options = self.cluster.options
         # Karpenter's batch window (profile.py); the arbitrary modes keep their longer one.
-        batch = options.real(profile.value("karpenter_batch")) if options.time_scale else options.scaled(10.0, 0.3, 10.0)
+        batch = options.profiled("karpenter_batch") if options.time_scale else options.scaled(10.0, 0.3, 10.0)
         pending = []
         pods = self.cluster.snapshot(PODS)
         live = {p["metadata"]["uid"] for p in pods if not p["spec"].get("nodeName")}

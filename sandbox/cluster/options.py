@@ -68,19 +68,23 @@ class ClusterOptions:
         for name, (fast_value, real_value) in defaults.items():
             if getattr(self, name) is None:
                 if self.time_scale is not None:
-                    real_value = self.real(profile.value(profiled[name]))
+                    real_value = self.profiled(profiled[name])
                 setattr(self, name, fast_value if self.fast else real_value)
             elif getattr(self, name) < 0:
                 raise ValueError(f"ClusterOptions.{name}={getattr(self, name)!r}: a delay must be >= 0 seconds")
 
-    def real(self, seconds: float) -> float:
-        """A real-world duration (a profile figure) as this sandbox lives it: divided by time_scale."""
+    def sandbox_seconds(self, seconds: float) -> float:
+        """A real-world duration as this sandbox lives it: divided by time_scale (if any)."""
         return seconds / (self.time_scale or 1.0)
+
+    def profiled(self, name: str) -> float:
+        """The profile's figure `name` (seconds in life, sandbox/cluster/profile.py) as this sandbox lives it."""
+        return self.sandbox_seconds(profile.value(name))
 
     def load_seconds(self, kind: str) -> float:
         """How long the `kind` ("asr" or "tts") server takes to load its model here."""
         if self.load_by_server and kind in ("asr", "tts"):
-            return self.real(profile.value(f"{kind}_model_load"))
+            return self.profiled(f"{kind}_model_load")
         return self.model_load
 
     @property
@@ -95,6 +99,6 @@ class ClusterOptions:
 
         Fast mode divides it by 100, a time scale by itself; the result is clamped to [low, high].
         """
-        value = seconds / 100.0 if self.fast else self.real(float(seconds))
+        value = seconds / 100.0 if self.fast else self.sandbox_seconds(float(seconds))
         value = max(value, low)
         return value if high is None else min(value, high)
