@@ -92,8 +92,12 @@ class Timeline:
             if ((obj.get("status") or {}).get("succeeded") or 0) >= 1:
                 model = (meta.get("labels") or {}).get("qwen3-speech.io/model", "?")
                 self.mark(f"{model.upper()} model seeded", now)
+        elif key == "ingresses.networking.k8s.io" and event.type == "ADDED" and meta.get("namespace") == NS:
+            self.mark("Ingress applied", now)
         elif key == "pods" and meta.get("namespace") == NS and meta.get("uid") not in self.old_pods:
             server = SERVERS.get((meta.get("labels") or {}).get("app.kubernetes.io/name"))
+            if server and event.type == "ADDED":
+                self.mark(f"{server} pod created", now)
             if server and not meta.get("deletionTimestamp") and _ready(obj):
                 self.mark(f"{server} ready", now)
 
@@ -114,10 +118,12 @@ def _short(image: str) -> str:
 
 
 class RoundTripProbe:
-    """Tries the round trip through the ALB every PROBE_EVERY s; remembers when it first answered."""
+    """Tries the round trip through the ALB every PROBE_EVERY s once both serving pods of this
+    scenario are ready (the old ones may still answer while they go: that is not a recovery);
+    remembers when it first answered."""
 
-    def __init__(self, sandbox: Sandbox):
-        self.sandbox = sandbox
+    def __init__(self, sandbox: Sandbox, timeline: Timeline):
+        self.sandbox, self.timeline = sandbox, timeline
         self.answered: float | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="round-trip-probe", daemon=True)
@@ -125,6 +131,8 @@ class RoundTripProbe:
 
     def _run(self) -> None:
         while not self._stop.wait(PROBE_EVERY):
+            if not all(f"{server} ready" in self.timeline.marks for server in SERVERS.values()):
+                continue
             listeners = self.sandbox.state.get("alb_listeners") or {}
             if ASR_PORT not in listeners or TTS_PORT not in listeners:
                 continue
@@ -184,12 +192,16 @@ def critical_path(marks: dict[str, float], start: float, end: float, scale: floa
 # path is the chain of the latest of these, walked back from the first round trip.
 AFTER = {
     "first round trip through the ALB": ("ASR ready", "TTS ready", "ALB active"),
+    "ALB active": ("Ingress applied",),
+    "Ingress applied": ("ASR ready", "TTS ready"),  # the playbook's order, when it waits for them
     "TTS ready": ("pulled qwen3-tts image", "ASR ready", "TTS model seeded"),
-    "ASR ready": ("pulled qwen3-asr image", "ASR model seeded"),
+    "ASR ready": ("pulled qwen3-asr image", "ASR model seeded", "ASR pod created"),
+    "ASR pod created": ("ASR model seeded", "TTS model seeded"),  # the playbook's order, when it waits
+    "TTS pod created": ("ASR ready", "ASR model seeded", "TTS model seeded"),
     "ASR model seeded": ("pulled qwen3-asr image",),
     "TTS model seeded": ("pulled qwen3-asr image", "pulled qwen3-tts image"),
     "pulled qwen3-asr image": ("GPU node joined",),
-    "pulled qwen3-tts image": ("GPU node joined",),
+    "pulled qwen3-tts image": ("GPU node joined", "TTS pod created"),
 }
 
 
@@ -244,7 +256,7 @@ def run_scenario(sandbox: Sandbox, timeline: Timeline, name: str, scale: float, 
         serving = [p["spec"].get("nodeName") for p in sandbox.store.list(_res("pods"), NS)
                    if (p["metadata"].get("labels") or {}).get("app.kubernetes.io/name") == "qwen3-asr"]
         sandbox.cluster.inject("spot-interruption", {"node": serving[0]} if serving else {})
-    probe = RoundTripProbe(sandbox)
+    probe = RoundTripProbe(sandbox, timeline)
     playbook = Playbook(sandbox.root, data) if rerun else None
     answered = probe.wait(timeout)
     if playbook is not None:
