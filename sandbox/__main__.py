@@ -227,6 +227,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"No sandbox runs for {args.dir}. Start one with `python -m sandbox up --dir {args.dir}`.")
         return 3
     print(f"The sandbox for {args.dir} runs: pid {state['pid']}, alive, started {state['started_at']}")
+    scale = (state.get("options") or {}).get("time_scale")
+    if scale:
+        print(f"  time scale      {scale:g}: real-world durations (sandbox/cluster/profile.py), {scale:g} times faster")
     print(f"  Kubernetes API  {state['kube_url']}")
     print(f"  AWS (moto)      {state.get('aws_endpoint_url') or '-'}")
     print(f"  Hugging Face    {state.get('hub_url') or '-'}")

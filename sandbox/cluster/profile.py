@@ -13,6 +13,8 @@ Sources:
 - FACTS: /work/shared/reference/upstream-facts.md (model sizes: ASR ~4.7 GB, TTS ~4.5 GB; Spot notice 2 minutes).
 - ISSUE13: `issues show 13` (TTS image ~3 minutes to pull; a new ALB active in 2 to 3 minutes).
 - KARPENTER: https://karpenter.sh/docs/reference/settings/ (BATCH_IDLE_DURATION 1s, BATCH_MAX_DURATION 10s).
+- EFS: docs.aws.amazon.com/efs/latest/ug/performance.html and Amazon Web Services in Action (3rd ed.,
+  9.5.2: a single client cannot transfer more than 500 MiB/s to EFS).
 - EKS-AMI: awslabs/amazon-eks-ami nodeadm/internal/kubelet/config.go (`SerializeImagePulls: false`,
   no maxParallelImagePulls): pulls on one node run in parallel and share its bandwidth.
 """
@@ -68,6 +70,9 @@ FIGURES: dict[str, Figure] = {
     "tts_model_bytes": _one(4.5 * GB, "B", "FACTS: Qwen3-TTS-12Hz-1.7B-CustomVoice ~4.5 GB with speech_tokenizer/"),
     "asr_model_download": Figure(180, 240, 300, "s", "GUIDE step 4: the init container downloads the model "
                                                      "into EFS in ~3-5 min"),
+    "efs_client_write": _one(500 * 1024 * 1024, "B/s", "EFS: a single client moves at most 500 MiB/s (Amazon Web "
+                                                       "Services in Action 3rd ed. 9.5.2; see the EFS performance page), "
+                                                       "far above the Hub's pace"),
     "asr_model_load": Figure(180, 240, 300, "s", "GUIDE step 4: model load + CUDA graph capture ~3-5 min"),
     "tts_model_load": Figure(60, 90, 120, "s", "GUIDE troubleshooting: health says initializing for 1-2 min"),
     # Load balancer
@@ -90,8 +95,9 @@ def pull_bandwidth(level: str = "middle") -> float:
 
 
 def model_download_bandwidth(level: str = "middle") -> float:
-    """Bytes per second from the Hub into EFS, shared by the downloads running at once."""
-    return value("asr_model_bytes", level) / value("asr_model_download", level)
+    """Bytes per second from the Hub into EFS, shared by the downloads running at once: the guide's
+    end-to-end figure, unless EFS's per-client write limit is lower."""
+    return min(value("asr_model_bytes", level) / value("asr_model_download", level), value("efs_client_write", level))
 
 
 def image_bytes(image: str, asr_marker: str = "qwen3-asr", tts_marker: str = "qwen3-tts",
@@ -114,6 +120,8 @@ def table(level: str = "middle") -> list[tuple[str, str, str]]:
         amount = value(name, level)
         if figure.unit == "B":
             text = f"{amount / GB:.2f} GB"
+        elif figure.unit == "B/s":
+            text = f"{amount / 1e6:.0f} MB/s"
         else:
             text = f"{amount:g} s" if figure.low == figure.high else f"{amount:g} s ({figure.low:g}-{figure.high:g})"
         rows.append((name, text, figure.source))
