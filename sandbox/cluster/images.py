@@ -1,7 +1,8 @@
 """The images on each node: what a node has on disk, and how long a pull takes there.
 
 The one place that decides pulls (the kubelet asks it; a node image cache preloads it):
-- `has(node, image)`: the image is on the node's disk (pulled before, or preloaded).
+- `has(node, image)`: the image is on the node's disk (pulled before, or preloaded); references are
+  compared as containerd stores them (`normalized`).
 - `preload(node, images)`: the node booted with these on its data volume (an image-cache snapshot).
 - `forget(node)`: the node left the cluster; its disk and images with it.
 - `start_pull(node, image, policy)` / `pull_progress(node, image, now)`: a pull, which the kubelet
@@ -43,6 +44,17 @@ class Pull:
     last: float = field(default=0.0)
 
 
+def normalized(image: str) -> str:
+    """The reference containerd stores: Docker Hub names get their registry (and library/) spelt out and
+    a missing tag is `latest` (containerd's reference/docker ParseDockerRef), so `qwenllm/x` and
+    `docker.io/qwenllm/x:latest` are one image on a node."""
+    first, slash, _ = image.partition("/")
+    if not (slash and ("." in first or ":" in first or first == "localhost")):
+        image = f"docker.io/{image}" if slash else f"docker.io/library/{image}"
+    last = image.rsplit("/", 1)[-1]
+    return image if "@" in last or ":" in last else f"{image}:latest"
+
+
 class ImageStore:
     """Per-node image cache and pull timing for the simulated cluster."""
 
@@ -56,12 +68,12 @@ class ImageStore:
 
     def has(self, node: str, image: str) -> bool:
         with self._lock:
-            return image in self._on_disk.get(node, set())
+            return normalized(image) in self._on_disk.get(node, set())
 
     def preload(self, node: str, images: Iterable[str]) -> None:
         """The node boots with `images` already on its data volume: no pull for them there."""
         with self._lock:
-            self._on_disk.setdefault(node, set()).update(images)
+            self._on_disk.setdefault(node, set()).update(normalized(i) for i in images)
 
     def forget(self, node: str) -> None:
         """The node is gone: its images and any pull on it too."""
@@ -82,6 +94,7 @@ class ImageStore:
     def start_pull(self, node: str, image: str, now: float | None = None) -> None:
         """A container on `node` needs `image` pulled (its policy said so, or it is missing)."""
         now = time.monotonic() if now is None else now
+        image = normalized(image)
         with self._lock:
             self._advance(node, now)
             pulls = self._pulls.setdefault(node, {})
@@ -103,7 +116,7 @@ class ImageStore:
         now = time.monotonic() if now is None else now
         with self._lock:
             self._advance(node, now)
-            pull = (self._pulls.get(node) or {}).get(image)
+            pull = (self._pulls.get(node) or {}).get(normalized(image))
             if pull is None or pull.finished is None:
                 return None
             took = pull.finished - pull.started
@@ -112,7 +125,7 @@ class ImageStore:
     def pulled(self, node: str, image: str) -> None:
         """The pull succeeded: the image stays on the node (kubelet's IfNotPresent finds it next time)."""
         with self._lock:
-            self._on_disk.setdefault(node, set()).add(image)
+            self._on_disk.setdefault(node, set()).add(normalized(image))
 
     def pulling(self, node: str) -> list[str]:
         """Images being pulled on `node` now."""

@@ -82,3 +82,10 @@ def test_two_pulls_on_one_node_share_its_bandwidth_and_pulls_on_two_nodes_do_not
     assert _took(alone, "a", TTS_IMAGE, 4000.0) < by_itself / 10
     alone.forget("a")
     assert not alone.has("a", TTS_IMAGE)
+
+
+def test_a_node_knows_an_image_by_any_spelling_containerd_gives_the_same_reference():
+    store = ImageStore(ClusterOptions(fast=True))
+    store.preload("n", ["docker.io/qwenllm/qwen3-asr:latest", "docker.io/library/busybox:1.36"])
+    assert store.has("n", "qwenllm/qwen3-asr") and store.has("n", "busybox:1.36")
+    assert not store.has("n", "qwenllm/qwen3-asr:v2") and not store.has("other", "busybox:1.36")
