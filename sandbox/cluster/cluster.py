@@ -23,6 +23,7 @@ from .controllers import Controllers, _resolve_target_port
 from .device_plugin import DevicePlugins
 from .events import EventRecorder
 from .faults import Faults
+from .images import NodeImages
 from .ingress import AlbController
 from .karpenter import Karpenter
 from .initial_state import seed
@@ -57,6 +58,7 @@ class Cluster:
         self.aws = aws
         self.errors: list[str] = []  # tracebacks of failed passes, for tests and `status`
         self.events = EventRecorder(store, throttle=0.5 if options.fast else 2.0)
+        self.images = NodeImages()  # what each node's data volume holds at boot (an image-cache snapshot)
         self.device_plugins = DevicePlugins(self)
         self.storage = EfsProvisioner(self)
         self.controllers = Controllers(self)

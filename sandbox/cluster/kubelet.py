@@ -282,6 +282,7 @@ class Kubelet:
     def forget_node(self, node: str) -> None:
         """The node left: its image cache goes with it."""
         self.node_images.pop(node, None)
+        self.cluster.images.forget(node)
         self.gpu_memory.pop(node, None)
 
     # -- the pass ------------------------------------------------------------------------------
@@ -449,7 +450,10 @@ class Kubelet:
     def _begin(self, run: PodRun, c: ContainerRun, now: float) -> None:
         c.state = {"waiting": {"reason": "PodInitializing" if c.init or run.init else "ContainerCreating"}}
         image = c.spec.get("image", "")
-        present = image in self.node_images.get(run.node, set())
+        # A node booted from an image-cache snapshot has the image on its data volume; the kubelet
+        # then says "already present on machine" (kubernetes pkg/kubelet/images/image_manager.go
+        # EnsureImageExists, the Pulled event when the policy does not ask for a pull).
+        present = image in self.node_images.get(run.node, set()) or self.cluster.images.has(run.node, image)
         if self._pull_fault(run) or self._pull_policy(c) == "Always" or not present:
             self._start_pull(run, c, now)
         else:
