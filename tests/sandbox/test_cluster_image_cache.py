@@ -61,7 +61,7 @@ def kubelet_events(store, node: str, reason: str) -> list[str]:
             if e["reason"] == reason and (e.get("source") or {}).get("host") == node]
 
 
-def test_a_node_booted_from_an_image_cache_snapshot_finds_its_image_present_and_does_not_pull_it(
+def test_a_node_booted_from_an_image_cache_snapshot_and_its_spot_replacement_find_the_image_present_and_pull_nothing(
         tmp_path, sandbox_aws):
     snapshot = cache_snapshot(sandbox_aws, CACHED)
     assert sandbox_aws.snapshot_images(snapshot) == [CACHED]
@@ -77,6 +77,13 @@ def test_a_node_booted_from_an_image_cache_snapshot_finds_its_image_present_and_
         assert [n["metadata"]["name"] for n in store.list(NODES, label_selector="node-type=gpu")] == [node]
         assert kubelet_events(store, node, "Pulling") == []
         assert 'Container image "busybox:1.36" already present on machine' in kubelet_events(store, node, "Pulled")
+
+        # Karpenter's replacement after a Spot interruption boots from the same EC2NodeClass.
+        replacement = cluster.faults.inject("spot-interruption", {"node": node, "replacement_delay": 0.3})["replacement"]
+        wait_for(lambda: [p for p in pods(store, selector="app=cached") if p["spec"].get("nodeName") == replacement]
+                 and deployment_ready(store, "default", "cached"), "the pod to run again on the replacement", timeout=30)
+        assert kubelet_events(store, replacement, "Pulling") == []
+        assert 'Container image "busybox:1.36" already present on machine' in kubelet_events(store, replacement, "Pulled")
 
 
 def test_a_snapshot_of_a_volume_nothing_was_pulled_onto_holds_no_images(sandbox_aws):
