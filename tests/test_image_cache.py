@@ -115,3 +115,23 @@ def test_a_bad_image_cache_snapshot_id_is_refused_before_any_write(sandbox, snap
     assert result.returncode != 0
     assert said in output(result), output(result)[-3000:]
     assert writes(sandbox.control.audit_since(mark)) == []
+
+
+def test_a_snapshot_id_without_manage_gpu_nodepool_is_refused_naming_both_keys():
+    from qwen_speech.inventory_file import run_file
+    from qwen_speech.settings import SettingsError, validate
+
+    data = {k: v for k, v in run_file(ROOT / "inventories/group_data/all.py").items() if not k.startswith("_")}
+    data.update(kubeconfig="/dev/null", aws_region="us-west-2", gpu_image_cache_snapshot_id="snap-0123456789abcdef0")
+    with pytest.raises(SettingsError) as refused:
+        validate(data)
+    assert "gpu_image_cache_snapshot_id = 'snap-0123456789abcdef0'" in str(refused.value)
+    assert "set manage_gpu_nodepool: true" in str(refused.value)
+
+
+def test_the_deployer_needs_the_nodepool_rights_only_with_manage_gpu_nodepool():
+    from tasks.permissions import Right, needed_rights
+
+    create_pool = Right("create", "karpenter.sh", "nodepools", "")
+    assert create_pool not in needed_rights("hosthree")
+    assert create_pool in needed_rights("hosthree", settings_on=frozenset({"manage_gpu_nodepool"}))
