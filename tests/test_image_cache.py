@@ -117,18 +117,6 @@ def test_a_bad_image_cache_snapshot_id_is_refused_before_any_write(sandbox, snap
     assert writes(sandbox.control.audit_since(mark)) == []
 
 
-def test_a_snapshot_id_without_manage_gpu_nodepool_is_refused_naming_both_keys():
-    from qwen_speech.inventory_file import run_file
-    from qwen_speech.settings import SettingsError, validate
-
-    data = {k: v for k, v in run_file(ROOT / "inventories/group_data/all.py").items() if not k.startswith("_")}
-    data.update(kubeconfig="/dev/null", aws_region="us-west-2", gpu_image_cache_snapshot_id="snap-0123456789abcdef0")
-    with pytest.raises(SettingsError) as refused:
-        validate(data)
-    assert "gpu_image_cache_snapshot_id = 'snap-0123456789abcdef0'" in str(refused.value)
-    assert "set manage_gpu_nodepool: true" in str(refused.value)
-
-
 def test_the_deployer_needs_the_nodepool_rights_only_with_manage_gpu_nodepool():
     from tasks.permissions import Right, needed_rights
 
