@@ -14,7 +14,8 @@ from sandbox.cluster.device_plugin import EC2NODECLASSES
 from tests.aws_helpers import running_sandbox_aws
 from tests.cluster_helpers import deployment, deployment_ready, pods, running_cluster, wait_for
 
-CACHED = "docker.io/library/busybox:1.36"  # as ctr names it; the pod says busybox:1.36
+# Fully qualified and pinned, as the deploy's images are: ctr and the pod name it alike.
+CACHED = "123456789012.dkr.ecr.us-west-2.amazonaws.com/busybox@sha256:" + "b" * 64
 
 
 @pytest.fixture(scope="module")
@@ -70,20 +71,20 @@ def test_a_node_booted_from_an_image_cache_snapshot_and_its_spot_replacement_fin
         nodeclass, pool = cached_pool(snapshot)
         store.create(EC2NODECLASSES, nodeclass)
         store.create(NODEPOOLS, pool)
-        store.create(DEPLOYMENTS, deployment("cached", gpu=1, image="busybox:1.36"))
+        store.create(DEPLOYMENTS, deployment("cached", gpu=1, image=CACHED))
         wait_for(lambda: deployment_ready(store, "default", "cached"), "the GPU deployment on a launched node", timeout=30)
         node = pods(store, selector="app=cached")[0]["spec"]["nodeName"]
         assert store.get(NODES, None, node)["metadata"]["labels"]["karpenter.sh/nodepool"] == "cached"
         assert [n["metadata"]["name"] for n in store.list(NODES, label_selector="node-type=gpu")] == [node]
         assert kubelet_events(store, node, "Pulling") == []
-        assert 'Container image "busybox:1.36" already present on machine' in kubelet_events(store, node, "Pulled")
+        assert f'Container image "{CACHED}" already present on machine' in kubelet_events(store, node, "Pulled")
 
         # Karpenter's replacement after a Spot interruption boots from the same EC2NodeClass.
         replacement = cluster.faults.inject("spot-interruption", {"node": node, "replacement_delay": 0.3})["replacement"]
         wait_for(lambda: [p for p in pods(store, selector="app=cached") if p["spec"].get("nodeName") == replacement]
                  and deployment_ready(store, "default", "cached"), "the pod to run again on the replacement", timeout=30)
         assert kubelet_events(store, replacement, "Pulling") == []
-        assert 'Container image "busybox:1.36" already present on machine' in kubelet_events(store, replacement, "Pulled")
+        assert f'Container image "{CACHED}" already present on machine' in kubelet_events(store, replacement, "Pulled")
 
 
 def test_a_snapshot_of_a_volume_nothing_was_pulled_onto_holds_no_images(sandbox_aws):
