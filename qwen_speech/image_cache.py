@@ -80,9 +80,10 @@ def pull_commands(image: str) -> list[str]:
     request = ('{"apiVersion":"credentialprovider.kubelet.k8s.io/v1","kind":"CredentialProviderRequest",'
                f'"image":"{ref}"}}')
     return [
-        "set -euo pipefail",
+        "set -eu",
         f"password=$(printf '%s' {shlex.quote(request)} | apiclient exec admin sheltie {ECR_CREDENTIAL_PROVIDER} "
         "| sed -n 's/.*\"password\":\"\\([^\"]*\\)\".*/\\1/p')",
+        '[ -n "$password" ] || { echo "no ECR password from the instance role (AmazonEC2ContainerRegistryReadOnly?)" >&2; exit 1; }',
         f'{pull} --user "AWS:$password" {shlex.quote(ref)}',
     ]
 
