@@ -56,6 +56,11 @@ def check(ctx) -> None:
         missing.extend(_check_nodepools(kube, s, selector, have_nodes=bool(ctx.gpu_nodes)))
 
     ctx.device_plugin = find_device_plugin(kube)
+    if ctx.device_plugin is None and s.manage_gpu_nodepool and s.gpu_image_cache_snapshot_id:
+        # The Bottlerocket EC2NodeClass step 0 applies brings the OS's own plugin, time-slicing in its user data.
+        from .gpu_nodepool import NAME
+
+        ctx.device_plugin = DevicePlugin("", NAME, "", owner="bottlerocket")
     if ctx.device_plugin is None:
         missing.append("NVIDIA device plugin: no GPU Operator ClusterPolicy, no DaemonSet runs an image with "
                        "'k8s-device-plugin', and no NodePool boots Bottlerocket; install it "

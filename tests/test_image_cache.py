@@ -105,6 +105,16 @@ def test_a_deploy_with_the_image_cache_onto_a_cluster_without_gpu_nodes_pulls_ne
     assert [r for r in writes(sandbox.control.audit_since(mark)) if r.get("resource") != "leases"] == []
 
 
+def test_with_the_image_cache_the_nodes_own_device_plugin_is_enough_where_no_plugin_daemonset_is_installed(make_sandbox):
+    sandbox = make_sandbox(gpu_node=False, device_plugin=False)
+    snapshot_id = built_snapshot(sandbox)
+    result = deploy(sandbox, "--data", "manage_gpu_nodepool=true", "--data", f"gpu_image_cache_snapshot_id={snapshot_id}")
+    assert_ok(result)
+    assert f"device plugin: Bottlerocket nodes of EC2NodeClass {NODEPOOL}" in output(result)
+    node = client.CoreV1Api(sandbox.api_client()).list_node(label_selector="node-type=gpu").items[0]
+    assert node.status.allocatable["nvidia.com/gpu"] == "2"  # 1 T4 x time_slicing_replicas, from the user data
+
+
 @pytest.mark.parametrize("snapshot_id, said", [
     ("snap-0123456789abcdef0", "gpu_image_cache_snapshot_id = 'snap-0123456789abcdef0': no such EBS snapshot"),
     ("snap-xyz", "gpu_image_cache_snapshot_id = 'snap-xyz': must be an EBS snapshot id"),
