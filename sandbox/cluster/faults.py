@@ -178,7 +178,7 @@ class Faults:
             if cond.get("type") == "Ready":
                 cond.update({"status": "True", "reason": "KubeletReady", "message": "kubelet is posting ready status"})
         self.cluster.device_plugins.physical[name] = self.cluster.device_plugins.physical_gpus(node)
-        return self.cluster.device_plugins.launched(new)
+        return self.cluster.karpenter.launched(new)
 
     def _warn(self, node: dict) -> None:
         name = node["metadata"]["name"]
