@@ -40,6 +40,14 @@ gpu_tolerations = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "No
 gpu_memory_total_gib = 15  # one T4 as vLLM sees it; ASR's share and TTS must fit in it
 gpu_node_gpus = 1  # physical GPUs per GPU node (g4dn.xlarge: one T4); x replicas = the slots a pod can ask for
 
+# Serving nodes: each GPU node runs one ASR pod and tts_per_node TTS pods on its shared T4
+# (the guide: one node). More nodes serve more at once, behind the same ALB, and a Spot
+# interruption of one leaves the others serving; Karpenter starts the nodes. More TTS pods per
+# node need time_slicing_replicas >= 1 + tts_per_node and tts_per_node x tts_gpu_memory_gib
+# beside ASR's share of the GPU (checked before anything is written).
+serving_nodes = 1
+tts_per_node = 1
+
 # 2. Namespace
 namespace = "hosthree"
 

@@ -6,8 +6,11 @@ tolerated, the pod's nodeSelector/required node affinity matches the pool's labe
 requirements, and the pod's requests fit the instance type (GPUs counted as the instance's
 physical GPUs: Karpenter knows nothing of time-slicing, so two 1-GPU pods without affinity get
 two nodes). Pods with required pod affinity are left to the scheduler (a new node cannot hold
-the pod they must sit next to). While a launched node has not reported its GPUs yet, or one is
-on its way (also a Spot replacement), no other node is launched for that pool; the pool's
+the pod they must sit next to). Required pod anti-affinity on the hostname is honoured as
+Karpenter's scheduling simulation does (kubernetes-sigs/karpenter pkg/controllers/provisioning/
+scheduling/topology.go: a new node is an empty hostname domain): pods that may not share a node
+get one node each, launched together. While a launched node has not reported its GPUs yet, or one
+is on its way (also a Spot replacement), no other node is launched for that pool; the pool's
 `limits` on nvidia.com/gpu and cpu are respected. Launches take `node_replacement` seconds.
 
 Voluntary disruption (website/content/en/docs/concepts/disruption.md): a node is Drifted when its
@@ -25,9 +28,12 @@ import time
 from fractions import Fraction
 from typing import TYPE_CHECKING
 
+from sandbox.kubeapi.store import selector_matches
+
 from .common import (NODEPOOLS, NODES, PODS, condition, controller_of, node_matches_pod_selectors, parse_quantity,
                      now_iso, pod_requests, quantity_or_zero, untolerated_taint)
 from .initial_state import INSTANCE_SHAPES, new_node_name, node_object
+from .scheduler import HOSTNAME
 
 if TYPE_CHECKING:
     from .cluster import Cluster
@@ -184,9 +190,14 @@ class Karpenter:
             if candidate is None:
                 continue
             fitting = [p for p in pending if self._fits(p, candidate)]
-            if fitting:
-                self._launch(pool, candidate, fitting, now)
-                pending = [p for p in pending if p not in fitting]
+            launched = dict(nodes)
+            for group in self._node_groups(fitting, candidate):
+                if candidate is None:  # the pool's limits allow no more nodes
+                    break
+                self._launch(pool, candidate, group, now)
+                pending = [p for p in pending if p not in group]
+                launched[candidate["metadata"]["name"]] = candidate
+                candidate = self._candidate(pool, launched)
 
     def _waited(self, uid: str, now: float) -> float:
         return now - self._unschedulable_since.setdefault(uid, now)
@@ -232,6 +243,27 @@ class Karpenter:
         allocatable["nvidia.com/gpu"] = Fraction(shape["gpus"])
         return all(want <= allocatable.get(resource, Fraction(0)) for resource, want in pod_requests(spec).items())
 
+    def _node_groups(self, pods: list[dict], node: dict) -> list[list[dict]]:
+        """The pods split into groups one new node each can hold: their requests together fit the
+        instance (GPUs as physical), and no pod's required anti-affinity on the hostname selects
+        another of its group (either way round, as the scheduler checks both)."""
+        shape = INSTANCE_SHAPES[node["metadata"]["labels"]["node.kubernetes.io/instance-type"]]
+        allocatable = {k: quantity_or_zero(v) for k, v in shape["allocatable"].items()}
+        allocatable["nvidia.com/gpu"] = Fraction(shape["gpus"])
+        groups: list[tuple[list[dict], dict[str, Fraction]]] = []
+        for pod in pods:
+            wants = pod_requests(pod["spec"])
+            for members, used in groups:
+                fits = all(used.get(r, 0) + w <= allocatable.get(r, Fraction(0)) for r, w in wants.items())
+                if fits and not any(_repels(pod, other) or _repels(other, pod) for other in members):
+                    members.append(pod)
+                    for r, w in wants.items():
+                        used[r] = used.get(r, Fraction(0)) + w
+                    break
+            else:
+                groups.append(([pod], dict(wants)))
+        return [members for members, _ in groups]
+
     def _launch(self, pool: dict, node: dict, pods: list[dict], now: float) -> None:
         name = node["metadata"]["name"]
         delay = self.cluster.options.node_replacement
@@ -244,3 +276,15 @@ class Karpenter:
             self.cluster.events.record(pod, "Normal", "Nominated", f"Pod should schedule on: nodeclaim/{claim}",
                                        component="karpenter")
         self.cluster.faults.schedule(now + delay, f"karpenter launches {name}", lambda: self.cluster.faults.join(node))
+
+
+def _repels(pod: dict, other: dict) -> bool:
+    """`pod` has a required anti-affinity term on the hostname that selects `other`."""
+    anti = ((pod["spec"].get("affinity") or {}).get("podAntiAffinity") or {})
+    for term in anti.get("requiredDuringSchedulingIgnoredDuringExecution") or []:
+        namespaces = term.get("namespaces") or [pod["metadata"]["namespace"]]
+        if (term.get("topologyKey") == HOSTNAME and term.get("labelSelector") is not None
+                and other["metadata"]["namespace"] in namespaces
+                and selector_matches(term["labelSelector"], other["metadata"].get("labels"))):
+            return True
+    return False
