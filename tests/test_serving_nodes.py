@@ -11,6 +11,7 @@ import time
 from kubernetes import client
 
 from tests.deploy_helpers import assert_ok, deploy, output, writes
+from tests.test_operate import speechctl
 
 NS = "hosthree"
 GROUP = "qwen3-speech"
@@ -67,12 +68,19 @@ def test_two_serving_nodes_converge_rerun_without_writes_and_shrink_back_keeping
         p.metadata.name for p in core.list_namespaced_pod(NS, label_selector="app.kubernetes.io/part-of=qwen3-speech").items
         if p.metadata.labels.get("app.kubernetes.io/name") in SERVICES}
 
-    # A rerun with nothing to change writes nothing (the deploy lock's Lease aside).
+    # A rerun with nothing to change writes nothing (the deploy lock's Lease aside), nor does status,
+    # which lists every serving pod on its node and both budgets healthy.
     mark = sandbox.control.audit_mark()
     rerun = deploy(sandbox, "--data", "serving_nodes=2")
     assert_ok(rerun)
+    status = speechctl(sandbox, "status", "inventories/sandbox.py", "--data", "serving_nodes=2")
+    assert status.returncode == 0, output(status)[-3000:]
     assert [f"{r['verb']} {r['path']}" for r in writes(sandbox.control.audit_since(mark))
             if not r["path"].endswith(LOCK)] == []
+    for pod in core.list_namespaced_pod(NS, label_selector="app.kubernetes.io/part-of=qwen3-speech").items:
+        if pod.metadata.labels.get("app.kubernetes.io/name") in SERVICES:
+            assert f"{pod.metadata.name} on {pod.spec.node_name}: " in status.stdout, status.stdout
+    assert status.stdout.count("PodDisruptionBudget ") == 2 and "NOT READY" not in status.stdout
 
     # Back to one node: the ALB is polled all along, and always has a healthy target of each app.
     polls: list[dict[str, list[str]]] = []
