@@ -186,7 +186,7 @@ def _serving_nodes_problem(s, pools: list[dict], gpu_nodes: list[dict]) -> str |
         return None
     fitting = [p for p in pools if nodepool.check_pool(p, s.gpu_node_selector, s.gpu_tolerations).fits]
     if not fitting or any(nodepool.gpu_limit(p) is None for p in fitting):
-        return None  # no pool (reported above when it matters), or one without a GPU limit
+        return None  # no pool that fits (the checks below say so when it matters), or one without a GPU limit
     pooled = {p["metadata"]["name"] for p in fitting}
     outside = [n for n in gpu_nodes if (n["metadata"].get("labels") or {}).get(nodepool.NODEPOOL_LABEL) not in pooled]
     possible = len(outside) + sum(nodepool.gpu_limit(p) // s.gpu_node_gpus for p in fitting)

@@ -59,7 +59,11 @@ def whole_nodes_leave(app: str, replicas: int, label: str):
     """
     ctx = context_of(host)
     s, kube = ctx.settings, ctx.kube
-    live = kube.get(Ref("apps/v1", "Deployment", app, s.namespace))
+    try:
+        live = kube.get(Ref("apps/v1", "Deployment", app, s.namespace))
+    except k8s.API_ERRORS as err:
+        yield from k8s.failed(label, err)
+        return
     if live is None or int((live.get("spec") or {}).get("replicas", 1)) <= replicas:
         host.noop(f"{app}: not shrinking")
         return

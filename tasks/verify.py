@@ -208,10 +208,10 @@ def check_every_pod(kube, s, report: Report) -> None:
         name, node = pod["metadata"]["name"], pod["spec"].get("nodeName")
         tts = report.retrying(PodProxy(kube, s.namespace, name, s.tts_port))
         check_tts_health(tts, report, f"pod {name} (TTS on {node})")
-        if node not in asr_on:
-            report.fail(f"pod {name} (TTS on {node}): no ASR pod runs on its node")
-        elif report.ok and not s.api_key_secret:  # the proxy cannot pass the services' Bearer key
-            check_round_trip_between(tts, asr_on[node][1], s, report, where=f" on {node} ({name} -> {asr_on[node][0]})")
+        # Its node's ASR pod, else any (check_placement warns about a TTS pod without one beside it).
+        asr_name, asr = asr_on.get(node) or next(iter(asr_on.values()), (None, None))
+        if asr is not None and report.ok and not s.api_key_secret:  # the proxy cannot pass the Bearer key
+            check_round_trip_between(tts, asr, s, report, where=f" on {node} ({name} -> {asr_name})")
 
 
 def check_round_trip_between(tts, asr, s, report: Report, where: str = "") -> None:
