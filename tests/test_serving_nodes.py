@@ -51,11 +51,14 @@ def test_two_serving_nodes_converge_rerun_without_writes_and_shrink_back_keeping
     policy = client.PolicyV1Api(sandbox.control.kube_api_client())
 
     # Two nodes: Karpenter starts the second GPU node for the ASR pod anti-affinity keeps off the
-    # first; each node ends with exactly one ASR and one TTS pod, and verify asks every pod.
+    # first, in the zone the ASR pods' zone spread prefers; each node ends with exactly one ASR and one TTS pod, and verify asks every pod.
     grown = deploy(sandbox, "--data", "serving_nodes=2")
     assert_ok(grown)
     placement = _placement(core)
     assert len(placement) == 2 and all(apps == ["qwen3-asr", "qwen3-tts"] for apps in placement.values()), placement
+    # The ASR zone spread (a preference) put the new node in the VPC's other zone.
+    zones = {core.read_node(node).metadata.labels["topology.kubernetes.io/zone"] for node in placement}
+    assert zones == {"us-west-2a", "us-west-2b"}
     text = output(grown)
     for node in placement:
         assert f"round trip on {node}" in text, text[-4000:]

@@ -9,7 +9,8 @@ two nodes). Pods with required pod affinity are left to the scheduler (a new nod
 the pod they must sit next to). Required pod anti-affinity on the hostname is honoured as
 Karpenter's scheduling simulation does (kubernetes-sigs/karpenter pkg/controllers/provisioning/
 scheduling/topology.go: a new node is an empty hostname domain): pods that may not share a node
-get one node each, launched together. While a launched node has not reported its GPUs yet, or one
+get one node each, launched together, each in the zone (of the VPC's subnets, as the pool admits)
+where the pods' zone spread constraints have the fewest pods. While a launched node has not reported its GPUs yet, or one
 is on its way (also a Spot replacement), no other node is launched for that pool; the pool's
 `limits` on nvidia.com/gpu and cpu are respected. Launches take `node_replacement` seconds.
 
@@ -38,6 +39,8 @@ from .scheduler import HOSTNAME
 if TYPE_CHECKING:
     from .cluster import Cluster
 
+ZONE = "topology.kubernetes.io/zone"
+SUBNET_ZONES = ("us-west-2a", "us-west-2b")  # the sandbox VPC's private subnets (sandbox/aws.py)
 FAMILY_INSTANCE = {"g4dn": "g4dn.xlarge", "t3": "t3.large"}
 DO_NOT_DISRUPT = "karpenter.sh/do-not-disrupt"
 
@@ -191,19 +194,48 @@ class Karpenter:
                 continue
             fitting = [p for p in pending if self._fits(p, candidate)]
             launched = dict(nodes)
+            nominated: list[tuple[dict, str]] = []  # (pod, zone of its new node) in this pass
             for group in self._node_groups(fitting, candidate):
-                if candidate is None:  # the pool's limits allow no more nodes
+                zone = self._zone_for(pool, group, pods, launched, nominated)
+                node = self._candidate(pool, launched, zone)
+                if node is None:  # the pool's limits allow no more nodes
                     break
-                self._launch(pool, candidate, group, now)
+                self._launch(pool, node, group, now)
                 pending = [p for p in pending if p not in group]
-                launched[candidate["metadata"]["name"]] = candidate
-                candidate = self._candidate(pool, launched)
+                launched[node["metadata"]["name"]] = node
+                nominated.extend((p, zone) for p in group)
 
     def _waited(self, uid: str, now: float) -> float:
         return now - self._unschedulable_since.setdefault(uid, now)
 
-    def _candidate(self, pool: dict, nodes: dict[str, dict]) -> dict | None:
-        """The node this pool would launch next, or None when its limits are reached."""
+    @staticmethod
+    def _zone_for(pool: dict, group: list[dict], pods: list[dict], nodes: dict[str, dict],
+                  nominated: list[tuple[dict, str]]) -> str:
+        """The zone of the node for `group`: among the zones the pool admits (its
+        topology.kubernetes.io/zone requirement, else the VPC's subnets), the one with the fewest
+        pods matching the group's zone spread constraints, DoNotSchedule or ScheduleAnyway alike
+        (Karpenter honours preferences as long as it can: kubernetes-sigs/karpenter
+        pkg/controllers/provisioning/scheduling/topology.go and preferences.go); without such a
+        constraint the first zone."""
+        spec = ((pool.get("spec") or {}).get("template") or {}).get("spec") or {}
+        wanted = next((r.get("values") for r in spec.get("requirements") or []
+                       if r.get("key") == ZONE and r.get("operator") == "In"), None)
+        zones = [z for z in SUBNET_ZONES if not wanted or z in wanted] or list(wanted or SUBNET_ZONES)
+        constraints = [c for pod in group for c in pod["spec"].get("topologySpreadConstraints") or []
+                       if c.get("topologyKey") == ZONE and c.get("labelSelector") is not None]
+        if not constraints:
+            return zones[0]
+        namespace = group[0]["metadata"]["namespace"]
+        zone_of = {name: (n["metadata"].get("labels") or {}).get(ZONE) for name, n in nodes.items()}
+        placed = [(p, zone_of.get(p["spec"].get("nodeName"))) for p in pods
+                  if p["spec"].get("nodeName") and not p["metadata"].get("deletionTimestamp")] + nominated
+        counts = {z: sum(1 for p, where in placed if where == z and p["metadata"]["namespace"] == namespace
+                         and any(selector_matches(c["labelSelector"], p["metadata"].get("labels")) for c in constraints))
+                  for z in zones}
+        return min(zones, key=lambda z: (counts[z], zones.index(z)))
+
+    def _candidate(self, pool: dict, nodes: dict[str, dict], zone: str = SUBNET_ZONES[0]) -> dict | None:
+        """The node this pool would launch next (in `zone`), or None when its limits are reached."""
         spec = ((pool.get("spec") or {}).get("template") or {}).get("spec") or {}
         requirements = {r.get("key"): r for r in spec.get("requirements") or []}
         family = ((requirements.get("karpenter.k8s.aws/instance-family") or {}).get("values") or ["g4dn"])[0]
@@ -222,7 +254,7 @@ class Karpenter:
             return None
         gpu = bool(shape["gpus"])
         name, ip = new_node_name("10.0.1" if gpu else "10.0.2", set(nodes) | set(self.in_flight))
-        node = node_object(name, instance, zone="us-west-2a", gpu=gpu, capacity_type=capacity_type,
+        node = node_object(name, instance, zone=zone, gpu=gpu, capacity_type=capacity_type,
                            nodepool=pool_name, ip=ip)
         labels = node["metadata"]["labels"]
         labels.update(((pool["spec"].get("template") or {}).get("metadata") or {}).get("labels") or {})
