@@ -197,11 +197,12 @@ class Kube:
         return self._proxy(method, namespace, "services", service, port, path, body, content_type, timeout)
 
     def pod_proxy(self, method: str, namespace: str, pod: str, port: int | str, path: str, *,
+                  body: bytes | None = None, content_type: str = "application/json",
                   timeout: float = 10.0) -> tuple[int, bytes]:
         """A request to one pod through the API server's proxy (pods/proxy), as service_proxy does for
         a Service: to ask each replica, not whichever one the Service picks. Raises ProxyTimedOut when
         the pod did not answer within `timeout`. Returns (status, body)."""
-        return self._proxy(method, namespace, "pods", pod, port, path, None, "application/json", timeout)
+        return self._proxy(method, namespace, "pods", pod, port, path, body, content_type, timeout)
 
     def _proxy(self, method: str, namespace: str, resource: str, name: str, port: int | str, path: str,
                body: bytes | None, content_type: str, timeout: float) -> tuple[int, bytes]:

@@ -25,6 +25,7 @@ KINDS: dict[tuple[str, str], tuple[str, bool]] = {
     ("apps/v1", "ReplicaSet"): ("replicasets", True),
     ("apps/v1", "DaemonSet"): ("daemonsets", True),
     ("batch/v1", "Job"): ("jobs", True),
+    ("policy/v1", "PodDisruptionBudget"): ("poddisruptionbudgets", True),
     ("storage.k8s.io/v1", "StorageClass"): ("storageclasses", False),
     ("storage.k8s.io/v1", "CSIDriver"): ("csidrivers", False),
     ("networking.k8s.io/v1", "Ingress"): ("ingresses", True),

@@ -123,6 +123,11 @@ class PodView:
     unschedulable: bool = False  # fatal only if no node comes (Karpenter, a Spot replacement)
 
 
+def pod_is_ready(pod: dict) -> bool:
+    """The pod's Ready condition is True (what puts it behind its Services and the ALB)."""
+    return (_conditions(pod).get("Ready") or {}).get("status") == "True"
+
+
 def describe_pod(pod: dict) -> PodView:
     meta, spec, status = pod["metadata"], pod.get("spec") or {}, pod.get("status") or {}
     name, node = meta["name"], spec.get("nodeName")
@@ -158,7 +163,7 @@ def describe_pod(pod: dict) -> PodView:
             if kind == "container" and waiting:
                 return PodView(name, node, f"{name}: {waiting.get('reason', 'Waiting')}", None)
     phase = status.get("phase", "Pending")
-    ready = (_conditions(pod).get("Ready") or {}).get("status") == "True"
+    ready = pod_is_ready(pod)
     where = f" on {node}" if node else ""
     return PodView(name, node, f"{name}: {phase}{', Ready' if ready else ', not ready'}{where}", None)
 

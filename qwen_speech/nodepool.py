@@ -192,6 +192,13 @@ def check_pool(pool: dict, selector: dict[str, str], tolerations: list[dict]) ->
     return verdict
 
 
+def gpu_limit(pool: dict) -> int | None:
+    """The pool's `spec.limits` on nvidia.com/gpu (physical GPUs: Karpenter counts an instance's
+    own GPUs, not time-slicing replicas), or None when it has none or it is not a whole number."""
+    value = ((pool.get("spec") or {}).get("limits") or {}).get("nvidia.com/gpu")
+    return _int(str(value)) if value is not None else None
+
+
 def pool_requirements(pool: dict) -> dict[str, Requirement]:
     """The pool's requirements by key: its requirements, its template labels and its own name label."""
     template = (pool.get("spec") or {}).get("template") or {}

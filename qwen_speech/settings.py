@@ -64,6 +64,10 @@ ASR_MAX_CONTEXT = 128000
 # the lower one), but each replica is one more process with its own CUDA context on the same
 # GPU; beyond this no pod could hold a model, so a larger value is a typo.
 MAX_TIME_SLICING_REPLICAS = 32
+# EC2's per-region GPU quotas make thousands of GPU nodes for one service a typo (a NodePool's
+# nvidia.com/gpu limit, when there is one, is checked by preflight); with tts_per_node at most 32
+# the TTS Deployment's replicas stay far inside Kubernetes' int32.
+MAX_SERVING_NODES = 1000
 # The EFS API's rule for an access point's root directory (botocore data/efs/2015-02-01 shape
 # Path: at most 100 characters, at most four directories, none starting with '.').
 EFS_AP_PATH = re.compile(r"^(/|(/(?!\.)+[^$#<>;`|&?{}^*/\n]+){1,4})$")
@@ -334,6 +338,9 @@ SCHEMA: dict[str, Checker] = {
     "timeout_verify": _int_range(1, 604800, "seconds; a week at most"),
     "deploy_lock_seconds": _int_range(5, 3600, "seconds a deploy lock lives unless renewed"),
     "deploy_lock_wait_seconds": _number_in(0, 86400, "seconds to wait for another deploy's lock"),
+    # Serving nodes: how many GPU nodes serve, and TTS pods per node (files/qwen3-*-deployment.yaml)
+    "serving_nodes": _int_range(1, MAX_SERVING_NODES, "GPU nodes with one ASR and tts_per_node TTS pods each"),
+    "tts_per_node": _int_range(1, MAX_TIME_SLICING_REPLICAS, "TTS pods beside each ASR pod"),
     # Step 1: time-slicing
     "time_slicing_replicas": _int_range(1, MAX_TIME_SLICING_REPLICAS, "processes sharing one GPU"),
     "time_slicing_config_name": _dns_subdomain,
@@ -525,19 +532,34 @@ def _cross_checks(d: Mapping[str, Any]) -> list[str]:
                         f"kept-alive connections the ALB still uses and it answers 502; e.g. "
                         f"{d['ingress_idle_timeout_seconds'] + 60}")
     slots = d["gpu_node_gpus"] * d["time_slicing_replicas"]
+    slots_text = (f"a GPU node has {slots} nvidia.com/gpu slots (gpu_node_gpus {d['gpu_node_gpus']} x "
+                  f"time_slicing_replicas {d['time_slicing_replicas']})")
     for key in ("asr_gpus", "tts_gpus"):
         if d[key] > slots:
-            problems.append(f"{key} = {d[key]}: a GPU node has {slots} nvidia.com/gpu slots (gpu_node_gpus "
-                            f"{d['gpu_node_gpus']} x time_slicing_replicas {d['time_slicing_replicas']}), so the pod "
-                            f"could never be scheduled; ask for at most {slots}, or raise time_slicing_replicas")
-    # vLLM takes asr_gpu_memory_utilization of the whole GPU (vllm v1/worker/gpu_worker.py); TTS
-    # shares the same GPU, so it must fit in what is left or one of them fails to load.
+            problems.append(f"{key} = {d[key]}: {slots_text}, so the pod could never be scheduled; ask for at most "
+                            f"{slots}, or raise time_slicing_replicas")
+    # Each serving node holds one ASR pod and tts_per_node TTS pods (the manifests' affinity and
+    # spread): together they must fit in the node's slots, or the last TTS pods stay Pending.
+    per_node = d["asr_gpus"] + d["tts_per_node"] * d["tts_gpus"]
+    if per_node > slots and max(d["asr_gpus"], d["tts_gpus"]) <= slots:
+        fit = (slots - d["asr_gpus"]) // d["tts_gpus"]
+        lower = f"set tts_per_node to at most {fit}, or " if fit >= 1 else ""
+        problems.append(f"tts_per_node = {d['tts_per_node']}: one ASR pod (asr_gpus {d['asr_gpus']}) and "
+                        f"{d['tts_per_node']} TTS pod(s) (tts_gpus {d['tts_gpus']} each) ask for {per_node} slots on "
+                        f"their node, but {slots_text}; {lower}raise time_slicing_replicas to "
+                        f"{-(-per_node // d['gpu_node_gpus'])}")
+    # vLLM takes asr_gpu_memory_utilization of the whole GPU (vllm v1/worker/gpu_worker.py); the
+    # node's TTS pods share the same GPU, so they must fit in what is left or one of them fails to load.
     left = d["gpu_memory_total_gib"] * (1 - d["asr_gpu_memory_utilization"])
-    if d["tts_gpu_memory_gib"] > left:
-        problems.append(f"tts_gpu_memory_gib = {d['tts_gpu_memory_gib']!r}: ASR takes asr_gpu_memory_utilization "
+    tts_total = d["tts_per_node"] * d["tts_gpu_memory_gib"]
+    if tts_total > left:
+        pods = (f" x tts_per_node {d['tts_per_node']} = {tts_total:.2f} GiB" if d["tts_per_node"] > 1 else "")
+        fits = int(left // d["tts_gpu_memory_gib"])
+        fix = (f"set tts_per_node to at most {fits}, or " if d["tts_per_node"] > 1 and fits >= 1 else "")
+        problems.append(f"tts_gpu_memory_gib = {d['tts_gpu_memory_gib']!r}{pods}: ASR takes asr_gpu_memory_utilization "
                         f"{d['asr_gpu_memory_utilization']} x gpu_memory_total_gib {d['gpu_memory_total_gib']}, "
-                        f"leaving {left:.2f} GiB on the shared GPU; lower asr_gpu_memory_utilization to at most "
-                        f"{1 - d['tts_gpu_memory_gib'] / d['gpu_memory_total_gib']:.2f}")
+                        f"leaving {left:.2f} GiB on the shared GPU; {fix}lower asr_gpu_memory_utilization to at most "
+                        f"{max(0.0, 1 - tts_total / d['gpu_memory_total_gib']):.2f}")
     if d["ingress_scheme"] == "internet-facing" and not d["ingress_inbound_cidrs"] and not d["ingress_allow_all_sources"]:
         problems.append("ingress_inbound_cidrs = None: ingress_scheme 'internet-facing' opens both services to the "
                         "internet; list the networks that may call them (e.g. ingress_inbound_cidrs: "

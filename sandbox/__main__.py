@@ -246,6 +246,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     for node, gpu in sorted((status.get("gpu_memory") or {}).items()):
         held = ", ".join(f"{who} {gib:.2f}" for who, gib in sorted(gpu["used_gib"].items())) or "nothing"
         print(f"  GPU memory on {node}: {gpu['free_gib']:.2f} of {gpu['total_gib']:.2f} GiB free; GiB held: {held}")
+    for group, target_groups in sorted((status.get("alb_targets") or {}).items()):
+        for service, targets in sorted(target_groups.items()):
+            shown = ", ".join(f"{target} {state}" for target, state in sorted(targets.items())) or "no targets"
+            print(f"  ALB {group}, target group {service}: {shown}")
     return 0
 
 

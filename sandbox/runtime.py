@@ -226,7 +226,11 @@ class Sandbox:
             self.cluster = Cluster(self.store, self.root, options=self._cluster_options(ClusterOptions),
                                    registry=self.api.registry, aws=self.aws)
             self.cluster.alb.on_listeners = self._alb_listeners_changed
-            self.api.status_provider = lambda: {"gpu_memory": self.cluster.kubelet.gpu_memory_report()}
+            alb = self.cluster.alb
+            # What the AWS console's target groups show: each ALB's targets and their health.
+            self.api.status_provider = lambda: {"gpu_memory": self.cluster.kubelet.gpu_memory_report(),
+                                                "alb_targets": {group: alb.target_health(group)
+                                                                for group in list(alb.balancers)}}
             self.cluster.seed_initial_state()
         self._ensure_base_namespaces()
         if self.cluster is not None:

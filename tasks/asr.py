@@ -14,6 +14,7 @@ from kubeops import k8s
 from qwen_speech.manifests import render, short_image
 
 from .context import context_of
+from .serving_nodes import budget_ref, whole_nodes_leave
 from .models import env_secret
 
 
@@ -28,6 +29,8 @@ def desired(ctx) -> list[dict]:
 def deploy_asr():
     ctx = context_of(host)
     s = ctx.settings
+    whole_nodes_leave(name="Scale-down keeps whole nodes: qwen3-asr pods of the nodes that leave go first",
+                      app="qwen3-asr", replicas=s.serving_nodes, label="5. ASR")
     k8s.applied(
         name=f"Deployment + Service ({short_image(ctx.asr_image or s.asr_image)}, max_model_len {s.asr_max_model_len})",
         manifests=desired(ctx),
@@ -38,3 +41,8 @@ def deploy_asr():
         unschedulable_grace=s.unschedulable_grace_seconds,
         label="5. ASR",
     )
+    if s.serving_nodes == 1:  # a minAvailable 1 budget over one pod would block every drain
+        k8s.absent(
+            name="PodDisruptionBudget (none with one serving node)",
+            refs=[budget_ref("qwen3-asr", s.namespace)], timeout=60, poll=s.poll_seconds, label="5. ASR",
+        )

@@ -53,7 +53,7 @@ def check(ctx) -> None:
     if s.manage_gpu_nodepool:
         missing.extend(_check_managed_nodepool(ctx, selector))
     else:
-        missing.extend(_check_nodepools(kube, s, selector, have_nodes=bool(ctx.gpu_nodes)))
+        missing.extend(_check_nodepools(kube, s, selector, ctx.gpu_nodes))
 
     ctx.device_plugin = find_device_plugin(kube)
     if ctx.device_plugin is None and s.manage_gpu_nodepool and s.gpu_image_cache_snapshot_id:
@@ -174,10 +174,16 @@ def _check_managed_nodepool(ctx, selector: str) -> list[str]:
             for problem in verdict.problems]
 
 
-def _check_nodepools(kube, s, selector: str, have_nodes: bool) -> list[str]:
+def _check_nodepools(kube, s, selector: str, gpu_nodes: list[dict]) -> list[str]:
     """Some NodePool must be able to make a T4 node for the serving pods, unless GPU nodes are
-    there already (a managed node group needs no Karpenter): then what is found is only said."""
+    there already (a managed node group needs no Karpenter): then what is found is only said.
+    And serving_nodes GPU nodes must be possible: the nodes there are, plus what the pools'
+    nvidia.com/gpu limits still let Karpenter launch."""
+    have_nodes = bool(gpu_nodes)
     pools = _list_optional(kube, "karpenter.sh/v1", "NodePool")
+    too_few = _serving_nodes_problem(s, pools, gpu_nodes)
+    if too_few:
+        return [too_few]
     if not pools:
         if have_nodes:
             return []
@@ -199,6 +205,27 @@ def _check_nodepools(kube, s, selector: str, have_nodes: bool) -> list[str]:
         return []
     return [f"GPU capacity: no node matches {selector} and no Karpenter NodePool can make one for the serving pods"] + [
         f"GPU capacity: {problem}" for problem in problems]
+
+
+def _serving_nodes_problem(s, pools: list[dict], gpu_nodes: list[dict]) -> str | None:
+    """serving_nodes needs that many GPU nodes; a NodePool's limits cap how many Karpenter makes
+    (it counts the instances' physical GPUs against spec.limits, kubernetes-sigs/karpenter
+    pkg/controllers/provisioning/scheduling/scheduler.go, "exceeds limits")."""
+    if s.serving_nodes <= len(gpu_nodes):
+        return None
+    fitting = [p for p in pools if nodepool.check_pool(p, s.gpu_node_selector, s.gpu_tolerations).fits]
+    if not fitting or any(nodepool.gpu_limit(p) is None for p in fitting):
+        return None  # no pool that fits (the checks below say so when it matters), or one without a GPU limit
+    pooled = {p["metadata"]["name"] for p in fitting}
+    outside = [n for n in gpu_nodes if (n["metadata"].get("labels") or {}).get(nodepool.NODEPOOL_LABEL) not in pooled]
+    possible = len(outside) + sum(nodepool.gpu_limit(p) // s.gpu_node_gpus for p in fitting)
+    if possible >= s.serving_nodes:
+        return None
+    limits = ", ".join(f"NodePool {p['metadata']['name']} spec.limits nvidia.com/gpu = {nodepool.gpu_limit(p)}"
+                       for p in fitting)
+    return (f"serving_nodes = {s.serving_nodes}: at most {possible} GPU node(s) of gpu_node_gpus {s.gpu_node_gpus} "
+            f"can run ({limits}, {len(outside)} GPU node(s) outside the pools); raise the NodePool's "
+            f"nvidia.com/gpu limit to {s.serving_nodes * s.gpu_node_gpus}, or set serving_nodes to at most {possible}")
 
 
 def _moving_tags(ctx) -> list[str]:

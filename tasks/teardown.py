@@ -55,8 +55,9 @@ def tear_down():
         )
     for step, app in (("6. TTS", "qwen3-tts"), ("5. ASR", "qwen3-asr")):
         k8s.absent(
-            name=f"{step}: remove Deployment + Service",
-            refs=_refs(kube, s.namespace, [("apps/v1", "Deployment"), ("v1", "Service")],
+            name=f"{step}: remove Deployment + Service + PodDisruptionBudget",
+            refs=_refs(kube, s.namespace, [("apps/v1", "Deployment"), ("v1", "Service"),
+                                           ("policy/v1", "PodDisruptionBudget")],
                        f"{PART_OF},app.kubernetes.io/name={app}"),
             timeout=s.timeout_tts_ready, poll=s.poll_seconds, label=step,
         )

@@ -13,6 +13,7 @@ from kubeops import k8s
 from qwen_speech.manifests import render, short_image
 
 from .context import context_of
+from .serving_nodes import budget_ref, whole_nodes_leave
 
 
 def desired(ctx) -> list[dict]:
@@ -23,6 +24,8 @@ def desired(ctx) -> list[dict]:
 def deploy_tts():
     ctx = context_of(host)
     s = ctx.settings
+    whole_nodes_leave(name="Scale-down keeps whole nodes: qwen3-tts pods of the nodes that leave go first",
+                      app="qwen3-tts", replicas=s.serving_nodes * s.tts_per_node, label="6. TTS")
     k8s.applied(
         name=f"Deployment + Service ({short_image(ctx.tts_image)})",
         manifests=desired(ctx),
@@ -33,3 +36,8 @@ def deploy_tts():
         unschedulable_grace=s.unschedulable_grace_seconds,
         label="6. TTS",
     )
+    if s.serving_nodes == 1:  # a minAvailable 1 budget over one pod would block every drain
+        k8s.absent(
+            name="PodDisruptionBudget (none with one serving node)",
+            refs=[budget_ref("qwen3-tts", s.namespace)], timeout=60, poll=s.poll_seconds, label="6. TTS",
+        )

@@ -52,17 +52,32 @@ class ServiceProxy:
     def __str__(self) -> str:
         return f"service {self.namespace}/{self.service}:{self.port} (via the API server's proxy)"
 
+    def _send(self, method: str, path: str, body: bytes | None, content_type: str, timeout: float) -> tuple[int, bytes]:
+        return self.kube.service_proxy(method, self.namespace, self.service, self.port, path, body=body,
+                                       content_type=content_type, timeout=timeout)
+
     def request(self, method: str, path: str, body: bytes | None = None,
                 headers: dict | None = None, timeout: float = 300.0) -> tuple[int, dict, bytes]:
         from qwen_speech.roundtrip import RoundTripError
 
         content_type = (headers or {}).get("Content-Type", "application/json")
         try:
-            status, data = self.kube.service_proxy(method, self.namespace, self.service, self.port, path, body=body,
-                                                   content_type=content_type, timeout=timeout)
+            status, data = self._send(method, path, body, content_type, timeout)
         except KubeUnreachable as err:  # as UrlTransport: nothing answered (status 0), worth asking again
             raise RoundTripError(str(err), endpoint=f"{method} {path} on {self}") from None
         return status, {}, data
+
+
+class PodProxy(ServiceProxy):
+    """HTTP to one pod through the API server (pods/proxy, to its container port): each replica
+    is asked itself, not whichever one its Service picks."""
+
+    def __str__(self) -> str:
+        return f"pod {self.namespace}/{self.service}:{self.port} (via the API server's proxy)"
+
+    def _send(self, method: str, path: str, body: bytes | None, content_type: str, timeout: float) -> tuple[int, bytes]:
+        return self.kube.pod_proxy(method, self.namespace, self.service, self.port, path, body=body,
+                                   content_type=content_type, timeout=timeout)
 
 
 class KeyedTransport:
@@ -140,13 +155,19 @@ def _health_reading(status: int, body: bytes) -> tuple[bool, dict]:
 
 
 def check_health(kube, namespace: str, report: Report) -> None:
-    asr = report.transport(kube, namespace, ASR_SERVICE)
+    check_asr_health(report.transport(kube, namespace, ASR_SERVICE), report)
+    check_tts_health(report.transport(kube, namespace, TTS_SERVICE), report)
+
+
+def check_asr_health(asr, report: Report, name: str = "ASR") -> None:
     status, _, body = asr.request("GET", "/health", timeout=15)
     if status == 200:
-        report.lines.append("ASR /health: 200")
+        report.lines.append(f"{name} /health: 200")
     else:
-        report.fail(f"ASR /health through {asr} answered {status}: {body[:200].decode(errors='replace')}")
-    tts = report.transport(kube, namespace, TTS_SERVICE)
+        report.fail(f"{name} /health through {asr} answered {status}: {body[:200].decode(errors='replace')}")
+
+
+def check_tts_health(tts, report: Report, name: str = "TTS") -> None:
     deadline = time.monotonic() + report.wait
     while True:  # the TTS answers 200 while its model loads: ask until its backend is ready
         status, _, body = tts.request("GET", "/health", timeout=15)
@@ -156,26 +177,55 @@ def check_health(kube, namespace: str, report: Report) -> None:
         time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
     backend = health.get("backend") or {}
     if ready:
-        report.lines.append(f"TTS /health: healthy, backend {backend.get('name', '?')} ready")
+        report.lines.append(f"{name} /health: healthy, backend {backend.get('name', '?')} ready")
     else:
-        report.fail(f"TTS /health through {tts} answered {status}: "
+        report.fail(f"{name} /health through {tts} answered {status}: "
                     f"status={health.get('status')!r} ready={backend.get('ready')!r} {body[:200].decode(errors='replace')}")
 
 
 def check_round_trip(kube, s, report: Report) -> None:
+    check_round_trip_between(report.transport(kube, s.namespace, TTS_SERVICE),
+                             report.transport(kube, s.namespace, ASR_SERVICE), s, report)
+
+
+def check_every_pod(kube, s, report: Report) -> None:
+    """With more than one serving node, each pod itself: its health, and a round trip from every
+    TTS pod to the ASR pod on its node (the Service checks above reach only the pods it picks)."""
+    pods = [p for p in kube.list("v1", "Pod", s.namespace, label_selector="app.kubernetes.io/part-of=qwen3-speech")
+            if not p["metadata"].get("deletionTimestamp") and (p.get("status") or {}).get("phase") == "Running"]
+    by_app: dict[str, list[dict]] = {"qwen3-asr": [], "qwen3-tts": []}
+    for pod in sorted(pods, key=lambda p: (p["spec"].get("nodeName") or "", p["metadata"]["name"])):
+        by_app.get(pod["metadata"]["labels"].get("app.kubernetes.io/name"), []).append(pod)
+    if len(by_app["qwen3-asr"]) <= 1 and len(by_app["qwen3-tts"]) <= 1:
+        return  # one pod each: the Service checks asked exactly those
+    asr_on = {}
+    for pod in by_app["qwen3-asr"]:
+        name = pod["metadata"]["name"]
+        transport = report.retrying(PodProxy(kube, s.namespace, name, s.asr_port))
+        check_asr_health(transport, report, f"pod {name} (ASR on {pod['spec'].get('nodeName')})")
+        asr_on[pod["spec"].get("nodeName")] = (name, transport)
+    for pod in by_app["qwen3-tts"]:
+        name, node = pod["metadata"]["name"], pod["spec"].get("nodeName")
+        tts = report.retrying(PodProxy(kube, s.namespace, name, s.tts_port))
+        check_tts_health(tts, report, f"pod {name} (TTS on {node})")
+        # Its node's ASR pod, else any (check_placement warns about a TTS pod without one beside it).
+        asr_name, asr = asr_on.get(node) or next(iter(asr_on.values()), (None, None))
+        if asr is not None and report.ok and not s.api_key_secret:  # the proxy cannot pass the Bearer key
+            check_round_trip_between(tts, asr, s, report, where=f" on {node} ({name} -> {asr_name})")
+
+
+def check_round_trip_between(tts, asr, s, report: Report, where: str = "") -> None:
     from qwen_speech import roundtrip
 
-    tts = report.transport(kube, s.namespace, TTS_SERVICE)
-    asr = report.transport(kube, s.namespace, ASR_SERVICE)
     try:
         results = roundtrip.round_trip(tts, asr, asr_model=s.asr_model_path, max_cer=s.verify_max_cer)
     except roundtrip.RoundTripError as err:
-        report.fail(f"speech round trip: {err}")
+        report.fail(f"speech round trip{where}: {err}")
         return
     for r in results:
         # The transcript only when it differs: the sample sentence twice made the line too long to read.
         heard = "heard back exactly" if r.transcript == r.text else f"-> {r.transcript!r}"
-        line = (f"round trip {r.model}/{r.voice}: {r.text!r} {heard}, CER {r.cer:.2f}, "
+        line = (f"round trip{where} {r.model}/{r.voice}: {r.text!r} {heard}, CER {r.cer:.2f}, "
                 f"TTS {_took(r.tts_seconds)}, ASR {_took(r.asr_seconds)}")
         if r.ok:
             report.lines.append(line)
@@ -190,15 +240,18 @@ def _took(seconds: float) -> str:
 
 def check_placement(kube, s, report: Report) -> None:
     pods = kube.list("v1", "Pod", s.namespace, label_selector="app.kubernetes.io/part-of=qwen3-speech")
-    nodes: dict[str, str] = {}
+    nodes: dict[str, set[str]] = {"qwen3-asr": set(), "qwen3-tts": set()}
     for pod in pods:
         name = pod["metadata"]["labels"].get("app.kubernetes.io/name")
-        if name in ("qwen3-asr", "qwen3-tts") and (pod.get("status") or {}).get("phase") == "Running":
-            nodes[name] = pod["spec"].get("nodeName", "?")
-            report.lines.append(f"pod {pod['metadata']['name']}: Running on {nodes[name]}")
-    if len(set(nodes.values())) > 1:
-        report.warnings.append("ASR and TTS run on different nodes (" + ", ".join(f"{k} on {v}" for k, v in nodes.items())
-                               + "): time-slicing is meant to share one GPU; check GPU node capacity")
+        if name in nodes and (pod.get("status") or {}).get("phase") == "Running":
+            node = pod["spec"].get("nodeName", "?")
+            nodes[name].add(node)
+            report.lines.append(f"pod {pod['metadata']['name']}: Running on {node}")
+    alone = sorted(nodes["qwen3-tts"] - nodes["qwen3-asr"])
+    if alone:
+        report.warnings.append(f"TTS runs without ASR beside it on {', '.join(alone)} (ASR on "
+                               f"{', '.join(sorted(nodes['qwen3-asr'])) or 'no node'}): time-slicing is meant to "
+                               "share one GPU per node; check GPU node capacity")
 
 
 def check_endpoints(ctx, report: Report, alb_wait: float | None = None) -> str | None:
@@ -257,10 +310,11 @@ def call_summary(ctx, hostname: str | None, urls: dict[int, str] | None, report:
     """Per service: the URL to call and one curl line that works from here (the ALB when this
     machine reaches it, else the API server's service proxy), and the node it runs on."""
     s, kube = ctx.settings, ctx.kube
-    nodes = {}
+    on: dict[str, set[str]] = {}
     for pod in kube.list("v1", "Pod", s.namespace, label_selector="app.kubernetes.io/part-of=qwen3-speech"):
         if (pod.get("status") or {}).get("phase") == "Running":
-            nodes[pod["metadata"]["labels"].get("app.kubernetes.io/name")] = pod["spec"].get("nodeName", "?")
+            on.setdefault(pod["metadata"]["labels"].get("app.kubernetes.io/name"), set()).add(pod["spec"].get("nodeName", "?"))
+    nodes = {app: ", ".join(sorted(names)) for app, names in on.items()}
     if hostname:  # what clients call; from here only when `urls` has it too
         report.lines.append(f"TTS URL: http://{hostname}:{s.tts_port}/v1/audio/speech")
         report.lines.append(f"ASR URL: http://{hostname}:{s.asr_port}/v1/audio/transcriptions")
@@ -362,6 +416,8 @@ def run_checks(ctx, wait: float | None = None, alb_wait: float | None = None, pr
                                 "the proxy cannot pass the services' Bearer key); the ALB check below sends it")
         elif report.ok:
             check_round_trip(kube, s, report)
+        if report.ok:
+            check_every_pod(kube, s, report)
         check_placement(kube, s, report)
         hostname = check_endpoints(ctx, report, alb_wait)
         urls = alb_urls(s, hostname) if report.ok else None

@@ -15,7 +15,7 @@ import sys
 import pytest
 
 from qwen_speech.settings import SettingsError, validate
-from tests.deploy_helpers import ROOT, deploy, output, run_pyinfra
+from tests.deploy_helpers import ROOT, deploy, output, run_pyinfra, writes
 from tests.manifest_helpers import default_data
 
 # (key, value, a piece of the fix the message must carry)
@@ -72,6 +72,9 @@ BAD_VALUES = [
     ("gpu_image_cache_snapshot_id", "snap-xyz", "an EBS snapshot id, snap- and 17 hex digits"),
     ("gpu_image_cache_snapshot_id", "vol-0123456789abcdef0", "image-cache build INVENTORY"),
     ("manage_gpu_nodepool", "yes", "true or false"),
+    ("serving_nodes", 0, "an integer from 1 to 1000 (GPU nodes"),
+    ("serving_nodes", 2.5, "an integer from 1 to 1000"),
+    ("tts_per_node", 0, "TTS pods beside each ASR pod"),
 ]
 
 # Values that are fine one by one and wrong together: checked once every key is right.
@@ -84,6 +87,12 @@ BAD_COMBINATIONS = [
     ({"gpu_image_cache_snapshot_id": "snap-0123456789abcdef0"}, "gpu_image_cache_snapshot_id = 'snap-0123456789abcdef0'",
      "set manage_gpu_nodepool: true"),
     ({"manage_gpu_nodepool": True}, "eks_cluster_name = None", "KarpenterNodeRole-<cluster name>"),
+    # More TTS pods per node than the time-sliced GPU has slots beside ASR's.
+    ({"tts_per_node": 2}, "tts_per_node = 2", "ask for 3 slots on their node, but a GPU node has 2 nvidia.com/gpu slots"),
+    ({"time_slicing_replicas": 1}, "tts_per_node = 1", "raise time_slicing_replicas to 2"),
+    # Enough slots, but the TTS pods' memory does not fit beside ASR's share of the T4.
+    ({"tts_per_node": 2, "time_slicing_replicas": 3}, "tts_gpu_memory_gib = 4.8 x tts_per_node 2 = 9.60 GiB",
+     "set tts_per_node to at most 1, or lower asr_gpu_memory_utilization to at most 0.36"),
 ]
 
 
@@ -112,6 +121,7 @@ def test_values_that_cannot_work_together_are_refused_naming_the_key_and_the_fix
     {"namespace": "speech", "models_mount_path": "/mnt/models", "efs_base_path": "/"},
     {"asr_gpus": 2, "time_slicing_replicas": 4, "asr_max_model_len": 128000},
     {"asr_model_revision": "refs/pr/1", "tts_model_revision": "7278e1e70fe206f11671096ffdd38061171dd6e5"},
+    {"serving_nodes": 3, "tts_per_node": 2, "time_slicing_replicas": 3, "asr_gpu_memory_utilization": 0.3},
 ])
 def test_sensible_values_next_to_the_bad_ones_are_accepted(overrides):
     validate(default_data(**overrides))
@@ -143,6 +153,22 @@ def test_the_cli_refuses_all_bad_values_at_once_before_any_api_call(sandbox):
     assert combined.returncode != 0
     assert "asr_gpus = 3" in output(combined) and "ingress_allow_all_sources" in output(combined)
     assert sandbox.control.audit_since(mark) == []
+
+
+def test_serving_node_counts_that_cannot_run_are_refused_naming_the_keys_before_any_write(sandbox):
+    refusals = [
+        (["serving_nodes=0"], "serving_nodes = 0: must be an integer from 1 to 1000"),
+        (["tts_per_node=3"], "tts_per_node = 3: one ASR pod (asr_gpus 1) and 3 TTS pod(s)"),
+        (["tts_per_node=2", "time_slicing_replicas=3"], "tts_gpu_memory_gib = 4.8 x tts_per_node 2 = 9.60 GiB"),
+        # Preflight: the sandbox's NodePool allows 4 GPUs (g4dn.xlarge: one each), so 5 nodes cannot come.
+        (["serving_nodes=5"], "serving_nodes = 5: at most 4 GPU node(s)"),
+    ]
+    for data, named in refusals:
+        mark = sandbox.control.audit_mark()
+        result = deploy(sandbox, *[arg for pair in data for arg in ("--data", pair)])
+        assert result.returncode != 0 and named in output(result), output(result)[-3000:]
+        assert writes(sandbox.control.audit_since(mark)) == [], data
+    assert "NodePool gpu spec.limits nvidia.com/gpu = 4" in output(result)
 
 
 def test_an_inventory_with_a_syntax_error_gives_one_line_naming_the_file(sandbox, tmp_path):

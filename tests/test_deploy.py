@@ -192,10 +192,12 @@ def test_spot_interruption_during_the_asr_wait_still_converges(make_sandbox):
 
 
 def test_an_unschedulable_pod_fails_the_wait_quoting_the_schedulers_reason(sandbox):
-    result = deploy(sandbox, "--data", "time_slicing_replicas=1")
+    # More CPU than the GPU node has (g4dn.xlarge: 4 vCPUs); the TTS pod needs the ASR pod's node,
+    # so Karpenter leaves it to the scheduler, whose reason the wait quotes.
+    result = deploy(sandbox, "--data", "tts_cpu=6")
     assert result.returncode != 0
     text = output(result)
-    assert "6. TTS" in text and "cannot be scheduled" in text and "Insufficient nvidia.com/gpu" in text
+    assert "6. TTS" in text and "cannot be scheduled" in text and "Insufficient cpu" in text
 
 
 def test_an_image_pull_failure_fails_the_asr_wait_with_the_kubelets_reason(sandbox):

@@ -47,6 +47,14 @@ manage_gpu_nodepool = False
 # so they pull nothing. Build it with `python -m qwen_speech image-cache build INVENTORY` (README, "Image cache").
 gpu_image_cache_snapshot_id = None
 
+# Serving nodes: each GPU node runs one ASR pod and tts_per_node TTS pods on its shared T4
+# (the guide: one node). More nodes serve more at once, behind the same ALB, and a Spot
+# interruption of one leaves the others serving; Karpenter starts the nodes. More TTS pods per
+# node need time_slicing_replicas >= 1 + tts_per_node and tts_per_node x tts_gpu_memory_gib
+# beside ASR's share of the GPU (checked before anything is written).
+serving_nodes = 1
+tts_per_node = 1
+
 # 2. Namespace
 namespace = "hosthree"
 

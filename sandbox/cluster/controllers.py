@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+from collections import Counter
 from typing import TYPE_CHECKING
 
 from sandbox.kubeapi.resources import RESOURCES, by_key
@@ -456,8 +457,14 @@ class Controllers:
                         failure = err.message  # retried on the next pass
                         break
             elif len(pods) > want:
-                def rank(p: dict) -> tuple:  # delete the least useful first
+                per_node = Counter(p["spec"].get("nodeName") for p in pods)
+
+                def rank(p: dict) -> tuple:
+                    """Delete the least useful first, as pkg/controller/controller_utils.go
+                    ActivePodsWithRanks orders them: unscheduled, not running, not ready, the lower
+                    controller.kubernetes.io/pod-deletion-cost, doubled up on a node, the newest."""
                     return (bool(p["spec"].get("nodeName")), pod_phase(p) == "Running", pod_is_ready(p),
+                            deletion_cost(p), -per_node[p["spec"].get("nodeName")],
                             [-ord(ch) for ch in p["metadata"].get("creationTimestamp", "")])
                 for pod in sorted(pods, key=rank)[:len(pods) - want]:
                     if self._delete(PODS, meta["namespace"], pod["metadata"]["name"]):
@@ -767,6 +774,18 @@ class Controllers:
         for ns, name in self._managed_endpoints - wanted:
             self._delete(ENDPOINTS, ns, name)
         self._managed_endpoints = wanted
+
+
+DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
+
+
+def deletion_cost(pod: dict) -> int:
+    """The pod's deletion cost annotation (an int32; unset or unparsable is 0, as
+    pkg/controller/controller_utils.go getDeletionCostFromPodAnnotations treats it)."""
+    try:
+        return int(((pod["metadata"].get("annotations") or {}).get(DELETION_COST)) or 0)
+    except ValueError:
+        return 0
 
 
 def pod_failure_action(policy: dict | None, pod: dict) -> str | None:

@@ -6,9 +6,13 @@ tolerated, the pod's nodeSelector/required node affinity matches the pool's labe
 requirements, and the pod's requests fit the instance type (GPUs counted as the instance's
 physical GPUs: Karpenter knows nothing of time-slicing, so two 1-GPU pods without affinity get
 two nodes). Pods with required pod affinity are left to the scheduler (a new node cannot hold
-the pod they must sit next to). While a launched node has not reported its GPUs yet, or one is
-on its way (also a Spot replacement), no other node is launched for that pool, nor for a pod that
-node could take from any pool; the pool's
+the pod they must sit next to). Required pod anti-affinity on the hostname is honoured as
+Karpenter's scheduling simulation does (kubernetes-sigs/karpenter pkg/controllers/provisioning/
+scheduling/topology.go: a new node is an empty hostname domain): pods that may not share a node
+get one node each, launched together, each in the zone (of the VPC's subnets, as the pool admits)
+where the pods' zone spread constraints have the fewest pods. While a launched node has not reported
+its GPUs yet, or one is on its way (also a Spot replacement), no other node is launched for that pool,
+nor for a pod that node could take from any pool; the pool's
 `limits` on nvidia.com/gpu and cpu are respected. Launches take `node_replacement` seconds.
 
 Voluntary disruption (website/content/en/docs/concepts/disruption.md): a node is Drifted when its
@@ -31,13 +35,18 @@ import time
 from fractions import Fraction
 from typing import TYPE_CHECKING
 
+from sandbox.kubeapi.store import selector_matches
+
 from .common import (NODEPOOLS, NODES, PODS, condition, controller_of, node_matches_pod_selectors, parse_quantity,
                      now_iso, pod_requests, quantity_or_zero, untolerated_taint)
 from .initial_state import INSTANCE_SHAPES, new_node_name, node_object
+from .scheduler import HOSTNAME
 
 if TYPE_CHECKING:
     from .cluster import Cluster
 
+ZONE = "topology.kubernetes.io/zone"
+SUBNET_ZONES = ("us-west-2a", "us-west-2b")  # the sandbox VPC's private subnets (sandbox/aws.py)
 FAMILY_INSTANCE = {"g4dn": "g4dn.xlarge", "t3": "t3.large"}
 DO_NOT_DISRUPT = "karpenter.sh/do-not-disrupt"
 DATA_DEVICE = "/dev/xvdb"  # Bottlerocket's data volume, where containerd keeps images
@@ -226,15 +235,49 @@ class Karpenter:
             if candidate is None:
                 continue
             fitting = [p for p in pending if self._fits(p, candidate)]
-            if fitting:
-                self._launch(pool, candidate, fitting, now)
-                pending = [p for p in pending if p not in fitting]
+            launched = dict(nodes)
+            nominated: list[tuple[dict, str]] = []  # (pod, zone of its new node) in this pass
+            for group in self._node_groups(fitting, candidate):
+                zone = self._zone_for(pool, group, pods, launched, nominated)
+                node = self._candidate(pool, launched, zone)
+                if node is None:  # the pool's limits allow no more nodes
+                    break
+                self._launch(pool, node, group, now)
+                pending = [p for p in pending if p not in group]
+                launched[node["metadata"]["name"]] = node
+                nominated.extend((p, zone) for p in group)
 
     def _waited(self, uid: str, now: float) -> float:
         return now - self._unschedulable_since.setdefault(uid, now)
 
-    def _candidate(self, pool: dict, nodes: dict[str, dict]) -> dict | None:
-        """The node this pool would launch next, or None when its limits are reached."""
+    @staticmethod
+    def _zone_for(pool: dict, group: list[dict], pods: list[dict], nodes: dict[str, dict],
+                  nominated: list[tuple[dict, str]]) -> str:
+        """The zone of the node for `group`: among the zones the pool admits (its
+        topology.kubernetes.io/zone requirement, else the VPC's subnets), the one with the fewest
+        pods matching the group's zone spread constraints, DoNotSchedule or ScheduleAnyway alike
+        (Karpenter honours preferences as long as it can: kubernetes-sigs/karpenter
+        pkg/controllers/provisioning/scheduling/topology.go and preferences.go); without such a
+        constraint the first zone."""
+        spec = ((pool.get("spec") or {}).get("template") or {}).get("spec") or {}
+        wanted = next((r.get("values") for r in spec.get("requirements") or []
+                       if r.get("key") == ZONE and r.get("operator") == "In"), None)
+        zones = [z for z in SUBNET_ZONES if not wanted or z in wanted] or list(wanted or SUBNET_ZONES)
+        constraints = [c for pod in group for c in pod["spec"].get("topologySpreadConstraints") or []
+                       if c.get("topologyKey") == ZONE and c.get("labelSelector") is not None]
+        if not constraints:
+            return zones[0]
+        namespace = group[0]["metadata"]["namespace"]
+        zone_of = {name: (n["metadata"].get("labels") or {}).get(ZONE) for name, n in nodes.items()}
+        placed = [(p, zone_of.get(p["spec"].get("nodeName"))) for p in pods
+                  if p["spec"].get("nodeName") and not p["metadata"].get("deletionTimestamp")] + nominated
+        counts = {z: sum(1 for p, where in placed if where == z and p["metadata"]["namespace"] == namespace
+                         and any(selector_matches(c["labelSelector"], p["metadata"].get("labels")) for c in constraints))
+                  for z in zones}
+        return min(zones, key=lambda z: (counts[z], zones.index(z)))
+
+    def _candidate(self, pool: dict, nodes: dict[str, dict], zone: str = SUBNET_ZONES[0]) -> dict | None:
+        """The node this pool would launch next (in `zone`), or None when its limits are reached."""
         spec = ((pool.get("spec") or {}).get("template") or {}).get("spec") or {}
         requirements = {r.get("key"): r for r in spec.get("requirements") or []}
         family = ((requirements.get("karpenter.k8s.aws/instance-family") or {}).get("values") or ["g4dn"])[0]
@@ -253,7 +296,7 @@ class Karpenter:
             return None
         gpu = bool(shape["gpus"])
         name, ip = new_node_name("10.0.1" if gpu else "10.0.2", set(nodes) | set(self.in_flight))
-        node = node_object(name, instance, zone="us-west-2a", gpu=gpu, capacity_type=capacity_type,
+        node = node_object(name, instance, zone=zone, gpu=gpu, capacity_type=capacity_type,
                            nodepool=pool_name, ip=ip)
         labels = node["metadata"]["labels"]
         labels.update(((pool["spec"].get("template") or {}).get("metadata") or {}).get("labels") or {})
@@ -274,6 +317,27 @@ class Karpenter:
         allocatable["nvidia.com/gpu"] = Fraction(shape["gpus"])
         return all(want <= allocatable.get(resource, Fraction(0)) for resource, want in pod_requests(spec).items())
 
+    def _node_groups(self, pods: list[dict], node: dict) -> list[list[dict]]:
+        """The pods split into groups one new node each can hold: their requests together fit the
+        instance (GPUs as physical), and no pod's required anti-affinity on the hostname selects
+        another of its group (either way round, as the scheduler checks both)."""
+        shape = INSTANCE_SHAPES[node["metadata"]["labels"]["node.kubernetes.io/instance-type"]]
+        allocatable = {k: quantity_or_zero(v) for k, v in shape["allocatable"].items()}
+        allocatable["nvidia.com/gpu"] = Fraction(shape["gpus"])
+        groups: list[tuple[list[dict], dict[str, Fraction]]] = []
+        for pod in pods:
+            wants = pod_requests(pod["spec"])
+            for members, used in groups:
+                fits = all(used.get(r, 0) + w <= allocatable.get(r, Fraction(0)) for r, w in wants.items())
+                if fits and not any(_repels(pod, other) or _repels(other, pod) for other in members):
+                    members.append(pod)
+                    for r, w in wants.items():
+                        used[r] = used.get(r, Fraction(0)) + w
+                    break
+            else:
+                groups.append(([pod], dict(wants)))
+        return [members for members, _ in groups]
+
     def _launch(self, pool: dict, node: dict, pods: list[dict], now: float) -> None:
         name = node["metadata"]["name"]
         delay = self.cluster.options.node_replacement
@@ -286,3 +350,15 @@ class Karpenter:
             self.cluster.events.record(pod, "Normal", "Nominated", f"Pod should schedule on: nodeclaim/{claim}",
                                        component="karpenter")
         self.cluster.faults.schedule(now + delay, f"karpenter launches {name}", lambda: self.cluster.faults.join(node))
+
+
+def _repels(pod: dict, other: dict) -> bool:
+    """`pod` has a required anti-affinity term on the hostname that selects `other`."""
+    anti = ((pod["spec"].get("affinity") or {}).get("podAntiAffinity") or {})
+    for term in anti.get("requiredDuringSchedulingIgnoredDuringExecution") or []:
+        namespaces = term.get("namespaces") or [pod["metadata"]["namespace"]]
+        if (term.get("topologyKey") == HOSTNAME and term.get("labelSelector") is not None
+                and other["metadata"]["namespace"] in namespaces
+                and selector_matches(term["labelSelector"], other["metadata"].get("labels"))):
+            return True
+    return False

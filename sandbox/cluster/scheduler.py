@@ -1,7 +1,7 @@
 """The scheduler: binds Pending pods to nodes, or says why none fits, in the real scheduler's words.
 
 Filters run in the default plugin order (NodeUnschedulable, TaintToleration, NodeAffinity,
-NodeResourcesFit, InterPodAffinity); a node is rejected by the first filter that fails, and the
+NodeResourcesFit, PodTopologySpread, InterPodAffinity); a node is rejected by the first filter that fails, and the
 reasons are summed over nodes and sorted, as `FitError` prints them:
 
     0/2 nodes are available: 1 Insufficient nvidia.com/gpu, 1 node(s) didn't match Pod's node
@@ -102,7 +102,7 @@ class Scheduler:
             resource_only = all(r.startswith("Insufficient ") or r == "Too many pods" for r in failed)
             preemption[PREEMPTION_NO_VICTIMS if resource_only else PREEMPTION_NOT_HELPFUL] += 1
         if feasible:
-            chosen = min(feasible, key=lambda v: (self._score(v), v.name))
+            chosen = min(feasible, key=lambda v: (self._spread_score(pod, v, views, bound), self._score(v), v.name))
             self._bind(pod, chosen)
             chosen.add(requests)
             bound.append((pod, chosen.name))
@@ -145,6 +145,9 @@ class Scheduler:
                 insufficient.append(f"Insufficient {resource}")
         if insufficient:
             return insufficient
+        spread = self._spread_problem(pod, view, views, bound)
+        if spread:
+            return [spread]
         affinity = spec.get("affinity") or {}
         if not self._pod_affinity_ok(pod, ns, affinity.get("podAffinity"), view, views, bound):
             return ["node(s) didn't match pod affinity rules"]
@@ -153,6 +156,65 @@ class Scheduler:
         if not self._existing_anti_affinity_ok(pod, view, views, bound):
             return ["node(s) didn't satisfy existing pods anti-affinity rules"]
         return []
+
+    # -- topology spread (pkg/scheduler/framework/plugins/podtopologyspread) ---------------------
+
+    @staticmethod
+    def _domain_counts(pod: dict, constraint: dict, constraints: list[dict], views: dict[str, NodeView],
+                       bound) -> dict[str, int]:
+        """Matching pods per domain of `constraint`'s key, over the nodes that count as domains:
+        those the pod's nodeSelector/required node affinity admits (nodeAffinityPolicy Honor, the
+        default; taints are ignored, nodeTaintsPolicy Ignore) carrying every constraint's key
+        (common.go nodeLabelsMatchSpreadConstraints). Terminating pods are not counted
+        (countPodsMatchSelector: "Bypass terminating Pod"), nor are other namespaces'."""
+        key, selector, ns = constraint["topologyKey"], constraint.get("labelSelector"), pod["metadata"]["namespace"]
+        counts: dict[str, int] = {}
+        for view in views.values():
+            if all(c.get("topologyKey") in view.labels for c in constraints) \
+                    and node_matches_pod_selectors(pod["spec"], view.node):
+                counts.setdefault(view.labels[key], 0)
+        if selector is None:  # a nil selector matches no pod (LabelSelectorAsSelector(nil) is Nothing)
+            return counts
+        for other, node_name in bound:
+            view = views.get(node_name)
+            if view is None or is_deleting(other) or other["metadata"]["namespace"] != ns:
+                continue
+            domain = view.labels.get(key)
+            if domain in counts and selector_matches(selector, other["metadata"].get("labels")):
+                counts[domain] += 1
+        return counts
+
+    def _spread_problem(self, pod: dict, view: NodeView, views: dict[str, NodeView], bound) -> str | None:
+        """filtering.go Filter: for each DoNotSchedule constraint, placing the pod here must keep
+        (matches here + 1 if the pod matches itself) - the global minimum within maxSkew; with
+        fewer domains than minDomains the minimum counts as 0."""
+        constraints = [c for c in pod["spec"].get("topologySpreadConstraints") or []
+                       if c.get("whenUnsatisfiable") == "DoNotSchedule"]
+        for constraint in constraints:
+            key = constraint["topologyKey"]
+            if key not in view.labels:
+                return "node(s) didn't match pod topology spread constraints (missing required label)"
+            counts = self._domain_counts(pod, constraint, constraints, views, bound)
+            minimum = min(counts.values()) if counts else 0
+            if len(counts) < int(constraint.get("minDomains") or 1):
+                minimum = 0
+            selector = constraint.get("labelSelector")
+            itself = int(selector is not None and selector_matches(selector, pod["metadata"].get("labels")))
+            if counts.get(view.labels[key], 0) + itself - minimum > int(constraint.get("maxSkew", 1)):
+                return "node(s) didn't match pod topology spread constraints"
+        return None
+
+    def _spread_score(self, pod: dict, view: NodeView, views: dict[str, NodeView], bound) -> int:
+        """scoring.go, reduced to its order: ScheduleAnyway constraints prefer the node whose domain
+        holds the fewest matching pods (a node without the key scores worst)."""
+        constraints = [c for c in pod["spec"].get("topologySpreadConstraints") or []
+                       if c.get("whenUnsatisfiable") == "ScheduleAnyway"]
+        score = 0
+        for constraint in constraints:
+            domain = view.labels.get(constraint["topologyKey"])
+            counts = self._domain_counts(pod, constraint, constraints, views, bound)
+            score += counts.get(domain, len(bound) + 1) if domain is not None else len(bound) + 1
+        return score
 
     # -- inter-pod affinity --------------------------------------------------------------------
 

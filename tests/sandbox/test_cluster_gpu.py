@@ -148,3 +148,50 @@ def test_failing_scheduling_names_the_untolerated_gpu_taint(tmp_path):
                                   "1 node(s) had untolerated taint {nvidia.com/gpu: true}.")
         pod = pods(store)[0]
         assert condition(pod, "PodScheduled")["reason"] == "Unschedulable"
+
+
+def _apart(app: str) -> dict:
+    """Required anti-affinity on the hostname against the app's own pods (one ASR per node)."""
+    return {"affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+        {"labelSelector": {"matchLabels": {"app": app}}, "topologyKey": "kubernetes.io/hostname"}]}}}
+
+
+def gpu_node_names(store) -> set[str]:
+    return {n["metadata"]["name"] for n in store.list(NODES) if n["metadata"]["labels"].get("node-type") == "gpu"}
+
+
+def test_karpenter_launches_a_node_per_pod_anti_affinity_keeps_apart_up_to_the_pools_gpu_limit(tmp_path):
+    # The sandbox pool allows 4 GPUs (g4dn.xlarge: one each): five pods that may not share a node get
+    # four. Time-slicing gives each node 4 slots, so only the anti-affinity keeps the fifth out.
+    with running_cluster(tmp_path, gpu_node=False) as cluster:
+        store = cluster.store
+        configure_time_slicing(store, time_slicing_config(4))
+        store.create(DEPLOYMENTS, deployment("asr", gpu=1, replicas=5, spec=_apart("asr")))
+        running = wait_for(lambda: ready_pods(store, "default", "app=asr", 4), "four pods, each on a node of its own")
+        assert len({p["spec"]["nodeName"] for p in running}) == 4
+        assert len(gpu_node_names(store)) == 4
+        # (While a new node's device plugin still reports 1 slot, the reason is that node's GPUs.)
+        last = wait_for(lambda: next((m for p in pods(store, selector="app=asr") if (m := unschedulable_message(p))
+                                      and "anti-affinity" in m), None), "the fifth pod to stay Unschedulable")
+        assert "4 node(s) didn't match pod anti-affinity rules" in last
+        assert len(gpu_node_names(store)) == 4
+
+
+def test_a_capped_hostname_spread_leaves_a_pod_pending_rather_than_doubling_up_on_a_node_with_free_slots(tmp_path):
+    # As the TTS manifest: maxSkew 1 and minDomains above any node count make one pod per node a hard
+    # cap; the node has 4 slots, yet the second pod waits, and Karpenter starts nothing for it.
+    capped = {"topologySpreadConstraints": [{"maxSkew": 1, "minDomains": 1000, "topologyKey": "kubernetes.io/hostname",
+                                             "whenUnsatisfiable": "DoNotSchedule",
+                                             "labelSelector": {"matchLabels": {"app": "tts"}}}]}
+    with running_cluster(tmp_path) as cluster:
+        store = cluster.store
+        configure_time_slicing(store, time_slicing_config(4))
+        wait_for(lambda: node_gpus(store) == 4, "time-slicing in effect")
+        store.create(DEPLOYMENTS, deployment("asr", gpu=1))
+        store.create(DEPLOYMENTS, deployment("tts", gpu=1, next_to="asr", replicas=2, spec=capped))
+        (one,) = wait_for(lambda: ready_pods(store, "default", "app=tts", 1), "one TTS pod beside ASR")
+        assert one["spec"]["nodeName"] == GPU_NODE
+        waiting = wait_for(lambda: next((unschedulable_message(p) for p in pods(store, selector="app=tts")
+                                         if unschedulable_message(p)), None), "the second TTS pod to wait")
+        assert "1 node(s) didn't match pod topology spread constraints" in waiting
+        assert gpu_node_names(store) == {GPU_NODE}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 import pytest
 
@@ -258,3 +259,22 @@ def test_a_container_runs_as_its_effective_run_as_user_and_can_write_its_empty_d
         wait_for(lambda: condition(cluster.store.get(JOBS, "default", "ids"), "Complete"), "job ids to complete")
         (pod,) = pods(cluster.store, selector="job-name=ids")
         assert cluster.pod_log_path("default", pod["metadata"]["name"], "main").read_text().split() == ["1001", "2000", "ok"]
+
+
+def test_scaling_down_deletes_the_pod_with_the_lower_deletion_cost_before_the_newer_one(tmp_path):
+    # Without a cost the newest pod goes first (controller_utils.go ActivePodsWithRanks); the
+    # playbook's scale-down marks the leaving node's pods with a lower cost to choose them instead.
+    with running_cluster(tmp_path) as cluster:
+        store = cluster.store
+        store.create(DEPLOYMENTS, deployment("web", replicas=1, strategy="RollingUpdate"))
+        (old,) = wait_for(lambda: ready_pods(store, "default", "app=web", 1), "the first pod")
+        time.sleep(1.1)  # creationTimestamp has whole seconds: the second pod must be strictly newer
+        store.mutate(DEPLOYMENTS, "default", "web", lambda d: d["spec"].update(replicas=2))
+        wait_for(lambda: ready_pods(store, "default", "app=web", 2), "the second pod")
+        store.mutate(PODS, "default", old["metadata"]["name"], lambda p: p["metadata"].setdefault("annotations", {})
+                     .update({"controller.kubernetes.io/pod-deletion-cost": "-1000"}))
+        store.mutate(DEPLOYMENTS, "default", "web", lambda d: d["spec"].update(replicas=1))
+        (kept,) = wait_for(lambda: (lambda live: live if len(live) == 1 else None)(
+            [p for p in pods(store, selector="app=web") if not p["metadata"].get("deletionTimestamp")]),
+            "the scale-down to one pod")
+        assert kept["metadata"]["name"] != old["metadata"]["name"]

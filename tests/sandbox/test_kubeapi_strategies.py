@@ -27,6 +27,7 @@ CONFIGMAPS = "/api/v1/namespaces/default/configmaps"
 STORAGECLASSES = "/apis/storage.k8s.io/v1/storageclasses"
 INGRESSES = "/apis/networking.k8s.io/v1/namespaces/default/ingresses"
 NETWORK_POLICIES = "/apis/networking.k8s.io/v1/namespaces/default/networkpolicies"
+BUDGETS = "/apis/policy/v1/namespaces/default/poddisruptionbudgets"
 APPLY = "application/apply-patch+yaml"
 
 
@@ -158,6 +159,37 @@ def test_ingress_path_without_a_path_type_is_refused(kube):
     answer = refused(kube, "POST", INGRESSES, body)
     assert answer["message"] == ('Ingress.networking.k8s.io "asr" is invalid: spec.rules[0].http.paths[0].pathType: '
                                  "Required value: pathType must be specified")
+
+
+def test_a_disruption_budget_with_both_bounds_or_a_bad_percentage_is_refused_and_a_good_one_is_stored(kube):
+    def budget(**spec) -> dict:
+        return {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {"name": "asr"},
+                "spec": {"selector": {"matchLabels": {"app": "asr"}}, **spec}}
+
+    answer = refused(kube, "POST", BUDGETS, budget(minAvailable=1, maxUnavailable="150%"))
+    assert fields(answer) == ["spec", "spec.maxUnavailable"]
+    assert answer["details"]["causes"][0]["message"].endswith(": minAvailable and maxUnavailable cannot be both set")
+    assert answer["details"]["causes"][1]["message"] == 'Invalid value: "150%": must not be greater than 100%'
+    assert fields(refused(kube, "POST", BUDGETS, budget(minAvailable=-1))) == ["spec.minAvailable"]
+    assert fields(refused(kube, "POST", BUDGETS, budget(minAvailable=1, unhealthyPodEvictionPolicy="Never"))) == [
+        "spec.unhealthyPodEvictionPolicy"]
+    assert created(kube, BUDGETS, budget(minAvailable=1))["spec"]["minAvailable"] == 1
+
+
+def test_spread_constraints_are_refused_as_upstream_words_them(kube):
+    def spreading(**constraint) -> dict:
+        body = pod()
+        body["spec"]["topologySpreadConstraints"] = [{"maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
+                                                     "whenUnsatisfiable": "DoNotSchedule", **constraint}]
+        return body
+
+    answer = refused(kube, "POST", PODS, spreading(maxSkew=0, minDomains=0))
+    assert [c["message"] for c in answer["details"]["causes"]] == [
+        "Invalid value: 0: must be greater than zero", "Invalid value: 0: must be greater than zero"]
+    answer = refused(kube, "POST", PODS, spreading(whenUnsatisfiable="ScheduleAnyway", minDomains=2))
+    assert answer["details"]["causes"][0]["message"] == (
+        "Invalid value: 2: can only use minDomains if whenUnsatisfiable=DoNotSchedule, not ScheduleAnyway")
+    assert created(kube, PODS, spreading(minDomains=1000))["spec"]["topologySpreadConstraints"][0]["minDomains"] == 1000
 
 
 def test_network_policy_with_a_bad_cidr_a_mixed_peer_and_a_bad_port_is_refused_a_good_one_gets_its_defaults(kube):

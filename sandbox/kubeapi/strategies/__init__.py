@@ -6,7 +6,7 @@ rules means adding a class with `@register` in the module of its API group, not 
 
 from __future__ import annotations
 
-from . import apps, batch, core, networking, pods, storage  # noqa: F401 (each module registers its kinds)
+from . import apps, batch, core, networking, pods, policy, storage  # noqa: F401 (each module registers its kinds)
 from .base import STRATEGIES, Context, Strategy, strategy_for
 from .core import DecodeError
 from .quantity import QuantityError

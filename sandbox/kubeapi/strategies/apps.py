@@ -9,23 +9,12 @@ apps/v1), strategies after pkg/registry/apps/{deployment,replicaset,daemonset}/s
 from __future__ import annotations
 
 from .base import Strategy, register, spec_of
-from .fields import as_dict, forbidden, invalid, non_negative, not_supported
+from .fields import as_dict, forbidden, int_or_percent_causes, invalid, non_negative, not_supported
 from .pods import default_pod_template, pod_template_causes
 from .selectors import selector_causes, selector_immutable, template_match_causes
 
 DEPLOYMENT_STRATEGIES = ["Recreate", "RollingUpdate"]
 DAEMONSET_STRATEGIES = ["OnDelete", "RollingUpdate"]
-
-
-def _int_or_percent_causes(value, field: str) -> list[dict]:
-    if value is None:
-        return []
-    if isinstance(value, str):
-        if not value.endswith("%") or not value[:-1].isdigit():
-            return [invalid(field, value, "a valid percent string must be a numeric string followed by an ending '%' "
-                                          "(e.g. '1%',  or '93%', regex used for validation is '[0-9]+%')")]
-        return []
-    return non_negative(field, value)
 
 
 def _workload_causes(spec: dict | None, kind_word: str) -> list[dict]:
@@ -88,8 +77,8 @@ class DeploymentStrategy(_Workload):
             causes.append(forbidden("spec.strategy.rollingUpdate",
                                     "may not be specified when strategy `type` is 'Recreate'"))
         rolling = as_dict(strategy.get("rollingUpdate"))
-        causes += _int_or_percent_causes(rolling.get("maxUnavailable"), "spec.strategy.rollingUpdate.maxUnavailable")
-        causes += _int_or_percent_causes(rolling.get("maxSurge"), "spec.strategy.rollingUpdate.maxSurge")
+        causes += int_or_percent_causes(rolling.get("maxUnavailable"), "spec.strategy.rollingUpdate.maxUnavailable")
+        causes += int_or_percent_causes(rolling.get("maxSurge"), "spec.strategy.rollingUpdate.maxSurge")
         if rolling.get("maxUnavailable") in (0, "0%") and rolling.get("maxSurge") in (0, "0%"):
             causes.append(invalid("spec.strategy.rollingUpdate.maxUnavailable", rolling["maxUnavailable"],
                                   "may not be 0 when `maxSurge` is 0"))

@@ -106,3 +106,18 @@ def as_dict(value: Any) -> dict:
 
 def as_list(value: Any) -> list:
     return value if isinstance(value, list) else []
+
+
+def int_or_percent_causes(value: Any, field: str, *, at_most_100: bool = False) -> list[dict]:
+    """An IntOrString count (pkg/apis/apps/validation ValidatePositiveIntOrPercent; with
+    `at_most_100`, IsNotMoreThan100Percent too): an integer >= 0 or "N%"."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        if not value.endswith("%") or not value[:-1].isdigit():
+            return [invalid(field, value, "a valid percent string must be a numeric string followed by an ending '%' "
+                                          "(e.g. '1%',  or '93%', regex used for validation is '[0-9]+%')")]
+        if at_most_100 and int(value[:-1]) > 100:
+            return [invalid(field, value, "must not be greater than 100%")]
+        return []
+    return non_negative(field, value)

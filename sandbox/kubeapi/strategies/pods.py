@@ -372,6 +372,39 @@ def _toleration_causes(tolerations: list, field: str) -> list[dict]:
     return causes
 
 
+SPREAD_ACTIONS = ["DoNotSchedule", "ScheduleAnyway"]
+
+
+def _spread_causes(constraints: list, field: str) -> list[dict]:
+    """pkg/apis/core/validation ValidateTopologySpreadConstraints: maxSkew and minDomains positive,
+    minDomains only with DoNotSchedule, a topology key, a known action, each {key, action} once."""
+    causes: list[dict] = []
+    seen: set[tuple] = set()
+    for index, constraint in enumerate(constraints):
+        if not isinstance(constraint, dict):
+            continue
+        cfield = f"{field}[{index}]"
+        skew = constraint.get("maxSkew")
+        if isinstance(skew, int) and skew <= 0:
+            causes.append(invalid(f"{cfield}.maxSkew", skew, "must be greater than zero"))
+        key, action = constraint.get("topologyKey"), constraint.get("whenUnsatisfiable")
+        if not key:
+            causes.append(required(f"{cfield}.topologyKey", "can not be empty"))
+        if action not in SPREAD_ACTIONS:
+            causes.append(not_supported(f"{cfield}.whenUnsatisfiable", action, SPREAD_ACTIONS))
+        domains = constraint.get("minDomains")
+        if domains is not None:
+            if isinstance(domains, int) and domains <= 0:
+                causes.append(invalid(f"{cfield}.minDomains", domains, "must be greater than zero"))
+            elif action != "DoNotSchedule":
+                causes.append(invalid(f"{cfield}.minDomains", domains,
+                                      f"can only use minDomains if whenUnsatisfiable=DoNotSchedule, not {action}"))
+        if (key, action) in seen:
+            causes.append(duplicate(f"{cfield}.{{topologyKey, whenUnsatisfiable}}", f"{{{key}, {action}}}"))
+        seen.add((key, action))
+    return causes
+
+
 def pod_spec_causes(spec: Any, field: str) -> list[dict]:
     """ValidatePodSpec (the defaulted spec of a pod or a pod template)."""
     if not isinstance(spec, dict):
@@ -397,6 +430,7 @@ def pod_spec_causes(spec: Any, field: str) -> list[dict]:
     if isinstance(deadline, int) and not isinstance(deadline, bool) and deadline <= 0:
         causes.append(invalid(f"{field}.activeDeadlineSeconds", deadline, "must be between 1 and 2147483647, inclusive"))
     causes += _toleration_causes(as_list(spec.get("tolerations")), f"{field}.tolerations")
+    causes += _spread_causes(as_list(spec.get("topologySpreadConstraints")), f"{field}.topologySpreadConstraints")
     return causes
 
 
