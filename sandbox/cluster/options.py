@@ -15,6 +15,9 @@ class ClusterOptions:
       the guide's prerequisites can be left out, so preflight checks can be tested
     + image_pull, container_start, model_load, node_replacement: seconds; None picks the default
       for the mode (fast: 0.05 / 0.05 / 0.2 / 0.3, otherwise 5 / 1 / 8 / 20)
+    + spot_notice: seconds from a Spot interruption warning to the instance's end: AWS gives two
+      minutes (EC2 User Guide, "Spot Instance interruption notices"); None: 120 on the sandbox's
+      time scale (fast: 1.2)
     + device_plugin_setup: who installed the device plugin: static | helm | gpu-operator | bottlerocket
       (sandbox/cluster/device_plugin.py lays each out as its installer does)
     + asr_image_marker, tts_image_marker: an image containing one of these gets a speech stand-in
@@ -34,6 +37,7 @@ class ClusterOptions:
     container_start: float | None = None
     model_load: float | None = None
     node_replacement: float | None = None
+    spot_notice: float | None = None
     asr_image_marker: str = "qwen3-asr"
     tts_image_marker: str = "qwen3-tts"
     python: str = field(default_factory=lambda: sys.executable)
@@ -46,7 +50,7 @@ class ClusterOptions:
             raise ValueError(f"ClusterOptions.device_plugin_setup={self.device_plugin_setup!r}: choose from "
                              f"{', '.join(SETUPS)}")
         defaults = {"image_pull": (0.05, 5.0), "container_start": (0.05, 1.0), "model_load": (0.2, 8.0),
-                    "node_replacement": (0.3, 20.0)}
+                    "node_replacement": (0.3, 20.0), "spot_notice": (120.0 / 100.0, 120.0)}
         for name, (fast_value, real_value) in defaults.items():
             if getattr(self, name) is None:
                 setattr(self, name, fast_value if self.fast else real_value)
