@@ -1,0 +1,78 @@
+"""A Spot interruption while clients stream requests through the ALB: with two serving nodes none is
+lost (the ALB stops sending to the leaving pods, which finish what they have and go; the other node
+serves until the replacement does); with one node the same stream sees the outage.
+
+Each request is retried once by the client on failure, as the issue asks of clients. The
+interruption runs in real time (fast mode's scale): the notice, the drain by eviction, preStop,
+SIGTERM, the instance gone at the notice's end, the pre-spun replacement joining later.
+"""
+
+from __future__ import annotations
+
+import time
+
+from sandbox.cluster.common import NODES
+from tests.cluster_helpers import GPU_NODE, events, pods, running_cluster, wait_for
+from tests.serving_helpers import Stream, gpu_nodes, healthy_targets, serving_on, start_serving
+
+# Long enough that the surviving node carries the stream alone for a while after the notice ends.
+REPLACEMENT_DELAY = 2.5
+AT_LEAST = 50  # requests sent between the notice and the replacement serving again
+
+
+def stream_through_interruption(tmp_path, nodes: int) -> tuple[list, dict]:
+    """Serve on `nodes` GPU nodes, stream requests, interrupt the first node, keep streaming until
+    the replacement serves both apps (and AT_LEAST were sent since the notice): the requests sent
+    since the notice, and the fault's answer."""
+    with running_cluster(tmp_path) as cluster:
+        urls = start_serving(cluster, nodes)
+        assert len(gpu_nodes(cluster)) == nodes
+        stream = Stream(urls).start()
+        try:
+            wait_for(lambda: len(stream.sent) >= 8, "the stream to flow before the notice")
+            notice = time.monotonic()
+            fault = cluster.inject("spot-interruption", {"node": GPU_NODE, "replacement_delay": REPLACEMENT_DELAY})
+            wait_for(lambda: serving_on(cluster, fault["replacement"]) and len(stream.since(notice)) >= AT_LEAST,
+                     "the replacement node to serve both apps again", timeout=120)
+        finally:
+            stream.stop()
+        assert GPU_NODE not in gpu_nodes(cluster)
+        assert events(cluster.store, GPU_NODE, reason="SpotInterrupted")
+        return stream.since(notice), fault
+
+
+def test_with_two_serving_nodes_a_spot_interruption_loses_no_request_sent_through_the_alb(tmp_path):
+    sent, fault = stream_through_interruption(tmp_path, nodes=2)
+    assert len(sent) >= AT_LEAST
+    assert {s.kind for s in sent} == {"tts", "asr"}
+    failed = [s for s in sent if not s.ok]
+    assert failed == [], f"{len(failed)} of {len(sent)} failed after one retry; first: {failed[0].error}"
+
+
+def test_with_one_serving_node_the_same_stream_sees_the_outage(tmp_path):
+    sent, _ = stream_through_interruption(tmp_path, nodes=1)
+    assert len(sent) >= AT_LEAST
+    assert [s for s in sent if not s.ok], "no request failed although the only serving node went away"
+
+
+def test_a_drained_pod_finishes_its_grace_period_on_the_node_before_the_instance_goes(tmp_path):
+    """The sequence itself: at the notice the node is tainted and its serving pods are Terminating
+    (deleted with their grace period, not at once) while the node is still there; the node leaves
+    once they have stopped, or at the notice's end."""
+    with running_cluster(tmp_path) as cluster:
+        start_serving(cluster, 1)
+        store = cluster.store
+        fault = cluster.inject("spot-interruption", {"node": GPU_NODE, "replacement_delay": 30})
+        node = store.get(NODES, None, GPU_NODE)
+        assert node is not None
+        assert any(t["key"] == "karpenter.sh/disrupted" for t in node["spec"]["taints"])
+        leaving = [p for p in pods(store, selector="app.kubernetes.io/part-of=qwen3-speech")
+                   if p["spec"].get("nodeName") == GPU_NODE]
+        assert leaving and all(p["metadata"].get("deletionTimestamp") for p in leaving)
+        assert all(p["metadata"]["deletionGracePeriodSeconds"] == p["spec"]["terminationGracePeriodSeconds"]
+                   for p in leaving)
+        assert events(store, leaving[0]["metadata"]["name"], reason="Evicted")
+        wait_for(lambda: GPU_NODE not in gpu_nodes(cluster), "the interrupted node to leave")
+        killing = [e for p in leaving for e in events(store, p["metadata"]["name"], reason="Killing")]
+        assert killing  # the kubelet stopped them (preStop, SIGTERM) before the node went
+        assert not healthy_targets(cluster, "qwen3-asr") and fault["replacement"] not in gpu_nodes(cluster)
