@@ -130,14 +130,18 @@ class Stream:
 
     + urls: {"asr": URL, "tts": URL} of the ALB listeners
     + text: what TTS speaks; ASR transcribes the speech of it (made once, up front)
-    + clients: threads per app
+    + clients: threads per kind
     + pause: seconds between a thread's requests (a steady stream, not a flood)
+    + kinds: what the threads ask: "tts", "asr", "roundtrip" (speak, then transcribe that speech)
+    + retry: retry a failed request once
     """
 
     urls: dict[str, str]
     text: str = "Hello from the Spot test."
     clients: int = 2
     pause: float = 0.01
+    kinds: tuple[str, ...] = ("tts", "asr")
+    retry: bool = True
     sent: list[Sent] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
@@ -147,13 +151,13 @@ class Stream:
         self.audio, _ = speak(UrlTransport(self.urls["tts"]), self.text, voice="Vivian", model="tts-1")
 
     def once(self, kind: str) -> None:
-        """One request of `kind` ("tts" or "asr"); raises RoundTripError (or AssertionError) on a bad answer."""
-        transport = UrlTransport(self.urls[kind])
-        if kind == "tts":
-            audio, _ = speak(transport, self.text, voice="Vivian", model="tts-1", timeout=60)
+        """One request of `kind`; raises RoundTripError (or AssertionError) on a bad answer."""
+        audio = self.audio
+        if kind in ("tts", "roundtrip"):
+            audio, _ = speak(UrlTransport(self.urls["tts"]), self.text, voice="Vivian", model="tts-1", timeout=60)
             assert decode_speech(audio)[0] == self.text, "the speech is not of the text sent"
-        else:
-            text, _ = transcribe(transport, self.audio, ASR_MODEL, timeout=60)
+        if kind in ("asr", "roundtrip"):
+            text, _ = transcribe(UrlTransport(self.urls["asr"]), audio, ASR_MODEL, timeout=60)
             assert strip_asr_prefix(text)[1] == self.text, f"transcribed {text!r}"
 
     def _attempt(self, kind: str) -> str:
@@ -167,13 +171,13 @@ class Stream:
         while not self._stop.is_set():
             at = time.monotonic()
             first = self._attempt(kind)
-            second = self._attempt(kind) if first else ""
+            second = self._attempt(kind) if first and self.retry else first
             with self._lock:
                 self.sent.append(Sent(kind, at, not first, not second, second or first))
             self._stop.wait(self.pause)
 
     def start(self) -> "Stream":
-        for kind in ("tts", "asr"):
+        for kind in self.kinds:
             for i in range(self.clients):
                 thread = threading.Thread(target=self._run, args=(kind,), name=f"stream-{kind}-{i}", daemon=True)
                 self._threads.append(thread)

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import time
 
-from sandbox.cluster.common import NODES
-from tests.cluster_helpers import GPU_NODE, events, pods, running_cluster, wait_for
+from sandbox.cluster.common import DEPLOYMENTS, NODES, PODS
+from sandbox.cluster.faults import PDBS
+from tests.cluster_helpers import GPU_NODE, deployment, events, pods, ready_pods, running_cluster, wait_for
 from tests.serving_helpers import Stream, gpu_nodes, healthy_targets, serving_on, start_serving
 
 # Long enough that the surviving node carries the stream alone for a while after the notice ends.
@@ -76,3 +77,21 @@ def test_a_drained_pod_finishes_its_grace_period_on_the_node_before_the_instance
         killing = [e for p in leaving for e in events(store, p["metadata"]["name"], reason="Killing")]
         assert killing  # the kubelet stopped them (preStop, SIGTERM) before the node went
         assert not healthy_targets(cluster, "qwen3-asr") and fault["replacement"] not in gpu_nodes(cluster)
+
+
+def test_an_eviction_a_pdb_refuses_is_retried_until_the_instance_goes_at_the_notices_end(tmp_path):
+    """Karpenter's drain goes through the Eviction API, which honours PDBs; EC2 does not wait for it."""
+    with running_cluster(tmp_path) as cluster:
+        store = cluster.store
+        store.create(DEPLOYMENTS, deployment("asr", gpu=1))
+        store.create(PDBS, {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+                            "metadata": {"name": "asr", "namespace": "default"},
+                            "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "asr"}}}})
+        (pod,) = wait_for(lambda: ready_pods(store, "default", "app=asr", 1), "the pod")
+        name = pod["metadata"]["name"]
+        cluster.inject("spot-interruption", {"node": GPU_NODE, "replacement_delay": 30, "notice": 3})
+        wait_for(lambda: len(events(store, GPU_NODE, reason="FailedDraining")) or None, "the refused eviction")
+        assert not store.get(PODS, "default", name)["metadata"].get("deletionTimestamp")  # refused: still serving
+        assert not events(store, name, reason="Evicted")
+        wait_for(lambda: store.get(NODES, None, GPU_NODE) is None, "the instance to go when the notice ends")
+        assert store.get(PODS, "default", name) is None
