@@ -36,10 +36,11 @@ RESOURCES = {"Deployment": DEPLOYMENTS, "Service": SERVICES, "ServiceAccount": S
 LABELS = {app: {"app.kubernetes.io/name": app, "app.kubernetes.io/part-of": "qwen3-speech"} for app in APPS}
 
 
-def serving_objects(nodes: int) -> list[dict]:
-    """The serving Deployments (N replicas, one pair per node), Services, Ingresses and what they mount."""
+def serving_objects(nodes: int, **overrides) -> list[dict]:
+    """The serving Deployments (N replicas, one pair per node), Services, Ingresses and what they mount,
+    rendered with the inventory's defaults and `overrides`."""
     out = []
-    for obj in all_manifests(namespace=NAMESPACE):
+    for obj in all_manifests(namespace=NAMESPACE, **overrides):
         name = obj["metadata"]["name"]
         if obj["kind"] not in RESOURCES or (obj["kind"] == "Deployment" and name not in APPS):
             continue
@@ -63,13 +64,13 @@ def serving_objects(nodes: int) -> list[dict]:
     return out
 
 
-def start_serving(cluster, nodes: int) -> dict[str, str]:
-    """Create the serving objects for `nodes` GPU nodes, seed the model files, wait until every pod is
-    Ready and every ALB target healthy: {"asr": listener URL, "tts": listener URL}."""
+def start_serving(cluster, nodes: int, **overrides) -> dict[str, str]:
+    """Create the serving objects for `nodes` GPU nodes (inventory `overrides`), seed the model files,
+    wait until every pod is Ready and every ALB target healthy: {"asr": listener URL, "tts": listener URL}."""
     store = cluster.store
     configure_time_slicing(store, time_slicing_config(2))  # ASR and TTS share each node's T4
     wait_for(lambda: node_gpus(store) == 2, "time-slicing in effect")
-    for obj in serving_objects(nodes):
+    for obj in serving_objects(nodes, **overrides):
         store.create(RESOURCES[obj["kind"]], obj)
     pv = wait_for(lambda: next(iter(store.list(PVS)), None), "the models volume")
     s = validate(default_data(namespace=NAMESPACE))

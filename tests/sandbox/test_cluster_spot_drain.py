@@ -4,17 +4,25 @@ serves until the replacement does); with one node the same stream sees the outag
 
 Each request is retried once by the client on failure, as the issue asks of clients. The
 interruption runs in real time (fast mode's scale): the notice, the drain by eviction, preStop,
-SIGTERM, the instance gone at the notice's end, the pre-spun replacement joining later.
+SIGTERM, the instance gone at the notice's end, the pre-spun replacement joining later. The
+serving pairs are the shipped manifests spread by tests/serving_helpers.py (to become the
+`serving_nodes` setting). Below them, the pieces: an eviction a PDB refuses, a request in flight
+on a leaving pod (it finishes; cut with a 502 when the instance goes first).
 """
 
 from __future__ import annotations
 
+import json
+import threading
 import time
+import urllib.error
+import urllib.request
 
 from sandbox.cluster.common import DEPLOYMENTS, NODES, PODS
 from sandbox.cluster.faults import PDBS
 from tests.cluster_helpers import GPU_NODE, deployment, events, pods, ready_pods, running_cluster, wait_for
-from tests.serving_helpers import Stream, gpu_nodes, healthy_targets, serving_on, start_serving
+from sandbox.speech import decode_speech
+from tests.serving_helpers import GROUP, Stream, gpu_nodes, healthy_targets, serving_on, start_serving
 
 # Long enough that the surviving node carries the stream alone for a while after the notice ends.
 REPLACEMENT_DELAY = 2.5
@@ -95,3 +103,59 @@ def test_an_eviction_a_pdb_refuses_is_retried_until_the_instance_goes_at_the_not
         assert not events(store, name, reason="Evicted")
         wait_for(lambda: store.get(NODES, None, GPU_NODE) is None, "the instance to go when the notice ends")
         assert store.get(PODS, "default", name) is None
+
+
+# Fast mode runs every duration at 1/100, so a busy machine's control loop (a pass can take a
+# few hundred milliseconds) is slow next to them: these two stretch the pods' grace period to 600 s
+# (ingress_deregistration_delay_seconds, also the ALB's wait) and use syntheses far from every end.
+GRACE = 600
+FINISHES = "你好" * 280   # ~300 s of synthesis: inside the grace period and a notice stretched to 900 s
+OUTLASTS = "你好" * 600   # ~650 s: far longer than a notice cut short to 30 s
+
+
+def tts_request_in_flight(cluster) -> bool:
+    groups = cluster.alb.balancers[GROUP].target_groups.values()
+    return any(t.in_flight for g in groups if g.service == "qwen3-tts-service" for t in g.targets.values())
+
+
+def interrupt_during_a_synthesis(tmp_path, text: str, notice: float) -> tuple[int, bytes, str]:
+    """Start a synthesis of `text` through the ALB, interrupt its node (a `notice` in real seconds)
+    while it runs: the client's answer and the TTS container's log."""
+    with running_cluster(tmp_path) as cluster:
+        urls = start_serving(cluster, 1, ingress_deregistration_delay_seconds=GRACE)
+        (pod,) = pods(cluster.store, selector="app.kubernetes.io/name=qwen3-tts")
+        answer: dict = {}
+        body = json.dumps({"model": "tts-1", "input": text, "voice": "Vivian"}).encode()
+
+        def ask() -> None:
+            request = urllib.request.Request(urls["tts"] + "/v1/audio/speech", data=body, method="POST",
+                                             headers={"Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(request, timeout=60) as response:
+                    answer["reply"] = response.status, response.read()
+            except urllib.error.HTTPError as err:
+                answer["reply"] = err.code, err.read()
+
+        client = threading.Thread(target=ask, daemon=True)
+        client.start()
+        wait_for(lambda: tts_request_in_flight(cluster), "the synthesis to be in flight")
+        cluster.inject("spot-interruption", {"node": GPU_NODE, "replacement_delay": 30,
+                                             "notice": cluster.options.scaled(notice)})
+        client.join(timeout=60)
+        wait_for(lambda: GPU_NODE not in gpu_nodes(cluster), "the interrupted node to leave")
+        log = cluster.pod_log_path("default", pod["metadata"]["name"], "tts").read_text()
+        return (*answer["reply"], log)
+
+
+def test_a_synthesis_in_flight_on_an_evicted_pod_finishes_before_its_server_exits(tmp_path):
+    status, audio, log = interrupt_during_a_synthesis(tmp_path, FINISHES, notice=900)
+    assert status == 200, audio[:300]
+    assert decode_speech(audio)[0] == FINISHES
+    # SIGTERM came while it ran: the server stopped accepting and waited for it, as uvicorn does.
+    assert "Waiting for connections to close" in log and "Finished server process" in log
+
+
+def test_a_synthesis_still_running_when_the_instance_goes_gets_a_502(tmp_path):
+    status, _, log = interrupt_during_a_synthesis(tmp_path, OUTLASTS, notice=30)
+    assert status == 502  # the target's connection died before it answered anything
+    assert "Finished server process" not in log
