@@ -724,6 +724,9 @@ class Controllers:
                 continue
             ns, name = svc["metadata"]["namespace"], svc["metadata"]["name"]
             wanted.add((ns, name))
+            # A Terminating pod (deletionTimestamp) leaves at once, ready or not: k8s.io/endpointslice
+            # util/controller_utils.go ShouldPodBeInEndpoints (an EndpointSlice keeps it with
+            # ready=false, terminating=true); the ALB controller then deregisters its target.
             members = [p for p in pods if p["metadata"]["namespace"] == ns and p["spec"].get("nodeName")
                        and pod_is_active(p) and all((p["metadata"].get("labels") or {}).get(k) == v
                                                     for k, v in selector.items())]

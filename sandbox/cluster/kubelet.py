@@ -23,10 +23,14 @@ verified without a numeric runAsUser), every other image root. A refusal is Crea
 States, events and restarts follow the real kubelet: Pulling/Pulled, ErrImagePull then
 ImagePullBackOff, Created/Started, CrashLoopBackOff with doubling back-off (10 s .. 5 min, scaled
 in fast mode), Init:Error / Init:CrashLoopBackOff for failing init containers, restartPolicy
-Always/OnFailure/Never. Liveness probes are not run. Probe timeouts are enforced on the sandbox's
-clock (exec probes too, as since Kubernetes 1.20), so a server that accepts but does not answer
-fails its HTTP or exec probe as it would in a cluster; an exec probe's timeout runs from when its
-interpreter is up (starting Python on this machine is not part of the simulated time).
+Always/OnFailure/Never. A pod being deleted (deletionTimestamp) stops as the kubelet stops it: a
+Killing event, each running container's preStop hook (a sleep is waited out), SIGTERM (speech
+stand-ins then stop accepting and finish their requests in flight, as uvicorn does), SIGKILL when
+the grace period ends; the pod object goes once every container has stopped. Liveness probes
+are not run. Probe timeouts are enforced on the sandbox's clock (exec probes too, as since
+Kubernetes 1.20), so a server that accepts but does not answer fails its HTTP or exec probe as it
+would in a cluster; an exec probe's timeout runs from when its interpreter is up (starting Python
+on this machine is not part of the simulated time).
 """
 
 from __future__ import annotations
@@ -126,13 +130,13 @@ class _HealthOnlyStandIn:
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop every container process and stand-in (the cluster is shutting down)."""
+        """Stop serving (any signal: nothing is ever in flight here)."""
         if not self.finished.is_set():
             self.finished.set()
             self._server.shutdown()
             self._server.server_close()
 
-    terminate = kill = stop  # nothing is served that could be in flight
+    terminate = kill = stop
 
 
 def start_speech_stand_in(kind: str, *, model_dir: Path | None, load_seconds: float, args: list[str],
@@ -1418,7 +1422,8 @@ def prestop_seconds(container: dict) -> float:
     hook = (container.get("lifecycle") or {}).get("preStop") or {}
     if "sleep" in hook:
         return float((hook.get("sleep") or {}).get("seconds", 0))
-    found = re.search(r"(?:^|[\s;&|/])sleep\s+(\d+(?:\.\d+)?)\b", " ".join(map(str, (hook.get("exec") or {}).get("command") or [])))
+    command = " ".join(map(str, (hook.get("exec") or {}).get("command") or []))
+    found = re.search(r"(?:^|[\s;&|/])sleep\s+(\d+(?:\.\d+)?)\b", command)
     return float(found.group(1)) if found else 0.0
 
 
