@@ -16,13 +16,14 @@ import sys
 # from any directory (`pyinfra /path/to/inventories/production.py /path/to/deploy.py`).
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from tasks import asr, efs_storage, ingress, metrics, models, namespace, preflight, time_slicing, tts, verify
+from tasks import asr, efs_storage, gpu_nodepool, ingress, metrics, models, namespace, preflight, time_slicing, tts, verify
 from tasks.connect import connect
 from tasks.fleet import only_this_host
 
 with only_this_host():                # a fleet: one cluster failing stops only itself
     connect()                         #    the inventory is valid and the cluster answers
     preflight.check_prerequisites()   # 0. prerequisites (前置条件): GPU nodes, device plugin, EFS CSI, ALB controller
+    gpu_nodepool.manage()             #    the GPU NodePool and EC2NodeClass, with manage_gpu_nodepool (image cache)
     time_slicing.configure()          # 1. GPU time-slicing (配置 GPU Time-Slicing)
     namespace.create()                # 2. namespace (创建 Namespace)
     efs_storage.create()              # 3. EFS storage (创建 EFS 存储)

@@ -1,4 +1,4 @@
-"""`python -m qwen_speech status|drift|verify INVENTORY` (or `python PATH/qwen_speech ...`): see tasks/operate.py."""
+"""`python -m qwen_speech status|drift|verify|image-cache ...` (or `python PATH/qwen_speech ...`): see tasks/operate.py."""
 
 import os
 import sys

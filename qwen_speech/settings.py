@@ -36,6 +36,9 @@ COMMIT = re.compile(r"^[0-9a-f]{40}$")
 # git check-ref-format: no control characters, space, ~ ^ : ? * [ \, no "..", no "@{", no "//".
 GIT_REF_BAD = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]|\.\.|@\{|//")
 
+# An EBS snapshot id (the EC2 API's form: snap- and 8 or 17 hex digits).
+SNAPSHOT_ID = re.compile(r"^snap-([0-9a-f]{8}|[0-9a-f]{17})$")
+
 # Kubernetes' own API limits (k8s.io/apimachinery: int32 fields such as progressDeadlineSeconds).
 INT32_MAX = 2**31 - 1
 INT64_MAX = 2**63 - 1
@@ -292,6 +295,12 @@ def _cidr_list(v: Any) -> str | None:
 ACM_ARN = re.compile(r"^arn:aws(-[a-z]+)*:acm:[a-z0-9-]+:\d{12}:certificate/[0-9A-Za-z-]+$")
 
 
+def _snapshot_id(v: Any) -> str | None:
+    ok = isinstance(v, str) and SNAPSHOT_ID.match(v)
+    return None if ok else ("an EBS snapshot id, snap- and 17 hex digits (e.g. \"snap-0123456789abcdef0\"), as "
+                            "`python -m qwen_speech image-cache build INVENTORY` prints it")
+
+
 def _acm_arn(v: Any) -> str | None:
     ok = isinstance(v, str) and ACM_ARN.match(v)
     return None if ok else "an ACM certificate ARN, arn:aws:acm:REGION:ACCOUNT:certificate/ID"
@@ -333,6 +342,9 @@ SCHEMA: dict[str, Checker] = {
     "gpu_tolerations": _tolerations,
     "gpu_node_gpus": _int_range(1, 16, "physical GPUs per GPU node; g4dn.xlarge has 1 T4"),
     "gpu_memory_total_gib": _number_in(0, 1024, "memory of one GPU; a T4 shows 15 GiB", low_open=True),
+    # Step 0: the GPU NodePool and EC2NodeClass, when the playbook manages them (tasks/gpu_nodepool.py)
+    "manage_gpu_nodepool": _boolean,
+    "gpu_image_cache_snapshot_id": _optional(_snapshot_id),
     # Step 2: namespace
     "namespace": _namespace,
     # Step 3: EFS
@@ -493,6 +505,17 @@ def _cross_checks(d: Mapping[str, Any]) -> list[str]:
     if not d["tts_image"] and not d["tts_ecr_repository"]:
         problems.append("tts_image / tts_ecr_repository: both empty; give the TTS image reference, or the ECR repository "
                         "(with tts_image_tag) the playbook resolves to a digest")
+    if d["gpu_image_cache_snapshot_id"] and not d["manage_gpu_nodepool"]:
+        problems.append(f"gpu_image_cache_snapshot_id = {d['gpu_image_cache_snapshot_id']!r}: the snapshot reaches new "
+                        "GPU nodes through the EC2NodeClass the playbook manages; set manage_gpu_nodepool: true, "
+                        "or put the snapshot in your own EC2NodeClass (README, \"Image cache\") and unset this key")
+    if d["manage_gpu_nodepool"] and not d["eks_cluster_name"]:
+        problems.append("eks_cluster_name = None: manage_gpu_nodepool makes an EC2NodeClass that finds the cluster's "
+                        "subnets and security groups by the tag karpenter.sh/discovery=<cluster name> and uses the "
+                        "node role KarpenterNodeRole-<cluster name>; set eks_cluster_name")
+    if d["gpu_image_cache_snapshot_id"] and not d["aws_region"]:
+        problems.append(f"aws_region = None: gpu_image_cache_snapshot_id = {d['gpu_image_cache_snapshot_id']!r} is "
+                        "checked in EC2 before the first write, which needs the cluster's region; set aws_region")
     if d["asr_model_dir"] == d["tts_model_dir"]:
         problems.append(f"asr_model_dir = tts_model_dir = {d['asr_model_dir']!r}: the two models need their own directories")
     if d["asr_port"] == d["tts_port"]:

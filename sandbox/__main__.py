@@ -1,6 +1,7 @@
 """`python -m sandbox up|down|status|fault|serve`: run the simulated EKS account in the background.
 
     python -m sandbox up [--dir .sandbox] [--fast] [--without gpu-node ...]   # start, wait until ready
+    python -m sandbox up --time-scale 100                                   # real-world timings, 100x faster
     python -m sandbox up --device-plugin helm|gpu-operator|bottlerocket       # ... installed another way
     python -m sandbox up --with prometheus-operator                          # ... serving ServiceMonitor/PodMonitor
     source .sandbox/env                                                     # KUBECONFIG, AWS_*, HF_ENDPOINT
@@ -79,6 +80,8 @@ def _options(args: argparse.Namespace) -> SandboxOptions:
     options = SandboxOptions.from_dict(values)
     if args.fast:
         options.fast = True
+    if getattr(args, "time_scale", None) is not None:
+        options.time_scale = args.time_scale
     if getattr(args, "device_plugin", None):
         options.device_plugin_setup = args.device_plugin
     for name in getattr(args, "with_addons", None) or []:
@@ -133,7 +136,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_up(args: argparse.Namespace) -> int:
     root = Path(args.dir).resolve()
     running = _running_state(root)
-    options = _options(args)  # refuse bad --without names before starting anything
+    try:
+        options = _options(args)  # refuse bad --without names and options before starting anything
+    except ValueError as err:
+        print(f"python -m sandbox up: {err}", file=sys.stderr)
+        return 2
     if running:
         # Like `minikube start` on a cluster made with other flags, the running sandbox is not changed
         # silently; unlike it, asking for other options is an error, so a script expecting --fast
@@ -220,6 +227,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"No sandbox runs for {args.dir}. Start one with `python -m sandbox up --dir {args.dir}`.")
         return 3
     print(f"The sandbox for {args.dir} runs: pid {state['pid']}, alive, started {state['started_at']}")
+    scale = (state.get("options") or {}).get("time_scale")
+    if scale:
+        print(f"  time scale      {scale:g}: real-world durations (sandbox/cluster/profile.py), {scale:g} times faster")
     print(f"  Kubernetes API  {state['kube_url']}")
     print(f"  AWS (moto)      {state.get('aws_endpoint_url') or '-'}")
     print(f"  Hugging Face    {state.get('hub_url') or '-'}")
@@ -317,6 +327,9 @@ def main(argv: list[str] | None = None) -> int:
                            ("serve", "run in the foreground (what `up` starts)")):
         p = with_dir(commands.add_parser(name, help=helptext))
         p.add_argument("--fast", action="store_true", help="scale every delay down (tests, demos)")
+        p.add_argument("--time-scale", type=float, metavar="N",
+                       help="live the real-world profile (sandbox/cluster/profile.py: node launch, image pulls "
+                            "by size, model downloads and loads, ALB) N times faster than life")
         p.add_argument("--without", action="append", choices=sorted(WITHOUT), metavar="PIECE",
                        help=f"leave a piece out (repeatable): {', '.join(WITHOUT)}")
         p.add_argument("--with", dest="with_addons", action="append", choices=sorted(WITH), metavar="ADD-ON",

@@ -6,7 +6,13 @@ guide starts is created here through boto3 against that server: the VPC with two
 subnets and the node security group, the EKS cluster (whose endpoint and CA are the sandbox
 API server's), the EFS file system with its mount targets, the ECR repository `qwen3-tts` with
 an image, the ASR image in `docker-hub/qwenllm/qwen3-asr` (as an ECR pull-through cache for
-Docker Hub holds it after its first pull), and the Karpenter interruption queue.
+Docker Hub holds it after its first pull), the Karpenter interruption queue, and Bottlerocket's
+AMI with the public SSM parameter that names it.
+
+moto runs no instances, so nothing is pulled when SSM Run Command "runs" a pull on one. What an
+instance would have pulled is read from SSM's command history (the `images pull` lines sent to
+it), and when its data volume is snapshotted those images go with the snapshot
+(`snapshot_images`): the Karpenter stand-in gives them to a node whose data volume is made from it.
 
 The sandbox API server asks `validate_eks_token` about each bearer token that looks like an
 EKS token; the check is the one aws-iam-authenticator makes: a presigned STS
@@ -23,8 +29,10 @@ import binascii
 import calendar
 import hashlib
 import hmac
+import io
 import json
 import re
+import shlex
 import threading
 import time
 import urllib.request
@@ -58,6 +66,12 @@ ECR_TAG = "latest"
 ASR_ECR_REPOSITORY = "docker-hub/qwenllm/qwen3-asr"
 # The certificate preloaded into ACM for the ALB's HTTPS listener, signed by the sandbox's CA.
 CERTIFICATE_DOMAIN = "speech.sandbox.test"
+# Bottlerocket's AMI for the cluster's Kubernetes version, and the public SSM parameter naming it
+# (bottlerocket-os/bottlerocket QUICKSTART-EKS.md). AWS reserves the /aws prefix, so moto's
+# put_parameter refuses it: the parameter goes into moto's store directly, as its own defaults do.
+KUBERNETES_VERSION = "1.31"
+BOTTLEROCKET_AMI_NAME = f"bottlerocket-aws-k8s-{KUBERNETES_VERSION}-x86_64-v1.29.0-c8b4b2a9"
+BOTTLEROCKET_AMI_PARAMETER = f"/aws/service/bottlerocket/aws-k8s-{KUBERNETES_VERSION}/x86_64/latest/image_id"
 TOKEN_PREFIX = "k8s-aws-v1."
 # aws-iam-authenticator: a presigned URL is accepted for 15 minutes after X-Amz-Date, whatever
 # its X-Amz-Expires says (the CLI asks for 60 s), and X-Amz-Expires above 15 minutes is refused.
@@ -111,15 +125,42 @@ class _LoggedRequestHandler(MotoRequestHandler):
                 log_file.write(line)
 
 
+class _SnapshotRecorder:
+    """WSGI middleware before moto: at each EC2 CreateSnapshot, what the volume's instance pulled
+    (while the volume is still attached) is kept for the snapshot the answer names."""
+
+    def __init__(self, app: Any, images_on_volume: Any, record: Any):
+        self.app = app
+        self.images_on_volume = images_on_volume
+        self.record = record
+
+    def __call__(self, environ: dict, start_response: Any) -> Any:
+        if environ.get("REQUEST_METHOD") != "POST":
+            return self.app(environ, start_response)
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        body = environ["wsgi.input"].read(length) if length else b""
+        environ["wsgi.input"] = io.BytesIO(body)  # moto reads it again
+        form = parse_qs(body.decode("utf-8", "replace"))
+        if form.get("Action") != ["CreateSnapshot"] or not form.get("VolumeId"):
+            return self.app(environ, start_response)
+        images = self.images_on_volume(form["VolumeId"][0])
+        answer = b"".join(self.app(environ, start_response))
+        created = re.search(rb"<snapshotId>(snap-[0-9a-f]+)</snapshotId>", answer)
+        if created:
+            self.record(created.group(1).decode(), images)
+        return [answer]
+
+
 class _SandboxMotoServer(ThreadedMotoServer):
     """ThreadedMotoServer with the access log in a file (moto's own server logs to stderr)."""
 
-    def __init__(self, log_path: Path):
+    def __init__(self, log_path: Path, wrap: Any = None):
         super().__init__("127.0.0.1", 0, verbose=False)
         self._handler = type("SandboxMotoRequestHandler", (_LoggedRequestHandler,), {"log_path": log_path})
+        self._wrap = wrap or (lambda app: app)
 
     def _server_entry(self) -> None:
-        app = DomainDispatcherApplication(create_backend_app)
+        app = self._wrap(DomainDispatcherApplication(create_backend_app))
         self._server = make_server(self._ip_address, self._port, app, True, request_handler=self._handler)
         self._server_ready_event.set()
         self._server.serve_forever()
@@ -146,6 +187,7 @@ class SandboxAws:
         self._arn_by_access_key: dict[str, str] = {}
         self._lock = threading.Lock()
         self.certificate_files: dict[str, tuple[Path, Path]] = {}  # ACM ARN -> (cert PEM, key PEM) for the ALB
+        self._snapshot_images: dict[str, list[str]] = {}  # snapshot id -> images its volume's instance pulled
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -168,7 +210,9 @@ class SandboxAws:
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             began = time.perf_counter()
-            self._server = _SandboxMotoServer(self.root / "aws-requests.log")
+            self._snapshot_images.clear()
+            self._server = _SandboxMotoServer(self.root / "aws-requests.log", wrap=lambda app: _SnapshotRecorder(
+                app, self._images_pulled_onto, self._snapshot_images.__setitem__))
             self._server.start()
             host, port = self._server.get_host_and_port()
             self.endpoint_url = f"http://{host}:{port}"
@@ -226,7 +270,7 @@ class SandboxAws:
             VpcId=vpc_id, TagSpecifications=[{"ResourceType": "security-group", "Tags": discovery_tags + [
                 {"Key": "Name", "Value": f"eks-cluster-sg-{cluster}"}]}])["GroupId"]
         role_arn = f"arn:aws:iam::{ACCOUNT_ID}:role/{cluster}-cluster-role"
-        eks.create_cluster(name=cluster, version="1.31", roleArn=role_arn,
+        eks.create_cluster(name=cluster, version=KUBERNETES_VERSION, roleArn=role_arn,
                            resourcesVpcConfig={"subnetIds": subnet_ids, "securityGroupIds": [node_sg_id]})
         self._point_cluster_at_api_server(kube_endpoint, kube_ca_pem_b64, vpc_id, node_sg_id)
 
@@ -249,6 +293,7 @@ class SandboxAws:
         if self.options.ecr_image:
             self.facts["asr_ecr_image_digest"] = self.put_image(image_manifest("qwen3-asr cu128 1"), ECR_TAG,
                                                                 repository=ASR_ECR_REPOSITORY)
+        self._publish_bottlerocket_ami()
         if self.options.sqs_queue:
             queue_name = f"Karpenter-{cluster}"
             self.client("sqs").create_queue(QueueName=queue_name, Attributes={"MessageRetentionPeriod": "300"})
@@ -266,6 +311,59 @@ class SandboxAws:
         cluster.resources_vpc_config = {
             **cluster.resources_vpc_config, "vpcId": vpc_id, "clusterSecurityGroupId": node_sg_id,
             "endpointPublicAccess": True, "endpointPrivateAccess": True}
+
+    def _publish_bottlerocket_ami(self) -> None:
+        """Bottlerocket's AMI (its OS and data volumes) and the public parameter `image-cache build` reads."""
+        from moto.ssm.models import Parameter, ssm_backends
+        from moto.core.utils import utcnow
+
+        image_id = self.client("ec2").register_image(
+            Name=BOTTLEROCKET_AMI_NAME, Architecture="x86_64", RootDeviceName="/dev/xvda", VirtualizationType="hvm",
+            BlockDeviceMappings=[{"DeviceName": "/dev/xvda", "Ebs": {"VolumeSize": 2, "VolumeType": "gp2"}},
+                                 {"DeviceName": "/dev/xvdb", "Ebs": {"VolumeSize": 20, "VolumeType": "gp2"}}])["ImageId"]
+        ssm_backends[ACCOUNT_ID][self.region]._parameters[BOTTLEROCKET_AMI_PARAMETER].append(Parameter(
+            account_id=ACCOUNT_ID, name=BOTTLEROCKET_AMI_PARAMETER, value=image_id, parameter_type="String",
+            description=None, allowed_pattern=None, keyid=None, last_modified_date=utcnow(), version=1,
+            data_type="aws:ec2:image"))
+        self.facts.update(bottlerocket_ami_id=image_id, bottlerocket_ami_parameter=BOTTLEROCKET_AMI_PARAMETER)
+        # The AWS-managed policies an instance role for SSM Run Command and ECR pulls attaches: moto
+        # loads AWS's ~1,600 managed policies only when told to (slow); these two are what it needs.
+        from moto.iam.aws_managed_policies import aws_managed_policies_data
+        from moto.iam.models import AWSManagedPolicy, iam_backends
+
+        known = json.loads(aws_managed_policies_data)
+        iam = iam_backends[ACCOUNT_ID]["global"]
+        for name in ("AmazonSSMManagedInstanceCore", "AmazonEC2ContainerRegistryReadOnly"):
+            policy = AWSManagedPolicy.from_data(name, ACCOUNT_ID, "global", known[name])
+            iam.managed_policies.setdefault(policy.arn, policy)
+
+    def _images_pulled_onto(self, volume_id: str) -> list[str]:
+        """The images SSM Run Command pulled on the instance `volume_id` is attached to (its `images pull` lines)."""
+        from moto.ec2.models import ec2_backends
+        from moto.ssm.models import ssm_backends
+
+        try:
+            attachment = ec2_backends[ACCOUNT_ID][self.region].get_volume(volume_id).attachment
+        except Exception:  # moto raises its own InvalidVolumeIdError: no volume, nothing pulled
+            return []
+        if attachment is None:
+            return []
+        images = []
+        for command in ssm_backends[ACCOUNT_ID][self.region].get_commands_by_instance_id(attachment.instance.id):
+            if command.status != "Success":
+                continue
+            for line in (command.parameters or {}).get("commands") or []:
+                if " images pull " in line:
+                    images.append(shlex.split(line)[-1])  # the pull's last argument is the reference
+        return list(dict.fromkeys(images))
+
+    def snapshot_images(self, snapshot_id: str) -> list[str]:
+        """The images an EBS snapshot of a data volume holds: what was pulled there before it was taken."""
+        try:
+            self.client("ec2").describe_snapshots(SnapshotIds=[snapshot_id])
+        except ClientError:
+            return []  # deleted, or never made
+        return list(self._snapshot_images.get(snapshot_id, []))
 
     def _import_certificate(self, tls: Any) -> None:
         """An ISSUED certificate in ACM for *.speech.sandbox.test, as an operator imports or requests one.

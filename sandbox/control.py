@@ -135,6 +135,11 @@ def for_inventory(root: Path | str | None = None) -> tuple[Path, dict]:
 
 def inventory_data(root: Path, state: dict, environment: str = "sandbox") -> dict:
     """One sandbox as a pyinfra host's data, reached by its kubeconfig (inventories/sandbox.py, sandbox_fleet.py)."""
+    # A sandbox on the real-world profile (--time-scale N) lives the inventory's real defaults N times
+    # faster: poll as often as 2 s would be in life (but not busier than 10 times a second), and give
+    # Karpenter the real 240 s grace, scaled. Otherwise its replacement nodes join within seconds.
+    scale = ((state.get("options") or {}).get("time_scale")) or None
+    poll, grace = (max(0.1, 2.0 / scale), max(8.0, 240.0 / scale)) if scale else (0.2, 8)
     return {
         "environment": environment,
         "kubeconfig": str(root / "kubeconfig"),
@@ -145,9 +150,9 @@ def inventory_data(root: Path, state: dict, environment: str = "sandbox") -> dic
         # The ASR image from ECR (the sandbox's stand-in for a pull-through cache of Docker Hub), pinned by digest.
         "asr_ecr_repository": state.get("asr_ecr_repository"),
         "karpenter_interruption_queue": state.get("sqs_queue_name"),
-        "poll_seconds": 0.2,
+        "poll_seconds": poll,
         "model_upgrade_policy": "follow",  # the sandbox Hub's new commits are test data: take them
-        "unschedulable_grace_seconds": 8,  # the sandbox's replacement nodes join within seconds
+        "unschedulable_grace_seconds": grace,
         # The sandbox's ALB name does not resolve; its listeners are on loopback, listed here.
         "ingress_listener_urls_file": str(root / "state.json"),
     }

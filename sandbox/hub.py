@@ -36,6 +36,7 @@ import random
 import re
 import socket
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -285,13 +286,21 @@ class HubServer:
     + root: sandbox root dir; data lives in ROOT/hub/
     + repo_sizes: {repo_id: total weight bytes (split like the real repo) or {weight path: bytes}}
     + access: {repo_id: {"mode": "gated"|"private", "token": "hf_..."}} to require a token
+    + time_scale: serve weight files at the profile's Hub -> EFS bandwidth for their real size,
+      this many times faster than life (None: as fast as loopback goes)
 
     Use: `hub = HubServer(tmp); url = hub.start(); ...; hub.stop()`; `hub.bytes_served` counts
     body bytes sent per "repo/path".
     """
 
-    def __init__(self, root: Path, *, repo_sizes: dict | None = None, access: dict | None = None):
+    def __init__(self, root: Path, *, repo_sizes: dict | None = None, access: dict | None = None,
+                 time_scale: float | None = None):
         self.root = Path(root)
+        # With a time scale, weights take as long as their real size at the Hub -> EFS bandwidth
+        # (sandbox/cluster/profile.py), divided by the scale; downloads running at once share it.
+        self.time_scale = time_scale
+        self._link_lock = threading.Lock()
+        self._link_free_at = 0.0
         self.data_dir = self.root / "hub"
         self.blobs = BlobStore(self.data_dir / "blobs")
         self.repo_sizes = dict(repo_sizes or {})
@@ -442,6 +451,25 @@ class HubServer:
     def blob_path(self, repo_id: str, path: str, revision: str = "main") -> Path:
         """Where the sandbox keeps the bytes of a file (tests compare downloads against it)."""
         return self.blobs.path(self.files_at(repo_id, revision)[path].sha256)
+
+    def pacer(self, repo_id: str, path: str, served_size: int):
+        """For a weight file under a time scale: pace(n) sleeps as long as n served bytes take at the
+        profile's bandwidth, scaled to the file's real size; None otherwise."""
+        real = REAL_WEIGHT_SIZES.get(repo_id, {}).get(path)
+        if not self.time_scale or not real or not served_size:
+            return None
+        from sandbox.cluster import profile
+
+        seconds_per_byte = real / served_size / (profile.model_download_bandwidth() * self.time_scale)
+
+        def pace(count: int) -> None:
+            # One link for every download: each block books its slot after the previous one.
+            with self._link_lock:
+                now = time.monotonic()
+                self._link_free_at = max(now, self._link_free_at) + count * seconds_per_byte
+                until = self._link_free_at
+            time.sleep(max(0.0, until - time.monotonic()))
+        return pace
 
     def _repo(self, repo_id: str) -> Repo:
         try:
@@ -859,7 +887,7 @@ class HubRequestHandler(BaseHTTPRequestHandler):
         limit = length if cut is None else int(length * cut["at_fraction"])
         with open(self.hub.blobs.path(blob.sha256), "rb") as source:
             if corrupt_offset is None:
-                self._sendfile(source, start, limit, key)
+                self._sendfile(source, start, limit, key, self.hub.pacer(repo.repo_id, path, blob.size))
             else:
                 self._send_corrupted(source, start, limit, corrupt_offset, key)
         if cut is not None:
@@ -910,11 +938,15 @@ class HubRequestHandler(BaseHTTPRequestHandler):
             self._log["body_bytes"] = self._body_bytes
         return sent
 
-    def _sendfile(self, source, offset: int, count: int, key: str) -> None:
-        """Zero-copy from the page cache to the socket (os.sendfile, 8 MiB at a time)."""
+    def _sendfile(self, source, offset: int, count: int, key: str, pace=None) -> None:
+        """Zero-copy from the page cache to the socket (os.sendfile, 8 MiB at a time); `pace(n)`
+        first waits as long as n bytes take at the simulated bandwidth."""
         out_fd, in_fd = self.connection.fileno(), source.fileno()
+        block = SEND_BLOCK if pace is None else 64 * 1024  # paced: small blocks share the link fairly
         while self._body_bytes < count:
-            position, planned = offset + self._body_bytes, min(SEND_BLOCK, count - self._body_bytes)
+            position, planned = offset + self._body_bytes, min(block, count - self._body_bytes)
+            if pace is not None:
+                pace(planned)
             if not self._counted_send(key, planned, lambda: os.sendfile(out_fd, in_fd, position, planned)):
                 break
 

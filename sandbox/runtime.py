@@ -57,6 +57,8 @@ class SandboxOptions:
     """What runs and what the account holds at start.
 
     + fast: scale every cluster delay down (tests, demos)
+    + time_scale: live the real-world profile (sandbox/cluster/profile.py) this many times faster
+      than life: the cluster's pulls, launches, loads and ALB, and the Hub's download throughput
     + with_aws / with_hub / with_cluster: run that component (the API server always runs)
     + gpu_node, device_plugin, efs_csi_driver, alb_controller, karpenter_nodepool: the guide's
       cluster prerequisites, each can be left out (passed to ClusterOptions)
@@ -71,6 +73,7 @@ class SandboxOptions:
     """
 
     fast: bool = False
+    time_scale: float | None = None
     with_aws: bool = True
     with_hub: bool = True
     with_cluster: bool = True
@@ -88,6 +91,14 @@ class SandboxOptions:
     hub_repo_sizes: dict | None = None
     cluster_overrides: dict = field(default_factory=dict)
     kube_port: int = 0
+
+    def __post_init__(self) -> None:
+        if self.time_scale is not None and (not isinstance(self.time_scale, (int, float)) or self.time_scale <= 0):
+            raise ValueError(f"time_scale={self.time_scale!r}: give a number > 0 (--time-scale 100 runs 100 times "
+                             "faster than life)")
+        if self.time_scale is not None and self.fast:
+            raise ValueError(f"time_scale={self.time_scale!r} with fast: choose one (--fast keeps its own short "
+                             "delays; --time-scale runs the real-world profile)")
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))
@@ -180,7 +191,7 @@ class Sandbox:
             began = time.perf_counter()
             from .hub import HubServer
 
-            self.hub = HubServer(self.root, repo_sizes=opts.hub_repo_sizes)
+            self.hub = HubServer(self.root, repo_sizes=opts.hub_repo_sizes, time_scale=opts.time_scale)
             self.hub_url = self.hub.start()
             self._timed("hub_seconds", began)
 
@@ -230,7 +241,7 @@ class Sandbox:
 
     def _cluster_options(self, options_class: type) -> Any:
         opts = self.options
-        wanted = {"fast": opts.fast, "gpu_node": opts.gpu_node, "device_plugin": opts.device_plugin,
+        wanted = {"fast": opts.fast, "time_scale": opts.time_scale, "gpu_node": opts.gpu_node, "device_plugin": opts.device_plugin,
                   "efs_csi_driver": opts.efs_csi_driver, "alb_controller": opts.alb_controller,
                   "karpenter_nodepool": opts.karpenter_nodepool, "device_plugin_setup": opts.device_plugin_setup,
                   **opts.cluster_overrides}

@@ -57,7 +57,7 @@ def open_context(settings) -> DeployContext:
     """Reach the cluster the inventory names: through EKS (cluster name) or a kubeconfig."""
     aws_session = None
     if settings.aws_region:
-        aws_session = _aws_session(settings)
+        aws_session = aws_session_for(settings)
     if settings.uses_eks:
         kube = _eks_connection(settings, aws_session)
     else:
@@ -71,7 +71,7 @@ def open_context(settings) -> DeployContext:
     return DeployContext(settings=settings, kube=kube, aws=aws_session)
 
 
-def _aws_session(settings):
+def aws_session_for(settings):
     from qwen_speech import aws
 
     try:

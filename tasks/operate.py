@@ -4,6 +4,7 @@
     python -m qwen_speech drift  inventories/production.py   # exit 0 in sync, 1 drifted, 2 error
     python -m qwen_speech verify inventories/production.py
     python -m qwen_speech status --models inventories/production.py   # also audit the model files
+    python -m qwen_speech image-cache build inventories/production.py # a data-volume snapshot of both images
 
 They read the same inventory (group_data/all.py, then the group's file, then the host's data, as
 pyinfra merges them), build the same manifests the deploy would apply (each step's `desired`),
@@ -31,10 +32,11 @@ from kubeops.changes import plan_apply, with_applied_hash
 from kubeops.client import KubeApiError, KubeUnreachable
 from kubeops.kinds import Ref
 from kubeops.waiter import describe_pod, is_ready, node_gpus, pod_selector
+from qwen_speech.manifests import moving_tag
 from qwen_speech.inventory_file import InventoryNotLoadable, run_file
 from qwen_speech.settings import SettingsError, validate
 
-from . import asr, efs_storage, ingress, metrics, models, namespace, preflight, time_slicing, tts, verify
+from . import asr, efs_storage, gpu_nodepool, ingress, metrics, models, namespace, preflight, time_slicing, tts, verify
 from .connect import open_context
 from .context import DeployBlocked, DeployContext
 
@@ -42,6 +44,7 @@ OPERATE_WAIT_SECONDS = 10
 OPERATE_RETRY_SECONDS = 10
 
 STEPS: list[tuple[str, Callable[[DeployContext], list[dict]]]] = [
+    ("0. GPU NodePool", gpu_nodepool.desired),
     ("1. time-slicing", time_slicing.desired),
     ("2. namespace", namespace.desired),
     ("3. EFS storage", efs_storage.desired),
@@ -212,6 +215,38 @@ def status_document(ctx: DeployContext, audit: bool = False) -> dict:
                           "problems": report.problems}}
 
 
+def build_image_cache(data: dict, out=print) -> str:
+    """`image-cache build`: a Bottlerocket data-volume snapshot holding both images as the deploy pins them.
+
+    Needs AWS only (no cluster API): the images are resolved as preflight resolves them, and each
+    must be pinned by digest, or the pods would pull their moving tag anyway.
+    """
+    from qwen_speech import aws, image_cache
+
+    from .connect import aws_session_for
+
+    s = validate(data)
+    if not s.eks_cluster_name or not s.aws_region:
+        raise DeployBlocked(f"eks_cluster_name = {s.eks_cluster_name!r}, aws_region = {s.aws_region!r}: image-cache "
+                            "build launches its instance in the EKS cluster's VPC and region; set both")
+    ctx = DeployContext(settings=s, kube=None, aws=aws_session_for(s))
+    problems = preflight.resolve_images(ctx)
+    images = {"asr": ctx.asr_image, "tts": ctx.tts_image}
+    problems += [f"{key}_image {image!r} is not pinned by digest: the pods' pull policy would be Always and pull it "
+                 "on every node anyway; pin it (asr_ecr_repository, or <image>@sha256:<digest>)"
+                 for key, image in images.items() if image and moving_tag(image)]
+    if problems:
+        raise DeployBlocked("image-cache build: nothing was launched:\n  - " + "\n  - ".join(problems))
+    try:
+        snapshot_id = image_cache.Builder(ctx.aws, s.eks_cluster_name, images, say=out,
+                                          poll=min(5.0, s.poll_seconds * 5)).build()
+    except aws.AwsProblem as err:
+        raise DeployBlocked(f"image-cache build: {err}") from None
+    out(f"snapshot {snapshot_id} holds {', '.join(images[k] for k in sorted(images))}")
+    out(f"set in the inventory: manage_gpu_nodepool = True, gpu_image_cache_snapshot_id = {snapshot_id!r}")
+    return snapshot_id
+
+
 def _overrides(pairs: list[str]) -> dict:
     """`--data key=value` read as pyinfra reads it: true/false, integers, JSON, else the string.
 
@@ -244,7 +279,7 @@ def _parser():
 
     parser = argparse.ArgumentParser(prog="python -m qwen_speech", description=__doc__.strip().splitlines()[0],
                                      epilog="`python -m qwen_speech COMMAND --help` for a command's options")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{status,drift,verify}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{status,drift,verify,image-cache}")
     for name, text, exits in (
             ("status", "per step each object and its health, models, GPU nodes, endpoints", "0 healthy, 1 not, 2 error"),
             ("drift", "what differs from the inventory, as server-side dry runs", "0 in sync, 1 drifted, 2 error"),
@@ -259,6 +294,12 @@ def _parser():
             sub.add_argument("--json", action="store_true",
                              help=f"one JSON document on stdout (schema files/schemas/{name}.schema.json); "
                                   "everything else goes to stderr")
+    text = "an EBS snapshot of a Bottlerocket data volume holding both images, for manage_gpu_nodepool"
+    sub = commands.add_parser("image-cache", help=text, description=f"{text}. Exit codes: 0 built, 2 error.")
+    sub.add_argument("action", choices=["build"], help="build: launch, pull both pinned images, snapshot, terminate")
+    sub.add_argument("inventory", help="a pyinfra inventory file, e.g. inventories/production.py")
+    sub.add_argument("--data", action="append", default=[], metavar="KEY=VALUE",
+                     help="override an inventory value, as with pyinfra (repeatable)")
     return parser
 
 
@@ -277,6 +318,9 @@ def main(argv: list[str] | None = None) -> int:
             # The tasks' log lines name pyinfra's current host (`[{host.name}] ...`); outside a pyinfra
             # run there is none, so this inventory host stands in for it.
             ctx_host.set(SimpleNamespace(name=name))
+            if command == "image-cache":
+                build_image_cache(data, out=say)
+                continue
             ctx = context_for(data, out=say)
             if command == "drift" and as_json:
                 documents.append({"host": name, "environment": data.get("environment"),

@@ -39,11 +39,19 @@ class Right:
         return f"{self.verb} {what}" + (f" {self.name!r}" if self.name else "") + where
 
 
-def needed_rights(app_namespace: str, role_file: Path = ROLE_FILE) -> list[Right]:
-    """Every (verb, resource, name) the shipped ClusterRole grants, placed in the namespace the run uses it in."""
+# A ClusterRole annotated with this is needed only when the setting it names is true.
+NEEDED_WITH = "qwen3-speech/needed-with"
+
+
+def needed_rights(app_namespace: str, role_file: Path = ROLE_FILE, settings_on: frozenset[str] = frozenset()) -> list[Right]:
+    """Every (verb, resource, name) the shipped ClusterRoles grant, placed in the namespace the run uses it in;
+    a role needed only with a setting (its `qwen3-speech/needed-with` annotation) counts when that setting is on."""
     rights: list[Right] = []
     for doc in yaml.safe_load_all(role_file.read_text()):
         if not doc or doc.get("kind") != "ClusterRole":
+            continue
+        needed_with = ((doc.get("metadata") or {}).get("annotations") or {}).get(NEEDED_WITH)
+        if needed_with and needed_with not in settings_on:
             continue
         for rule in doc.get("rules") or []:
             for group in rule.get("apiGroups") or [""]:
@@ -102,10 +110,13 @@ def missing_rights(kube, rights: list[Right]) -> list[Right]:
     return missing
 
 
-def check_rights(kube, app_namespace: str) -> str | None:
-    """None when every right is granted; otherwise one message naming what is missing and how to grant it."""
+def check_rights(kube, app_namespace: str, settings_on: frozenset[str] = frozenset()) -> str | None:
+    """None when every right is granted; otherwise one message naming what is missing and how to grant it.
+
+    + settings_on: the boolean settings that are true (a role annotated needed-with one of them counts)
+    """
     try:
-        missing = missing_rights(kube, needed_rights(app_namespace))
+        missing = missing_rights(kube, needed_rights(app_namespace, settings_on=settings_on))
     except KubeApiError as err:
         if err.status == 404:  # an API server without the review APIs: the writes themselves will tell
             return None

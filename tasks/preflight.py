@@ -43,15 +43,24 @@ def check(ctx) -> None:
         raise DeployBlocked(str(err)) from None
     logger.info(f"    {host_tag()}cluster {kube.host}, Kubernetes {version.get('gitVersion', '?')}")
     # Rights first: without them the reads below would fail one by one, and the writes halfway.
-    lacking = check_rights(kube, s.namespace)
+    lacking = check_rights(kube, s.namespace,
+                           settings_on=frozenset({"manage_gpu_nodepool"} if s.manage_gpu_nodepool else ()))
     if lacking:
         raise DeployBlocked(lacking)
 
     selector = ",".join(f"{k}={v}" for k, v in sorted(s.gpu_node_selector.items()))
     ctx.gpu_nodes = kube.list("v1", "Node", label_selector=selector)
-    missing.extend(_check_nodepools(kube, s, selector, have_nodes=bool(ctx.gpu_nodes)))
+    if s.manage_gpu_nodepool:
+        missing.extend(_check_managed_nodepool(ctx, selector))
+    else:
+        missing.extend(_check_nodepools(kube, s, selector, have_nodes=bool(ctx.gpu_nodes)))
 
     ctx.device_plugin = find_device_plugin(kube)
+    if ctx.device_plugin is None and s.manage_gpu_nodepool and s.gpu_image_cache_snapshot_id:
+        # The Bottlerocket EC2NodeClass step 0 applies brings the OS's own plugin, time-slicing in its user data.
+        from .gpu_nodepool import NAME
+
+        ctx.device_plugin = DevicePlugin("", NAME, "", owner="bottlerocket")
     if ctx.device_plugin is None:
         missing.append("NVIDIA device plugin: no GPU Operator ClusterPolicy, no DaemonSet runs an image with "
                        "'k8s-device-plugin', and no NodePool boots Bottlerocket; install it "
@@ -145,6 +154,26 @@ def _list_optional(kube, api_version: str, kind: str) -> list[dict]:
         raise
 
 
+def _check_managed_nodepool(ctx, selector: str) -> list[str]:
+    """With manage_gpu_nodepool: Karpenter is installed, and the pool we would apply makes the node the pods need."""
+    from .gpu_nodepool import NAME, desired
+
+    try:
+        ctx.kube.list("karpenter.sh/v1", "NodePool")
+    except KubeApiError as err:
+        if err.status != 404:
+            raise
+        return ["manage_gpu_nodepool = True: the cluster has no karpenter.sh/v1 NodePool API, so Karpenter v1 is not "
+                "installed; install it (karpenter.sh, \"Getting Started\"), or set manage_gpu_nodepool: false and "
+                "give the GPU nodes another way (a NodePool of your own, a managed node group)"]
+    pool = next(m for m in desired(ctx) if m["kind"] == "NodePool")
+    verdict = nodepool.check_pool(pool, ctx.settings.gpu_node_selector, ctx.settings.gpu_tolerations)
+    if verdict.fits:
+        logger.info(f"    {host_tag()}NodePool {NAME} (managed here) will make the GPU nodes ({verdict.t4_types[0]}, Spot)")
+    return [f"GPU capacity: {problem} (manage_gpu_nodepool builds it from gpu_node_selector and gpu_tolerations)"
+            for problem in verdict.problems]
+
+
 def _check_nodepools(kube, s, selector: str, have_nodes: bool) -> list[str]:
     """Some NodePool must be able to make a T4 node for the serving pods, unless GPU nodes are
     there already (a managed node group needs no Karpenter): then what is found is only said."""
@@ -210,6 +239,44 @@ def _resolve_asr_image(ctx) -> str | None:
     return None
 
 
+def resolve_images(ctx) -> list[str]:
+    """Pin the TTS and ASR images as the pods will run them (ctx.tts_image, ctx.asr_image); the problems."""
+    from qwen_speech import aws
+
+    s = ctx.settings
+    ctx.tts_image = s.tts_image
+    ctx.asr_image = s.asr_image
+    problems = []
+    if not s.tts_image:
+        try:
+            ctx.tts_image = aws.resolve_ecr_image(ctx.aws, s.tts_ecr_repository, s.tts_image_tag).uri_with_digest
+        except aws.AwsProblem as err:
+            problems.append(f"TTS image: {err}")
+    problem = _resolve_asr_image(ctx)
+    if problem:
+        problems.append(problem)
+    return problems
+
+
+def _image_cache_problems(ctx) -> list[str]:
+    """The image-cache snapshot exists and is completed; a snapshot without the images the pods run is said."""
+    from qwen_speech import aws, image_cache
+
+    snapshot_id = ctx.settings.gpu_image_cache_snapshot_id
+    try:
+        snapshot = image_cache.describe_snapshot(ctx.aws, snapshot_id)
+    except aws.AwsProblem as err:
+        return [f"gpu_image_cache_snapshot_id = {snapshot_id!r}: {err}"]
+    problem = image_cache.snapshot_problem(snapshot, snapshot_id, ctx.aws.region)
+    if problem:
+        return [problem]
+    for line in image_cache.stale_images(snapshot, {"asr": ctx.asr_image, "tts": ctx.tts_image}):
+        logger.warning(f"    {host_tag()}{line}")
+    logger.info(f"    {host_tag()}image cache {snapshot_id}: new GPU nodes boot with "
+                + ", ".join(f"{k} {v}" for k, v in sorted(snapshot.images.items())))
+    return []
+
+
 def _storage_class_problems(ctx) -> list[str]:
     """A live StorageClass that differs in fields the API server will not update: replaced only
     when replace_storage_class says so (its claims' data stays; new claims get the new class)."""
@@ -253,15 +320,9 @@ def _aws_prerequisites(ctx) -> list[str]:
             ctx.notes.append(f"EFS: no file system tagged Name={s.efs_name_tag}; it will be created")
     except aws.AwsProblem as err:
         problems.append(str(err) if str(err).startswith("EFS:") else f"EFS: {err}")  # said once
-    if not s.tts_image:
-        try:
-            image = aws.resolve_ecr_image(ctx.aws, s.tts_ecr_repository, s.tts_image_tag)
-            ctx.tts_image = image.uri_with_digest
-        except aws.AwsProblem as err:
-            problems.append(f"TTS image: {err}")
-    problem = _resolve_asr_image(ctx)
-    if problem:
-        problems.append(problem)
+    problems.extend(resolve_images(ctx))
+    if s.gpu_image_cache_snapshot_id:
+        problems.extend(_image_cache_problems(ctx))
     if s.ingress_certificate_arn:
         try:
             aws.check_certificate(ctx.aws, s.ingress_certificate_arn, [s.ingress_asr_host, s.ingress_tts_host])

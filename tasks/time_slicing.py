@@ -116,6 +116,13 @@ def _nodeclass_user_data(ctx) -> list[dict]:
     s, plugin = ctx.settings, ctx.device_plugin
     from kubeops.kinds import Ref
 
+    from .gpu_nodepool import NAME
+
+    if s.manage_gpu_nodepool and plugin.name == NAME:
+        # Step 0 applies this EC2NodeClass whole, time-slicing included; a second apply of only its
+        # userData by the same field manager would drop every other field step 0 set.
+        return []
+
     nodeclass = ctx.kube.get(Ref("karpenter.k8s.aws/v1", "EC2NodeClass", plugin.name, None)) or {}
     current = (nodeclass.get("spec") or {}).get("userData") or ""
     try:

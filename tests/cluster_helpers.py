@@ -21,11 +21,14 @@ DEVICE_PLUGIN = ("kube-system", "nvidia-device-plugin-daemonset")
 
 @contextmanager
 def running_cluster(root: Path, aws: Any = None, **overrides: Any) -> Iterator[Cluster]:
-    """A seeded fast Cluster on a fresh Store; stopping it must leave no internal error behind."""
+    """A seeded fast Cluster (or one on the profile with time_scale=N) on a fresh Store; stopping it
+    must leave no internal error behind."""
     store = Store()
     # A Registry with a CA fills each namespace with its "default" ServiceAccount, as the API server's does.
     registry = Registry(store, b"-----BEGIN CERTIFICATE-----\n(the test cluster's CA)\n-----END CERTIFICATE-----\n")
-    cluster = Cluster(store, Path(root), options=ClusterOptions(fast=True, **overrides), registry=registry, aws=aws)
+    # fast unless the test lives the real-world profile (time_scale)
+    options = ClusterOptions(**{"fast": "time_scale" not in overrides, **overrides})
+    cluster = Cluster(store, Path(root), options=options, registry=registry, aws=aws)
     cluster.seed_initial_state()
     cluster.start()
     try:

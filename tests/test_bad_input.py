@@ -69,6 +69,9 @@ BAD_VALUES = [
     ("asr_model_dir", "Qwen3\nASR", "a directory name under the models mount"),
     ("gpu_tolerations", [{"key": "nvidia.com/gpu", "tolerationSeconds": 2**64}], "tolerationSeconds an integer"),
     ("model_upgrade_policy", "sometimes", "'pinned', 'follow'"),
+    ("gpu_image_cache_snapshot_id", "snap-xyz", "an EBS snapshot id, snap- and 17 hex digits"),
+    ("gpu_image_cache_snapshot_id", "vol-0123456789abcdef0", "image-cache build INVENTORY"),
+    ("manage_gpu_nodepool", "yes", "true or false"),
 ]
 
 # Values that are fine one by one and wrong together: checked once every key is right.
@@ -78,6 +81,9 @@ BAD_COMBINATIONS = [
     ({"ingress_scheme": "internet-facing"}, "ingress_inbound_cidrs = None", "ingress_allow_all_sources: true"),
     ({"efs_base_path": "/a/b/c"}, "efs_base_path = '/a/b/c'", "four directories"),
     ({"efs_base_path": "/.hidden"}, "efs_base_path = '/.hidden'", "none starting with '.'"),
+    ({"gpu_image_cache_snapshot_id": "snap-0123456789abcdef0"}, "gpu_image_cache_snapshot_id = 'snap-0123456789abcdef0'",
+     "set manage_gpu_nodepool: true"),
+    ({"manage_gpu_nodepool": True}, "eks_cluster_name = None", "KarpenterNodeRole-<cluster name>"),
 ]
 
 

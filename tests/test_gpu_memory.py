@@ -133,10 +133,35 @@ def speech_sandbox(make_sandbox):
     return handle
 
 
+def _round_trip_through_alb(handle) -> list | None:
+    """The guide's round trip sent to the ALB's listeners, as a client outside the cluster; None
+    while it does not answer yet (targets registering, health checks not passed)."""
+    from qwen_speech.roundtrip import RoundTripError, UrlTransport, round_trip
+
+    listeners = handle.state.get("alb_listeners") or {}
+    try:
+        results = round_trip(UrlTransport(listeners["8880"]), UrlTransport(listeners["8000"]),
+                             asr_model="/models/Qwen3-ASR-1.7B", max_cer=0.0, timeout=30)
+    except (RoundTripError, KeyError):
+        return None
+    return results if all(r.ok for r in results) else None
+
+
+def _load_order(handle, node: str, asr_pod: str, tts_pod: str) -> tuple[float, float]:
+    """(when ASR's load ended, when TTS's began) on the node's GPU, from the sandbox's memory
+    ledger: vLLM's last allocation is its KV cache, after profiling; TTS's first starts its load."""
+    allocations = handle.control.status()["gpu_memory"][node]["allocations"]
+    asr = [a["at"] for a in allocations if a["owner"] == f"{NS}/{asr_pod}/asr"]
+    tts = [a["at"] for a in allocations if a["owner"].startswith(f"{NS}/{tts_pod}/")]
+    assert asr and tts, allocations
+    return max(asr), min(tts)
+
+
 @pytest.mark.parametrize("fault", FAULTS, ids=lambda f: f[0])
 def test_after_both_pods_come_back_together_the_shipped_manifests_start_asr_first_and_answer_again(speech_sandbox, fault):
     """TTS's wait-for-asr init container holds its model load until ASR on the same node answers
-    /health (the node-local Service): ASR never exits, and the round trip works, with no rerun."""
+    /health (the node-local Service): ASR never exits, ASR's load ends before TTS's begins on the
+    GPU, and the round trip works through the ALB and the API server's proxy, with no rerun."""
     from qwen_speech.roundtrip import round_trip
     from tasks.verify import ServiceProxy
 
@@ -146,9 +171,14 @@ def test_after_both_pods_come_back_together_the_shipped_manifests_start_asr_firs
     wait_for(lambda: _new_pods_ready(kube, before), "both serving pods back and ready", timeout=120)
     status = _asr_status(kube)
     assert status["restartCount"] == 0, status
+    wait_for(lambda: _round_trip_through_alb(speech_sandbox), "the round trip through the ALB", timeout=60)
     results = round_trip(ServiceProxy(kube, NS, "qwen3-tts-service"), ServiceProxy(kube, NS, "qwen3-asr-service"),
                          asr_model="/models/Qwen3-ASR-1.7B", max_cer=0.0)
     assert [r.ok for r in results] == [True, True]
+    (asr_pod,), (tts_pod,) = _serving(kube, "qwen3-asr"), _serving(kube, "qwen3-tts")
+    asr_loaded, tts_began = _load_order(speech_sandbox, tts_pod["spec"]["nodeName"], asr_pod["metadata"]["name"],
+                                        tts_pod["metadata"]["name"])
+    assert asr_loaded <= tts_began
     assert _asr_status(kube)["restartCount"] == 0
     (tts,) = _serving(kube, "qwen3-tts")
     assert "ASR on this node is ready" in kube.pod_log(NS, tts["metadata"]["name"], container="wait-for-asr")

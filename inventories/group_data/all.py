@@ -39,6 +39,13 @@ gpu_node_selector = {"node-type": "gpu"}
 gpu_tolerations = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
 gpu_memory_total_gib = 15  # one T4 as vLLM sees it; ASR's share and TTS must fit in it
 gpu_node_gpus = 1  # physical GPUs per GPU node (g4dn.xlarge: one T4); x replicas = the slots a pod can ask for
+# The GPU NodePool and EC2NodeClass are the guide's prerequisites; with this the playbook manages its
+# own pair (qwen3-speech-gpu: g4dn Spot, this selector as labels, a taint per toleration), which
+# Karpenter prefers over other pools. Needs eks_cluster_name (discovery tags, KarpenterNodeRole-<cluster>).
+manage_gpu_nodepool = False
+# snap-...: new GPU nodes boot Bottlerocket with both images already on their data volume (/dev/xvdb),
+# so they pull nothing. Build it with `python -m qwen_speech image-cache build INVENTORY` (README, "Image cache").
+gpu_image_cache_snapshot_id = None
 
 # 2. Namespace
 namespace = "hosthree"

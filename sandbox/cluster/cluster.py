@@ -23,6 +23,7 @@ from .controllers import Controllers, _resolve_target_port
 from .device_plugin import DevicePlugins
 from .events import EventRecorder
 from .faults import Faults
+from .images import ImageStore
 from .ingress import AlbController
 from .karpenter import Karpenter
 from .initial_state import seed
@@ -57,6 +58,7 @@ class Cluster:
         self.aws = aws
         self.errors: list[str] = []  # tracebacks of failed passes, for tests and `status`
         self.events = EventRecorder(store, throttle=0.5 if options.fast else 2.0)
+        self.images = ImageStore(options)  # what each node has on disk; decides pulls (images.py)
         self.device_plugins = DevicePlugins(self)
         self.storage = EfsProvisioner(self)
         self.controllers = Controllers(self)
@@ -76,6 +78,10 @@ class Cluster:
         self._quiet_version = ""
         self._snapshots: dict[str, tuple[str, list[dict]]] = {}
         self.passes = 0
+        # With a time scale a full pass every 0.5 s would be minutes of simulated time: keep deadlines
+        # (Karpenter's batch, ALB activation) to a few simulated seconds.
+        self._full_pass_seconds = (FULL_PASS_SECONDS if not options.time_scale
+                                   else max(0.05, min(FULL_PASS_SECONDS, options.sandbox_seconds(5.0))))
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -117,7 +123,7 @@ class Cluster:
                 break
             started = time.monotonic()
             quiet = self.store.resource_version == self._quiet_version
-            self.run_pass(full=not quiet or started - self._last_full >= FULL_PASS_SECONDS)
+            self.run_pass(full=not quiet or started - self._last_full >= self._full_pass_seconds)
             # Our own writes wake us again; a small floor keeps a busy store from spinning the CPU.
             spent = time.monotonic() - started
             time.sleep(max(0.0, 0.005 - spent))

@@ -222,14 +222,7 @@ class DevicePlugins:
         A Bottlerocket node's own plugin takes its sharing from the user data it booted with.
         """
         labels = node["metadata"].setdefault("labels", {})
-        pool_name = labels.get("karpenter.sh/nodepool")
-        if not pool_name:
-            return node
-        from .common import NODEPOOLS
-
-        pool = self.store.get(NODEPOOLS, None, pool_name) or {}
-        ref = ((((pool.get("spec") or {}).get("template") or {}).get("spec") or {}).get("nodeClassRef") or {})
-        nodeclass = self.store.get(EC2NODECLASSES, None, ref.get("name") or pool_name)
+        nodeclass = nodeclass_of(self.store, node)
         if nodeclass is None:
             return node
         labels[NODECLASS_LABEL] = nodeclass["metadata"]["name"]
@@ -400,6 +393,18 @@ def bottlerocket_sharing(user_data: str | None) -> SharingConfig:
 def nodeclass_hash(nodeclass: dict) -> str:
     """What Karpenter compares to call a node drifted: a hash of the EC2NodeClass spec."""
     return hashlib.sha256(json.dumps(nodeclass.get("spec") or {}, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def nodeclass_of(store, node: dict) -> dict | None:
+    """The EC2NodeClass a node of a Karpenter NodePool boots from (its pool's nodeClassRef), or None."""
+    from .common import NODEPOOLS
+
+    pool_name = (node["metadata"].get("labels") or {}).get("karpenter.sh/nodepool")
+    if not pool_name:
+        return None
+    pool = store.get(NODEPOOLS, None, pool_name) or {}
+    ref = ((((pool.get("spec") or {}).get("template") or {}).get("spec") or {}).get("nodeClassRef") or {})
+    return store.get(EC2NODECLASSES, None, ref.get("name") or pool_name)
 
 
 def is_bottlerocket(nodeclass: dict | None) -> bool:

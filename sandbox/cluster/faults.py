@@ -296,7 +296,7 @@ class Faults:
             if cond.get("type") == "Ready":
                 cond.update({"status": "True", "reason": "KubeletReady", "message": "kubelet is posting ready status"})
         self.cluster.device_plugins.physical[name] = self.cluster.device_plugins.physical_gpus(node)
-        return self.cluster.device_plugins.launched(new)
+        return self.cluster.karpenter.launched(new)
 
     def _delete_pods_on(self, name: str) -> None:
         for pod in self.store.list(PODS, field_selector=f"spec.nodeName={name}"):

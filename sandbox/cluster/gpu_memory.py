@@ -9,6 +9,7 @@ servers do at start, so the order in which they start decides whether vLLM comes
 from __future__ import annotations
 
 import threading
+import time
 
 GIB = 1024 ** 3
 T4_GIB = 15.0
@@ -28,6 +29,8 @@ class GpuMemory:
         self.total = total_gib * GIB
         self._used: dict[str, float] = {}
         self._lock = threading.Lock()
+        # (monotonic time, owner, bytes) of every allocation, in order: shows which load came first
+        self.history: list[tuple[float, str, float]] = []
 
     def free(self) -> float:
         with self._lock:
@@ -54,6 +57,7 @@ class GpuMemory:
                     f"torch.OutOfMemoryError: CUDA out of memory. Tried to allocate {size / GIB:.2f} GiB. "
                     f"GPU 0 has a total capacity of {self.total / GIB:.2f} GiB of which {free / GIB:.2f} GiB is free.")
             self._used[owner] = self._used.get(owner, 0.0) + size
+            self.history.append((time.monotonic(), owner, size))
 
     def release(self, owner: str) -> None:
         """The process exited: the driver frees everything it held."""

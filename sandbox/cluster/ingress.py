@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from typing import TYPE_CHECKING, Callable
 
 from .alb import AlbConfigError, HealthChecker, LoadBalancer
@@ -75,11 +76,15 @@ class AlbController:
         self._published: dict[str, dict[int, str]] = {}
         self._health: HealthChecker | None = None
         self._certificates: dict[str, tuple] = {}  # ACM ARN -> (cert, key) files, once found ISSUED
+        # group -> monotonic time its ALB turns `active`: until then it has a DNS name that answers
+        # nothing, so its listeners are not published (profile.py: alb_provisioning, with a time scale)
+        self.active_at: dict[str, float] = {}
 
     def listeners(self) -> dict[str, dict[int, str]]:
-        """{group: {listen port: local URL}} of every running load balancer."""
+        """{group: {listen port: local URL}} of every load balancer that is active."""
+        now = time.monotonic()
         return {group: {port: listener.url for port, listener in sorted(lb.listeners.items())}
-                for group, lb in sorted(self.balancers.items())}
+                for group, lb in sorted(self.balancers.items()) if self.active_at.get(group, 0.0) <= now}
 
     def target_health(self, group: str) -> dict[str, dict[str, str]]:
         """Target states of a group's ALB: {"ns/service:port": {"pod:containerPort": "healthy"}}."""
@@ -162,6 +167,10 @@ class AlbController:
                                                f"Failed deploy model due to {err}", component="ingress")
                 return
             self._groups[group] = (wanted, hostname)
+            if known is None:
+                options = self.cluster.options
+                provisioning = options.profiled("alb_provisioning") if options.time_scale else 0.0
+                self.active_at[group] = time.monotonic() + provisioning
             for member in members:
                 self.cluster.events.record(member, "Normal", "SuccessfullyReconciled", "Successfully reconciled",
                                            component="ingress")
@@ -229,6 +238,7 @@ class AlbController:
                 log.warning("deleting the ALB of group %s: %s", group, err)
                 return
         del self._groups[group]
+        self.active_at.pop(group, None)
         lb = self.balancers.pop(group, None)
         if lb is not None:
             lb.close()

@@ -7,7 +7,8 @@ requirements, and the pod's requests fit the instance type (GPUs counted as the 
 physical GPUs: Karpenter knows nothing of time-slicing, so two 1-GPU pods without affinity get
 two nodes). Pods with required pod affinity are left to the scheduler (a new node cannot hold
 the pod they must sit next to). While a launched node has not reported its GPUs yet, or one is
-on its way (also a Spot replacement), no other node is launched for that pool; the pool's
+on its way (also a Spot replacement), no other node is launched for that pool, nor for a pod that
+node could take from any pool; the pool's
 `limits` on nvidia.com/gpu and cpu are respected. Launches take `node_replacement` seconds.
 
 Voluntary disruption (website/content/en/docs/concepts/disruption.md): a node is Drifted when its
@@ -19,6 +20,11 @@ annotated `karpenter.sh/do-not-disrupt: "true"`: Karpenter records DisruptionBlo
 Both drain the node as a Spot interruption does (faults.py: taint, evictions that honour PDBs,
 graceful pod termination), but without its deadline: the node goes once drained. A Spot
 interruption is forceful and ignores the annotation.
+
+A node boots from its pool's EC2NodeClass (`launched`, also for Spot replacements): a Bottlerocket
+class whose data volume (/dev/xvdb) comes from an EBS snapshot gives the node the images the
+sandbox's AWS saw pulled into that volume before it was snapshotted (cluster.images), which the
+kubelet then finds "already present on machine".
 """
 
 from __future__ import annotations
@@ -36,6 +42,20 @@ if TYPE_CHECKING:
 
 FAMILY_INSTANCE = {"g4dn": "g4dn.xlarge", "t3": "t3.large"}
 DO_NOT_DISRUPT = "karpenter.sh/do-not-disrupt"
+DATA_DEVICE = "/dev/xvdb"  # Bottlerocket's data volume, where containerd keeps images
+
+
+def data_volume_snapshot(nodeclass: dict | None) -> str | None:
+    """The snapshot a Bottlerocket EC2NodeClass makes its nodes' data volume from
+    (spec.blockDeviceMappings[].ebs.snapshotID of /dev/xvdb), or None."""
+    from .device_plugin import is_bottlerocket
+
+    if not is_bottlerocket(nodeclass):
+        return None
+    for mapping in (nodeclass.get("spec") or {}).get("blockDeviceMappings") or []:
+        if mapping.get("deviceName") == DATA_DEVICE:
+            return (mapping.get("ebs") or {}).get("snapshotID")
+    return None
 
 
 class Karpenter:
@@ -115,6 +135,19 @@ class Karpenter:
                            f"karpenter replaces {node['metadata']['name']} with {{}}")
         faults.drain(node, reason, ends_at=None)
 
+    def launched(self, node: dict) -> dict:
+        """A node boots from its pool's EC2NodeClass: the device plugin's settings, and a data volume
+        from an image-cache snapshot holding the images the sandbox's AWS saw pulled into it."""
+        from .device_plugin import nodeclass_of
+
+        node = self.cluster.device_plugins.launched(node)
+        snapshot = data_volume_snapshot(nodeclass_of(self.store, node))
+        if snapshot and self.cluster.aws is not None:
+            images = self.cluster.aws.snapshot_images(snapshot)
+            if images:
+                self.cluster.images.preload(node["metadata"]["name"], images)
+        return node
+
     def expect(self, node_name: str, pool: str, joins_at: float) -> None:
         """A node for `pool` is on its way (a launch, or a Spot replacement)."""
         self.in_flight[node_name] = joins_at
@@ -149,7 +182,9 @@ class Karpenter:
         now = time.monotonic()
         nodes = {n["metadata"]["name"]: n for n in self.cluster.snapshot(NODES)}
         self._disrupt_drifted(nodes, now)
-        batch = self.cluster.options.scaled(10.0, 0.3, 10.0)
+        options = self.cluster.options
+        # Karpenter's batch window (profile.py); the arbitrary modes keep their longer one.
+        batch = options.profiled("karpenter_batch") if options.time_scale else options.scaled(10.0, 0.3, 10.0)
         pending = []
         pods = self.cluster.snapshot(PODS)
         live = {p["metadata"]["uid"] for p in pods if not p["spec"].get("nodeName")}
@@ -165,10 +200,17 @@ class Karpenter:
             if self._waited(pod["metadata"]["uid"], now) < batch:
                 continue
             pending.append(pod)
+        # A node on its way (a launch or a Spot replacement, of any pool) is capacity already: the pods
+        # it could take wait for it rather than get another node from some other pool (Karpenter's
+        # provisioner schedules pending pods onto in-flight NodeClaims first).
+        idle = []
         for pool in sorted(pools, key=lambda p: -int((p.get("spec") or {}).get("weight", 0))):
-            name = pool["metadata"]["name"]
-            if self._busy(name, now, nodes):
+            if not self._busy(pool["metadata"]["name"], now, nodes):
+                idle.append(pool)
                 continue
+            coming = self._candidate(pool, nodes)
+            pending = [p for p in pending if coming is not None and not self._fits(p, coming)]
+        for pool in idle:
             candidate = self._candidate(pool, nodes)
             if candidate is None:
                 continue
@@ -226,7 +268,7 @@ class Karpenter:
         delay = self.cluster.options.node_replacement
         shape = INSTANCE_SHAPES[node["metadata"]["labels"]["node.kubernetes.io/instance-type"]]
         self.cluster.device_plugins.physical[name] = shape["gpus"]
-        node = self.cluster.device_plugins.launched(node)
+        node = self.launched(node)
         self.expect(name, pool["metadata"]["name"], now + delay)
         claim = f"{pool['metadata']['name']}-{name.split('.')[0][-5:]}"
         for pod in pods:

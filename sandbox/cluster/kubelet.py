@@ -246,7 +246,6 @@ class Kubelet:
         self.store = cluster.store
         self.options = cluster.options
         self.runs: dict[str, PodRun] = {}
-        self.node_images: dict[str, set[str]] = {}
         self.gpu_memory: dict[str, GpuMemory] = {}  # node -> its GPU's memory, shared by the pods on it
         self._ports_lock = threading.Lock()
         self._ports: dict[tuple[str, str], dict[int, int]] = {}  # (ns, pod) -> containerPort -> local port
@@ -264,14 +263,19 @@ class Kubelet:
         """Per GPU node, what each container holds (GiB), as `nvidia-smi --query-compute-apps`
         would list it: the measured footprint of ASR and TTS side by side."""
         names = {run.uid: f"{run.namespace}/{run.name}" for run in list(self.runs.values())}
+
+        def who(owner: str) -> str:
+            uid, _, container = owner.partition("/")
+            return f"{names.get(uid, uid)}/{container}"
         report = {}
         for node, ledger in list(self.gpu_memory.items()):
-            used = {}
-            for owner, size in ledger.allocations().items():
-                uid, _, container = owner.partition("/")
-                used[f"{names.get(uid, uid)}/{container}"] = round(size / GIB, 2)
+            used = {who(owner): round(size / GIB, 2) for owner, size in ledger.allocations().items()}
+            # Every allocation in order (seconds on the sandbox's monotonic clock): a load's last
+            # allocation ends it (ASR's KV cache after profiling), a load's first one starts it.
+            allocations = [{"at": round(at, 3), "owner": who(owner), "gib": round(size / GIB, 2)}
+                           for at, owner, size in list(ledger.history)]
             report[node] = {"total_gib": round(ledger.total / GIB, 2), "free_gib": round(ledger.free() / GIB, 2),
-                            "used_gib": used}
+                            "used_gib": used, "allocations": allocations}
         return report
 
     def stop(self) -> None:
@@ -293,7 +297,7 @@ class Kubelet:
 
     def forget_node(self, node: str) -> None:
         """The node left: its image cache goes with it."""
-        self.node_images.pop(node, None)
+        self.cluster.images.forget(node)
         self.gpu_memory.pop(node, None)
 
     # -- the pass ------------------------------------------------------------------------------
@@ -479,8 +483,10 @@ class Kubelet:
     def _advance_container(self, run: PodRun, c: ContainerRun, now: float) -> None:
         if c.phase == "new":
             self._begin(run, c, now)
-        elif c.phase == "pulling" and now >= c.until:
-            self._pull_finished(run, c, now)
+        elif c.phase == "pulling":
+            took = self.cluster.images.pull_progress(run.node, c.spec.get("image", ""), now)
+            if took is not None:
+                self._pull_finished(run, c, now, took)
         elif c.phase == "pull-error" and now >= c.until:
             image = c.spec.get("image", "")
             c.state = {"waiting": {"reason": "ImagePullBackOff", "message": f'Back-off pulling image "{image}"'}}
@@ -517,7 +523,7 @@ class Kubelet:
     def _begin(self, run: PodRun, c: ContainerRun, now: float) -> None:
         c.state = {"waiting": {"reason": "PodInitializing" if c.init or run.init else "ContainerCreating"}}
         image = c.spec.get("image", "")
-        present = image in self.node_images.get(run.node, set())
+        present = self.cluster.images.has(run.node, image)
         if self._pull_fault(run) or self._pull_policy(c) == "Always" or not present:
             self._start_pull(run, c, now)
         else:
@@ -539,9 +545,11 @@ class Kubelet:
 
     def _start_pull(self, run: PodRun, c: ContainerRun, now: float) -> None:
         self._event(run, c, "Normal", "Pulling", f'Pulling image "{c.spec.get("image", "")}"')
-        c.phase, c.until = "pulling", now + self.options.image_pull
+        self.cluster.images.start_pull(run.node, c.spec.get("image", ""), now)
+        c.phase = "pulling"
 
-    def _pull_finished(self, run: PodRun, c: ContainerRun, now: float) -> None:
+    def _pull_finished(self, run: PodRun, c: ContainerRun, now: float, took: float) -> None:
+        """The pull ended after `took` real-world seconds (sandbox/cluster/images.py decides how long)."""
         image = c.spec.get("image", "")
         if self._pull_fault(run):
             c.pull_failures += 1
@@ -554,12 +562,12 @@ class Kubelet:
             c.phase, c.until = "pull-error", now + self.options.scaled(1.0, 0.02, 1.0)
             return
         c.pull_failures = 0
-        self.node_images.setdefault(run.node, set()).add(image)
+        self.cluster.images.pulled(run.node, image)
         c.image_id = _image_id(image)
-        took = self.options.image_pull
+        size = int(self.cluster.images.size_of(image)) if self.options.pull_by_size else len(image) * 1048576
         self._event(run, c, "Normal", "Pulled",
                     f'Successfully pulled image "{image}" in {took:.3f}s ({took:.3f}s including waiting). '
-                    f"Image size: {len(image) * 1048576} bytes.")
+                    f"Image size: {size} bytes.")
         c.phase, c.until = "creating", now + self.options.container_start
 
     # -- starting a container ------------------------------------------------------------------
@@ -717,7 +725,7 @@ class Kubelet:
         log_path = self.cluster.pod_log_path(run.namespace, run.name, c.name)
         for port in ports:
             try:
-                stand_in = start_speech_stand_in(c.kind, model_dir=model_dir, load_seconds=self.options.model_load,
+                stand_in = start_speech_stand_in(c.kind, model_dir=model_dir, load_seconds=self.options.load_seconds(c.kind),
                                                  args=args, env=dict(c.raw_env), log_path=log_path,
                                                  time_scale=self.options.scaled(1.0), gpu=self._node_gpu(run),
                                                  gpu_memory=self._node_gpu_memory(run), owner=f"{run.uid}/{c.name}")

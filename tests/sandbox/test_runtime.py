@@ -10,6 +10,7 @@ import urllib.request
 from pathlib import Path
 
 import boto3
+import pytest
 import yaml
 from kubernetes import client
 
@@ -56,6 +57,15 @@ def test_cli_up_names_the_pieces_that_can_be_left_out(tmp_path):
     result = cli("up", "--dir", str(tmp_path / "x"), "--without", "gpu")
     assert result.returncode == 2
     assert "gpu-node" in result.stderr and "efs-file-system" in result.stderr
+
+
+@pytest.mark.parametrize("args, named", [(["--time-scale", "0"], "time_scale=0.0"),
+                                         (["--time-scale", "100", "--fast"], "with fast")])
+def test_cli_up_refuses_a_time_scale_it_cannot_live_before_starting_anything(tmp_path, args, named):
+    result = cli("up", "--dir", str(tmp_path / "x"), *args)
+    assert result.returncode == 2
+    assert named in result.stderr and "--time-scale" in result.stderr
+    assert not (tmp_path / "x").exists()
 
 
 def test_kubeconfig_carries_the_ca_and_a_token_the_official_client_uses(make_sandbox):
