@@ -416,7 +416,8 @@ SCHEMA: dict[str, Checker] = {
     "ingress_allow_all_sources": _boolean,
     "alb_source_cidrs": _cidr_list,
     "ingress_idle_timeout_seconds": _int_range(1, 4000),
-    "ingress_deregistration_delay_seconds": _int_range(0, 3600),
+    "ingress_deregistration_delay_seconds": _int_range(20, 3600, "also the serving pods' grace period: their "
+                                                       "15 s preStop sleep, then time to finish requests"),
     "backend_keep_alive_seconds": _positive_int,
     "ingress_listener_urls_file": _optional(_string),
     "ingress_certificate_arn": _optional(_acm_arn),

@@ -45,6 +45,7 @@ import http.server
 import io
 import json
 import math
+import socket
 import struct
 import sys
 import threading
@@ -322,6 +323,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.close_connection = True  # idle past keep-alive: closed quietly, as uvicorn does
             return
         self.connection.settimeout(None)
+        self.server.mark(self.connection, busy=bool(self.raw_requestline))  # type: ignore[attr-defined]
         if len(self.raw_requestline) > 65536:
             self.requestline, self.request_version, self.command = "", "", ""
             self.send_error(http.HTTPStatus.REQUEST_URI_TOO_LONG)
@@ -340,6 +342,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.wfile.flush()
         except ConnectionError:  # the client (a probe that timed out, the ALB) hung up first
             self.close_connection = True
+        finally:
+            self.server.mark(self.connection, busy=False)  # type: ignore[attr-defined]
 
     def do_GET(self):
         self._serve()
@@ -370,6 +374,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         for name, value in response.headers.items():
             self.send_header(name, value)
         self.send_header("Content-Length", str(len(response.body)))
+        if self.server.stand_in.draining:  # type: ignore[attr-defined]
+            # uvicorn after SIGTERM: the answer in flight ends its connection (h11_impl.py
+            # shutdown(): keep_alive = False once the response completes).
+            self.send_header("Connection", "close")
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(response.body)
@@ -385,8 +393,45 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 
 class _Server(http.server.ThreadingHTTPServer):
+    """Keeps its open connections and whether a request is being served on each: a graceful stop
+    closes the idle ones and waits for the others, a kill cuts them all."""
+
     daemon_threads = True
     allow_reuse_address = True
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.connections: dict[Any, bool] = {}  # socket -> a request is being served on it
+        self.connections_lock = threading.Lock()
+
+    def process_request(self, request, client_address):
+        with self.connections_lock:
+            self.connections[request] = False
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request):
+        with self.connections_lock:
+            self.connections.pop(request, None)
+        super().shutdown_request(request)
+
+    def mark(self, connection, busy: bool) -> None:
+        with self.connections_lock:
+            if connection in self.connections:
+                self.connections[connection] = busy
+
+    def cut(self, idle_only: bool) -> None:
+        """Shut down the open connections (only those waiting for their next request, when `idle_only`)."""
+        with self.connections_lock:
+            chosen = [c for c, busy in self.connections.items() if not (idle_only and busy)]
+        for connection in chosen:
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def open_connections(self) -> int:
+        with self.connections_lock:
+            return len(self.connections)
 
 
 class StandIn:
@@ -405,6 +450,9 @@ class StandIn:
         self._serving_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self.exit_message: str | None = None  # set when the server exits after start (the kubelet sees it)
+        self.draining = False  # SIGTERM received: no new connections, requests in flight finish
+        self.finished = threading.Event()  # the process has exited (after SIGTERM or SIGKILL)
+        self._released = False
         server.stand_in = self  # type: ignore[attr-defined]
 
     def scaled(self, seconds: float) -> float:
@@ -457,8 +505,7 @@ class StandIn:
         self._thread = threading.Thread(target=run, name=f"speech-{self.kind}-{self.port}", daemon=True)
         self._thread.start()
 
-    def stop(self) -> None:
-        """Stop listening and close the socket; in-flight requests are abandoned (daemon threads)."""
+    def _close_listener(self) -> None:
         self._stopping.set()
         with self._serving_lock:
             serving = self._serving
@@ -467,7 +514,54 @@ class StandIn:
         self._server.server_close()
         if self._thread is not None:
             self._thread.join(timeout=5)
-        self.app.release()  # the process is gone: the driver frees its GPU memory
+
+    def _exit(self) -> None:
+        """The process is gone: the driver frees its GPU memory."""
+        with self._serving_lock:
+            released, self._released = self._released, True
+        if not released:
+            self.app.release()
+        self.finished.set()
+
+    def stop(self) -> None:
+        """Stop listening and close the socket; in-flight requests are abandoned (daemon threads)."""
+        self._close_listener()
+        self._exit()
+
+    def terminate(self) -> None:
+        """SIGTERM, handled as uvicorn does (both servers run under it; uvicorn server.py
+        handle_exit/shutdown): stop accepting (the listening socket closes, so new connections are
+        refused), close connections waiting for their next request, let the requests in flight finish
+        (their answers say `Connection: close`), then exit. Returns at once; `finished` is set on exit.
+        The TTS server synthesises inside its event loop, so a request it is working on, and those
+        queued behind it, finish before it exits."""
+        if self.draining or self.finished.is_set():
+            return
+        self.draining = True
+        self.log("INFO:     Shutting down")
+        self._close_listener()
+        self._server.cut(idle_only=True)
+
+        def wait_for_requests() -> None:
+            if self._server.open_connections():
+                self.log("INFO:     Waiting for connections to close. (CTRL+C to force quit)")
+            while self._server.open_connections() and not self.finished.is_set():
+                time.sleep(0.01)
+            if not self.finished.is_set():
+                for line in ("INFO:     Waiting for application shutdown.", "INFO:     Application shutdown complete.",
+                             "INFO:     Finished server process"):
+                    self.log(line)
+            self._exit()
+
+        threading.Thread(target=wait_for_requests, name=f"speech-{self.kind}-{self.port}-exit", daemon=True).start()
+
+    def kill(self) -> None:
+        """SIGKILL (or the instance going away): every connection is cut where it stands."""
+        if self.finished.is_set():
+            return
+        self._close_listener()
+        self._server.cut(idle_only=False)
+        self._exit()
 
 
 def start_stand_in(kind: str, port: int = 0, *, model_dir: Path | None = None, load_seconds: float = 0.0,

@@ -42,7 +42,7 @@ def test_an_unknown_key_is_named_with_its_neighbours():
     ("gpu_tolerations", [{"key": "nvidia.com/gpu", "operator": "Sometimes"}], "operator Exists or Equal"),
     ("gpu_tolerations", [{"key": "nvidia.com/gpu", "tolerationSeconds": "soon"}], "tolerationSeconds an integer"),
     ("ingress_idle_timeout_seconds", 5000, "an integer from 1 to 4000"),
-    ("ingress_deregistration_delay_seconds", -1, "an integer from 0 to 3600"),
+    ("ingress_deregistration_delay_seconds", 10, "an integer from 20 to 3600 (also the serving pods' grace period"),
     ("asr_dtype", "bf16", "'auto', 'half'"),
     ("ingress_certificate_arn", "my-cert", "an ACM certificate ARN"),
     ("ingress_tts_host", "*.example.com", "a DNS name such as"),

@@ -153,9 +153,10 @@ alb_source_cidrs = "10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16"
 ingress_idle_timeout_seconds = 1800
 # Both servers must keep idle connections open longer than the ALB does, or it gets 502s.
 backend_keep_alive_seconds = 1860
-# A pod that leaves the target group cannot finish its requests anyway (its server stops with it):
-# drain for a minute, not the AWS default of five.
-ingress_deregistration_delay_seconds = 60
+# A pod that leaves (a Spot interruption, a rollout) sleeps 15 s in preStop while the ALB stops
+# sending it requests, then finishes those in flight: the ALB waits this long for them, and it is
+# the pods' terminationGracePeriodSeconds too. Under the Spot notice (120 s); not the AWS 300 s.
+ingress_deregistration_delay_seconds = 90
 ingress_listener_urls_file = None  # a JSON file with `alb_listeners` {port: URL}; the sandbox writes one
 # HTTPS: an ISSUED ACM certificate covering both hosts. Set, the ALB listens on HTTP 80 and HTTPS
 # 443 instead of :asr_port/:tts_port, HTTP answers 301 to HTTPS, and the hosts tell the services apart.

@@ -10,8 +10,10 @@ group's Ingresses on every pass; this module does what AWS does with that model:
   security group drops them, so clients time out; here the connection is closed at once).
 - target-type ip: one target group per Service port of a rule, targets = the ready addresses of
   the Service's Endpoints at the container port. A target that leaves them (NotReady, deleted)
-  is deregistered: `draining` for `deregistration_delay.timeout_seconds` (default 300 s), no new
-  requests, requests in flight are cut when the delay ends. No registered target: 503.
+  is deregistered: `draining` for `deregistration_delay.timeout_seconds` (default 300 s): after
+  `DEREGISTRATION_PROPAGATION` seconds it gets no new requests; requests in flight continue until
+  the target answers or closes them, and are cut when the delay ends. No registered target: 503.
+  A target that refuses or resets the connection before answering anything gets its client a 502.
 - health checks per target from the annotations (Ingress, overridden by the Service):
   healthcheck-path (default /), -port (traffic-port), -interval-seconds (15), -timeout-seconds
   (5), healthy-/unhealthy-threshold-count (2/2), success-codes (200). Requests go to healthy
@@ -62,6 +64,12 @@ from sandbox.speech import read_http_body
 ANNOTATION = "alb.ingress.kubernetes.io/"
 DEFAULT_IDLE_TIMEOUT = 60.0
 DEFAULT_DEREGISTRATION_DELAY = 300.0
+# From a pod leaving its Endpoints to the ALB sending it no more requests: the controller's
+# reconcile, the DeregisterTargets call and its spread to the ALB's nodes. A few seconds on AWS
+# (an assumption: AWS gives no figure; kubernetes-sigs/aws-load-balancer-controller issue 3270
+# and GitLab's charts issue 4405 report new requests reaching a target already shown draining),
+# which is why servers behind an ALB sleep in a preStop hook before they stop accepting.
+DEREGISTRATION_PROPAGATION = 5.0
 DEFAULT_CIDRS = ("0.0.0.0/0", "::/0")
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade",
               "proxy-authenticate", "proxy-authorization", "content-length"}
@@ -197,6 +205,8 @@ class Target:
     next_check: float = 0.0
     checking: bool = False
     drain_until: float | None = None
+    routed_until: float = 0.0  # draining: the ALB's nodes still send it requests until then
+    was_healthy: bool = False  # draining: whether it was healthy when deregistered
     in_flight: set = field(default_factory=set)      # backend sockets with a request pending
     idle: list = field(default_factory=list)         # (HTTPConnection, last used) kept alive
 
@@ -225,8 +235,10 @@ class TargetGroup:
                     self.targets[key] = Target(*key, next_check=now)
             for key, target in self.targets.items():
                 if key not in wanted and target.state != "draining":
+                    target.was_healthy = target.state == "healthy"
                     target.state, target.reason = "draining", "Target.DeregistrationInProgress"
                     target.drain_until = now + scaled(self.deregistration_delay)
+                    target.routed_until = now + scaled(DEREGISTRATION_PROPAGATION)
 
     def expire(self, now: float) -> None:
         """Drained targets go; whatever they still had in flight is cut."""
@@ -241,9 +253,10 @@ class TargetGroup:
 
     def pick(self) -> Target | None:
         """A healthy target, round robin; none healthy: any registered one (fail open); none: None."""
+        now = time.monotonic()
         with self.lock:
-            live = [t for t in self.targets.values() if t.state != "draining"]
-            healthy = [t for t in live if t.state == "healthy"]
+            live = [t for t in self.targets.values() if t.state != "draining" or now < t.routed_until]
+            healthy = [t for t in live if t.state == "healthy" or (t.state == "draining" and t.was_healthy)]
             choice = healthy or live
             return choice[next(self._turn) % len(choice)] if choice else None
 

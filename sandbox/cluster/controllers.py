@@ -21,7 +21,7 @@ from sandbox.kubeapi.store import ApiError, now_iso, selector_matches
 
 from .common import (DAEMONSETS, DEPLOYMENTS, ENDPOINTS, JOBS, NAMESPACES, NODES, PODS, REPLICASETS, SERVICES,
                      condition, controller_of, is_deleting, merge_condition, node_matches_pod_selectors,
-                     owner_reference, pod_is_active, pod_is_ready, pod_phase, template_hash,
+                     owner_reference, pod_is_active, pod_is_ready, pod_is_terminal, pod_phase, template_hash,
                      untolerated_taint)
 
 if TYPE_CHECKING:
@@ -621,7 +621,8 @@ class Controllers:
         lost = [self._job_pods_gone.pop(u, {}) for u in self._job_seen.get(uid, set()) if u not in existing]
         self._job_lost[uid] = self._job_lost.get(uid, 0) + \
             sum(1 for p in lost if pod_failure_action(policy, p) != "Ignore")
-        self._job_seen[uid] = {p["metadata"]["uid"] for p in active}
+        # Terminating pods stay seen: when they go, they count as lost (a drained pod is one).
+        self._job_seen[uid] = {p["metadata"]["uid"] for p in pods if not pod_is_terminal(p)}
         succeeded = sum(1 for p in pods if pod_phase(p) == "Succeeded")
         failures = [p for p in pods if pod_phase(p) == "Failed"]
         fail_job = next((p for p in failures + lost if pod_failure_action(policy, p) == "FailJob"), None)
@@ -730,6 +731,9 @@ class Controllers:
                 continue
             ns, name = svc["metadata"]["namespace"], svc["metadata"]["name"]
             wanted.add((ns, name))
+            # A Terminating pod (deletionTimestamp) leaves at once, ready or not: k8s.io/endpointslice
+            # util/controller_utils.go ShouldPodBeInEndpoints (an EndpointSlice keeps it with
+            # ready=false, terminating=true); the ALB controller then deregisters its target.
             members = [p for p in pods if p["metadata"]["namespace"] == ns and p["spec"].get("nodeName")
                        and pod_is_active(p) and all((p["metadata"].get("labels") or {}).get(k) == v
                                                     for k, v in selector.items())]

@@ -1,11 +1,27 @@
 """Cluster faults: image pull failure, crash loop, and a Spot interruption with node replacement.
 
-`spot-interruption` plays what Karpenter does on a Spot interruption warning: the node is tainted
-`karpenter.sh/disrupted:NoSchedule` and marked NotReady, its pods are evicted and it leaves the
-cluster (all before inject() returns, with their events); a replacement node of the same shape
-(new name) joins after `replacement_delay` seconds.
-Controllers then recreate the evicted pods, the device plugin DaemonSet puts a pod on the new
-node, which reports its GPUs again per the plugin's current config, and the pods schedule there.
+`spot-interruption` plays what EC2 and Karpenter do on a Spot interruption warning, in real time:
+
+- EC2 sends the warning two minutes before it reclaims the instance (EC2 User Guide, "Spot
+  Instance interruption notices"); here `ClusterOptions.spot_notice` (120 s on the sandbox's time
+  scale), or params.notice.
+- Karpenter, on the warning from its queue (aws/karpenter-provider-aws pkg/controllers/interruption:
+  the NodeClaim is deleted at once), starts a replacement node right away (website/content/en/docs/
+  concepts/disruption.md, "Interruption": the NodePool starts a new node as soon as it sees the
+  warning); it joins after `replacement_delay` seconds (default `node_replacement`). Its
+  termination controller (same page, "Termination Controller") taints the node
+  `karpenter.sh/disrupted:NoSchedule` and evicts its pods through the Eviction API, which honours
+  PodDisruptionBudgets: a refused eviction is retried on every pass. Each evicted pod is marked
+  DisruptionTarget, then deleted gracefully: the kubelet runs its preStop hook, sends SIGTERM and,
+  when terminationGracePeriodSeconds ends, SIGKILL (kubelet.py). DaemonSet pods stay.
+- Once only those are left, Karpenter terminates the instance; at the end of the notice EC2 does
+  it anyway. Either way, whatever still runs on the node dies where it stands, its pods are
+  deleted and the node leaves the cluster.
+
+Controllers recreate the evicted pods as soon as they are Terminating; they wait Pending for the
+replacement node, where the device plugin DaemonSet reports its GPUs again per the plugin's
+current config. Karpenter's voluntary disruption (karpenter.py) drains the same way, without a
+deadline.
 """
 
 from __future__ import annotations
@@ -17,13 +33,30 @@ from typing import TYPE_CHECKING, Callable
 
 from sandbox.kubeapi.store import ApiError
 
-from .common import DEPLOYMENTS, NODES, PODS, hex_id, merge_condition, now_iso
+from sandbox.kubeapi.resources import by_key
+from sandbox.kubeapi.store import selector_matches
+
+from .common import (DEPLOYMENTS, NODES, PODS, controller_of, hex_id, merge_condition, now_iso, pod_is_active,
+                     pod_is_ready, pod_is_terminal)
+from .controllers import _int_or_percent
 from .initial_state import new_node_name
 
 if TYPE_CHECKING:
     from .cluster import Cluster
 
 FAULTS = ("spot-interruption", "restart-pods", "image-pull-failure", "crash-loop", "clear")
+
+
+PDBS = by_key("poddisruptionbudgets.policy")
+
+
+@dataclass
+class Drain:
+    """A node Karpenter is draining: `ends_at` is when its instance goes regardless (a Spot
+    interruption's notice), None when it goes once drained (voluntary disruption)."""
+
+    reason: str
+    ends_at: float | None
 
 
 @dataclass
@@ -38,6 +71,7 @@ class Faults:
         self.store = cluster.store
         self.state = FaultState()
         self._timeline: list[tuple[float, str, Callable[[], None]]] = []
+        self.drains: dict[str, Drain] = {}  # node name -> its drain
 
     @property
     def image_pull(self) -> set[tuple[str, str]]:
@@ -133,20 +167,104 @@ class Faults:
             name = node["metadata"]["name"]
         options = self.cluster.options
         delay = float(params.get("replacement_delay", options.node_replacement))
+        notice = float(params.get("notice", options.spot_notice))
         now = time.monotonic()
-        replacement = self._replacement_for(node, {n["metadata"]["name"] for n in nodes})
-        joins_at = now + delay
+        self.cluster.events.record(node, "Warning", "SpotInterrupted", "Spot interruption warning was triggered",
+                                   component="karpenter")
+        replacement = self.replace(node, now + delay, "join {}")
+        self.drain(node, "Interrupted", ends_at=now + notice)
+        return {"fault": "spot-interruption", "node": name, "replacement": replacement,
+                "replacement_delay": delay, "notice": notice}
+
+    def replace(self, node: dict, joins_at: float, what: str) -> str:
+        """Launch a node of `node`'s shape now, joining at `joins_at`: its name."""
+        replacement = self._replacement_for(node, {n["metadata"]["name"] for n in self.store.list(NODES)})
+        new_name = replacement["metadata"]["name"]
         pool = (node["metadata"].get("labels") or {}).get("karpenter.sh/nodepool")
         if pool:  # Karpenter's own replacement: it launches no other node for the evicted pods
-            self.cluster.karpenter.expect(replacement["metadata"]["name"], pool, joins_at)
-        # Warning, drain and removal happen before inject() returns, so a caller sees the pods and
-        # the node gone at once; only the replacement takes time.
-        self._warn(node)
-        self._drain(name)
-        self._remove(name)
-        self.schedule(joins_at, f"join {replacement['metadata']['name']}", lambda: self.join(replacement))
-        return {"fault": "spot-interruption", "node": name, "replacement": replacement["metadata"]["name"],
-                "replacement_delay": delay}
+            self.cluster.karpenter.expect(new_name, pool, joins_at)
+        self.schedule(joins_at, what.format(new_name), lambda: self.join(replacement))
+        return new_name
+
+    def drain(self, node: dict, reason: str, ends_at: float | None) -> None:
+        """Karpenter's termination controller: taint the node, then evict its pods (sync does it, and
+        retries what a PDB refused) until it is drained or `ends_at` comes."""
+        name = node["metadata"]["name"]
+        self.cluster.events.record(node, "Normal", "DisruptionTerminating", f"Disrupting Node: {reason}",
+                                   component="karpenter")
+
+        def taint(obj: dict) -> None:
+            taints = obj["spec"].setdefault("taints", [])
+            if not any(t.get("key") == "karpenter.sh/disrupted" for t in taints):
+                taints.append({"key": "karpenter.sh/disrupted", "effect": "NoSchedule", "timeAdded": now_iso()})
+        self.store.mutate(NODES, None, name, taint)
+        self.drains[name] = Drain(reason, ends_at)
+        self._drain_step(name, self.drains[name], time.monotonic())
+
+    def _drain_step(self, name: str, drain: Drain, now: float) -> None:
+        if self.store.get(NODES, None, name) is None:
+            del self.drains[name]
+            return
+        if drain.ends_at is not None and now >= drain.ends_at:
+            del self.drains[name]
+            self._remove(name)  # EC2 reclaims the instance
+            return
+        left = [p for p in self.store.list(PODS, field_selector=f"spec.nodeName={name}")
+                if (controller_of(p) or {}).get("kind") != "DaemonSet" and not pod_is_terminal(p)]
+        refused = 0
+        for pod in left:
+            if pod_is_active(pod) and not self._evict(pod, drain.reason):
+                refused += 1
+        if refused:
+            node = self.store.get(NODES, None, name)
+            self.cluster.events.record(node, "Warning", "FailedDraining",
+                                       f"Failed to drain node, {refused} pods are waiting to be evicted",
+                                       component="karpenter")
+        if not left:
+            del self.drains[name]
+            self._remove(name)  # drained: Karpenter terminates the instance
+
+    def _evict(self, pod: dict, reason: str) -> bool:
+        """The Eviction API (pkg/registry/core/pod/storage/eviction.go): refused (False) when a
+        PodDisruptionBudget allows no disruption; else the pod is marked DisruptionTarget and
+        deleted with its own grace period."""
+        namespace, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
+        if self._budget_refuses(pod):
+            return False
+        self.cluster.events.record(pod, "Normal", "Evicted", f"Evicted pod: {reason}", component="karpenter")
+        # Marked before the delete, as the Eviction API does: Jobs' podFailurePolicy matches on it.
+        self.store.mutate(PODS, namespace, name, _disruption_target)
+        try:
+            self.cluster.registry.delete(PODS, namespace, name)
+        except ApiError:
+            pass
+        return True
+
+    def _budget_refuses(self, pod: dict) -> bool:
+        """Whether a PDB selecting the pod has no disruption left (pkg/controller/disruption:
+        disruptionsAllowed = currentHealthy - desiredHealthy; expected pods are the active ones).
+        An unready pod may go while the budget is met (unhealthyPodEvictionPolicy IfHealthyBudget)."""
+        namespace = pod["metadata"]["namespace"]
+        labels = pod["metadata"].get("labels") or {}
+        for pdb in self.store.list(PDBS, namespace):
+            spec = pdb.get("spec") or {}
+            selector = spec.get("selector")
+            if selector is None or not selector_matches(selector, labels):
+                continue
+            members = [p for p in self.store.list(PODS, namespace)
+                       if pod_is_active(p) and selector_matches(selector, p["metadata"].get("labels"))]
+            healthy = sum(1 for p in members if pod_is_ready(p))
+            if spec.get("minAvailable") is not None:
+                desired = _int_or_percent(spec["minAvailable"], len(members), True, "0")
+            elif spec.get("maxUnavailable") is not None:
+                desired = max(0, len(members) - _int_or_percent(spec["maxUnavailable"], len(members), True, "0"))
+            else:
+                continue
+            if not pod_is_ready(pod) and healthy >= desired:
+                continue
+            if healthy - desired < 1:
+                return True
+        return False
 
     def _replacement_for(self, node: dict, taken: set[str]) -> dict:
         new = copy.deepcopy(node)
@@ -180,53 +298,22 @@ class Faults:
         self.cluster.device_plugins.physical[name] = self.cluster.device_plugins.physical_gpus(node)
         return self.cluster.karpenter.launched(new)
 
-    def _warn(self, node: dict) -> None:
-        name = node["metadata"]["name"]
-        self.cluster.events.record(node, "Warning", "SpotInterrupted", "Spot interruption warning was triggered",
-                                   component="karpenter")
-        self.cluster.events.record(node, "Normal", "DisruptionTerminating", "Disrupting Node: Interrupted",
-                                   component="karpenter")
-
-        def taint(obj: dict) -> None:
-            taints = obj["spec"].setdefault("taints", [])
-            if not any(t.get("key") == "karpenter.sh/disrupted" for t in taints):
-                taints.append({"key": "karpenter.sh/disrupted", "effect": "NoSchedule", "timeAdded": now_iso()})
-        self.store.mutate(NODES, None, name, taint)
-
-    def _delete_pods_on(self, name: str, evicted: bool = False) -> None:
+    def _delete_pods_on(self, name: str) -> None:
         for pod in self.store.list(PODS, field_selector=f"spec.nodeName={name}"):
-            if evicted:
-                self.cluster.events.record(pod, "Normal", "Evicted", "Evicted pod: Interrupted", component="karpenter")
-                # Karpenter drains through the Eviction API, which marks the pod before deleting it
-                # (pkg/registry/core/pod/storage/eviction.go): Jobs' podFailurePolicy matches on it.
-                self.store.mutate(PODS, pod["metadata"]["namespace"], pod["metadata"]["name"], _disruption_target)
             try:
                 self.store.delete(PODS, pod["metadata"]["namespace"], pod["metadata"]["name"])
             except ApiError:
                 pass
 
-    def _drain(self, name: str) -> None:
-        node = self.store.get(NODES, None, name)
-        self._delete_pods_on(name, evicted=True)
-        if node is None:
-            return
-
-        def not_ready(obj: dict) -> None:
-            status = obj.setdefault("status", {})
-            status["conditions"] = merge_condition(status.get("conditions"), "Ready", "Unknown", "NodeStatusUnknown",
-                                                   "Kubelet stopped posting node status.")
-            taints = obj["spec"].setdefault("taints", [])
-            if not any(t.get("key") == "node.kubernetes.io/unreachable" for t in taints):
-                taints.append({"key": "node.kubernetes.io/unreachable", "effect": "NoSchedule"})
-        self.store.mutate(NODES, None, name, not_ready)
-        self.cluster.events.record(node, "Normal", "NodeNotReady", f"Node {name} status is now: NodeNotReady",
-                                   component="node-controller")
-
     def _remove(self, name: str) -> None:
+        """The instance is gone: what runs on it dies, its pods are deleted, the node leaves."""
         node = self.store.get(NODES, None, name)
+        self.cluster.kubelet.kill_pods_on(name)
         self._delete_pods_on(name)
         if node is None:
             return
+        self.cluster.events.record(node, "Normal", "NodeNotReady", f"Node {name} status is now: NodeNotReady",
+                                   component="node-controller")
         try:
             self.store.delete(NODES, None, name)
         except ApiError:
@@ -253,8 +340,13 @@ class Faults:
                                    component="kubelet")
 
     def sync(self) -> None:
-        """Run the timeline steps that are due."""
+        """Run the timeline steps that are due, and a step of every drain."""
         now = time.monotonic()
+        for name, drain in list(self.drains.items()):
+            try:
+                self._drain_step(name, drain, now)
+            except Exception:
+                self.cluster.log_exception(f"draining {name}")
         due = [step for step in self._timeline if step[0] <= now]
         if not due:
             return
@@ -267,7 +359,7 @@ class Faults:
 
     @property
     def busy(self) -> bool:
-        return bool(self._timeline)
+        return bool(self._timeline or self.drains)
 
 
 def _disruption_target(pod: dict) -> None:

@@ -21,7 +21,9 @@ also the `karpenter-drift` fault, as an AMI release would) and is then replaced:
 pool is launched and the old one drained and deleted. The `karpenter-consolidate` fault removes a
 node as consolidation would (its pods go back to pending). Neither touches a node that runs a pod
 annotated `karpenter.sh/do-not-disrupt: "true"`: Karpenter records DisruptionBlocked and retries.
-Spot interruption (faults.py) is forceful and ignores the annotation.
+Both drain the node as a Spot interruption does (faults.py: taint, evictions that honour PDBs,
+graceful pod termination), but without its deadline: the node goes once drained. A Spot
+interruption is forceful and ignores the annotation.
 
 A node boots from its pool's EC2NodeClass (`launched`, also for Spot replacements): a Bottlerocket
 class whose data volume (/dev/xvdb) comes from an EBS snapshot gives the node the images the
@@ -38,7 +40,7 @@ from typing import TYPE_CHECKING
 from sandbox.kubeapi.store import selector_matches
 
 from .common import (NODEPOOLS, NODES, PODS, condition, controller_of, node_matches_pod_selectors, parse_quantity,
-                     now_iso, pod_requests, quantity_or_zero, untolerated_taint)
+                     pod_requests, quantity_or_zero, untolerated_taint)
 from .initial_state import INSTANCE_SHAPES, new_node_name, node_object
 from .scheduler import HOSTNAME
 
@@ -134,26 +136,13 @@ class Karpenter:
             self._disrupt(node, "Drifted", replace=True)
 
     def _disrupt(self, node: dict, reason: str, replace: bool) -> None:
-        """Karpenter's graceful disruption: (launch the replacement,) taint, drain, delete."""
+        """Karpenter's graceful disruption: (launch the replacement,) taint, drain through the
+        Eviction API (PDBs honoured), delete the node once drained (faults.py Faults.drain)."""
         faults = self.cluster.faults
-        name = node["metadata"]["name"]
-        self.cluster.events.record(node, "Normal", "DisruptionTerminating", f"Disrupting Node: {reason}",
-                                   component="karpenter")
         if replace:
-            pool = (node["metadata"].get("labels") or {}).get("karpenter.sh/nodepool")
-            replacement = faults._replacement_for(node, {n["metadata"]["name"] for n in self.store.list(NODES)})
-            joins_at = time.monotonic() + self.cluster.options.node_replacement
-            if pool:
-                self.expect(replacement["metadata"]["name"], pool, joins_at)
-            faults.schedule(joins_at, f"karpenter replaces {name}", lambda: faults.join(replacement))
-
-        def taint(obj: dict) -> None:
-            taints = obj["spec"].setdefault("taints", [])
-            if not any(t.get("key") == "karpenter.sh/disrupted" for t in taints):
-                taints.append({"key": "karpenter.sh/disrupted", "effect": "NoSchedule", "timeAdded": now_iso()})
-        self.store.mutate(NODES, None, name, taint)
-        faults._delete_pods_on(name, evicted=True)
-        faults._remove(name)
+            faults.replace(node, time.monotonic() + self.cluster.options.node_replacement,
+                           f"karpenter replaces {node['metadata']['name']} with {{}}")
+        faults.drain(node, reason, ends_at=None)
 
     def launched(self, node: dict) -> dict:
         """A node boots from its pool's EC2NodeClass: the device plugin's settings, and a data volume

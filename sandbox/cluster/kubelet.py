@@ -23,10 +23,14 @@ verified without a numeric runAsUser), every other image root. A refusal is Crea
 States, events and restarts follow the real kubelet: Pulling/Pulled, ErrImagePull then
 ImagePullBackOff, Created/Started, CrashLoopBackOff with doubling back-off (10 s .. 5 min, scaled
 in fast mode), Init:Error / Init:CrashLoopBackOff for failing init containers, restartPolicy
-Always/OnFailure/Never. Liveness probes are not run. Probe timeouts are enforced on the sandbox's
-clock (exec probes too, as since Kubernetes 1.20), so a server that accepts but does not answer
-fails its HTTP or exec probe as it would in a cluster; an exec probe's timeout runs from when its
-interpreter is up (starting Python on this machine is not part of the simulated time).
+Always/OnFailure/Never. A pod being deleted (deletionTimestamp) stops as the kubelet stops it: a
+Killing event, each running container's preStop hook (a sleep is waited out), SIGTERM (speech
+stand-ins then stop accepting and finish their requests in flight, as uvicorn does), SIGKILL when
+the grace period ends; the pod object goes once every container has stopped. Liveness probes
+are not run. Probe timeouts are enforced on the sandbox's clock (exec probes too, as since
+Kubernetes 1.20), so a server that accepts but does not answer fails its HTTP or exec probe as it
+would in a cluster; an exec probe's timeout runs from when its interpreter is up (starting Python
+on this machine is not part of the simulated time).
 """
 
 from __future__ import annotations
@@ -118,6 +122,7 @@ class _HealthOnlyStandIn:
             def log_message(self, *args: Any) -> None:
                 pass
 
+        self.finished = threading.Event()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
@@ -125,9 +130,13 @@ class _HealthOnlyStandIn:
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop every container process and stand-in (the cluster is shutting down)."""
-        self._server.shutdown()
-        self._server.server_close()
+        """Stop serving (any signal: nothing is ever in flight here)."""
+        if not self.finished.is_set():
+            self.finished.set()
+            self._server.shutdown()
+            self._server.server_close()
+
+    terminate = kill = stop
 
 
 def start_speech_stand_in(kind: str, *, model_dir: Path | None, load_seconds: float, args: list[str],
@@ -200,6 +209,8 @@ class ContainerRun:
     registered: bool = False
     exit_with: int = 1  # the code a container exits with at crash_at (config-manager's one-shot: 0)
     selected: tuple | None = None  # config-manager: (node label value, config chosen)
+    sigterm_at: float | None = None  # pod being deleted: when the preStop hook ends and SIGTERM is sent
+    signalled: bool = False
 
     @property
     def field_path(self) -> str:
@@ -224,6 +235,7 @@ class PodRun:
     mount_retry_at: float = 0.0
     admission_error: str | None = None
     final: bool = False
+    kill_at: float | None = None  # pod being deleted: when its grace period ends (SIGKILL)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -305,12 +317,13 @@ class Kubelet:
                 self.runs[uid] = run
             run.pod = pod
             if pod["metadata"].get("deletionTimestamp"):
-                self._teardown(run)
-                self.runs.pop(uid, None)
-                try:
-                    self.store.delete(PODS, run.namespace, run.name)
-                except ApiError:
-                    pass
+                if self._terminate(run, now):
+                    self._teardown(run, emit=False)
+                    self.runs.pop(uid, None)
+                    try:
+                        self.store.delete(PODS, run.namespace, run.name)
+                    except ApiError:
+                        pass
                 continue
             if not run.final:
                 try:
@@ -319,6 +332,61 @@ class Kubelet:
                     self.cluster.log_exception(f"kubelet: pod {run.namespace}/{run.name}")
             self._write_status(run, node_names[run.node])
         self._reap(now)
+
+    def kill_pods_on(self, node: str) -> None:
+        """The instance is gone: whatever still runs on it dies where it stands (no SIGTERM)."""
+        for uid, run in list(self.runs.items()):
+            if run.node != node:
+                continue
+            for c in run.init + run.main:
+                self._sigkill(c)
+            self._teardown(run, emit=False)
+            self.runs.pop(uid, None)
+
+    # -- graceful termination ------------------------------------------------------------------
+
+    def _terminate(self, run: PodRun, now: float) -> bool:
+        """A pod being deleted, as the kubelet's killPod does it (pkg/kubelet/kuberuntime/
+        kuberuntime_container.go killContainer): per running container a Killing event, the preStop
+        hook, then SIGTERM; SIGKILL for whatever still runs when the grace period
+        (deletionGracePeriodSeconds, else terminationGracePeriodSeconds) ends. The hook's time counts
+        against the grace period. True once every container has stopped."""
+        if run.kill_at is None:
+            meta, spec = run.pod["metadata"], run.pod["spec"]
+            grace = meta.get("deletionGracePeriodSeconds", spec.get("terminationGracePeriodSeconds", 30))
+            run.kill_at = now + self.options.scaled(float(grace))
+            for c in run.init + run.main:
+                if c.phase == "running":
+                    self._event(run, c, "Normal", "Killing", f"Stopping container {c.name}")
+                    c.sigterm_at = min(now + self.options.scaled(prestop_seconds(c.spec)), run.kill_at)
+        running = [c for c in run.init + run.main if c.phase == "running"]
+        if now >= run.kill_at:
+            for c in running:
+                self._sigkill(c)
+            return True
+        for c in running:
+            if not c.signalled and now >= (c.sigterm_at or 0):
+                c.signalled = True
+                if c.process is not None and c.process.poll() is None:
+                    _signal_group(c.process, signal.SIGTERM)
+                for stand_in in c.stand_ins.values():
+                    stand_in.terminate()
+        return not any(self._still_running(c) for c in running)
+
+    @staticmethod
+    def _still_running(c: ContainerRun) -> bool:
+        if not c.signalled:
+            return True
+        if c.process is not None and c.process.poll() is None:
+            return True
+        return any(not s.finished.is_set() for s in c.stand_ins.values())
+
+    @staticmethod
+    def _sigkill(c: ContainerRun) -> None:
+        if c.process is not None and c.process.poll() is None:
+            _signal_group(c.process, signal.SIGKILL)
+        for stand_in in c.stand_ins.values():
+            stand_in.kill()
 
     def _reap(self, now: float) -> None:
         keep = []
@@ -1353,6 +1421,18 @@ def _signal_group(proc: subprocess.Popen, sig: int) -> None:
         os.killpg(proc.pid, sig)  # the process leads its own session (start_new_session)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def prestop_seconds(container: dict) -> float:
+    """How long a container's preStop hook holds off SIGTERM: the `sleep` action (Kubernetes 1.29+)
+    or an exec hook that sleeps (`sleep 15`, also through a shell), the form the ALB controller's
+    users put there; any other hook is taken as instant."""
+    hook = (container.get("lifecycle") or {}).get("preStop") or {}
+    if "sleep" in hook:
+        return float((hook.get("sleep") or {}).get("seconds", 0))
+    command = " ".join(map(str, (hook.get("exec") or {}).get("command") or []))
+    found = re.search(r"(?:^|[\s;&|/])sleep\s+(\d+(?:\.\d+)?)\b", command)
+    return float(found.group(1)) if found else 0.0
 
 
 def _wants_gpu(pod: dict) -> bool:

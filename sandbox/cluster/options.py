@@ -21,6 +21,9 @@ class ClusterOptions:
     + image_pull, container_start, model_load, node_replacement: seconds; None picks the default
       for the mode (fast: 0.05 / 0.05 / 0.2 / 0.3, otherwise 5 / 1 / 8 / 20; with time_scale the
       profile's figures scaled, image_pull then by image size unless given)
+    + spot_notice: seconds from a Spot interruption warning to the instance's end: AWS gives two
+      minutes (EC2 User Guide, "Spot Instance interruption notices"); None: 120 on the sandbox's
+      time scale (fast: 1.2; with time_scale the profile's spot_notice scaled)
     + device_plugin_setup: who installed the device plugin: static | helm | gpu-operator | bottlerocket
       (sandbox/cluster/device_plugin.py lays each out as its installer does)
     + asr_image_marker, tts_image_marker: an image containing one of these gets a speech stand-in
@@ -41,6 +44,7 @@ class ClusterOptions:
     container_start: float | None = None
     model_load: float | None = None
     node_replacement: float | None = None
+    spot_notice: float | None = None
     asr_image_marker: str = "qwen3-asr"
     tts_image_marker: str = "qwen3-tts"
     python: str = field(default_factory=lambda: sys.executable)
@@ -60,9 +64,10 @@ class ClusterOptions:
                 raise ValueError(f"ClusterOptions.time_scale={self.time_scale!r} with fast=True: choose one "
                                  "(fast keeps its own delays; time_scale runs the real-world profile)")
         defaults = {"image_pull": (0.05, 5.0), "container_start": (0.05, 1.0), "model_load": (0.2, 8.0),
-                    "node_replacement": (0.3, 20.0)}
+                    "node_replacement": (0.3, 20.0), "spot_notice": (120.0 / 100.0, 120.0)}
         profiled = {"image_pull": "asr_image_pull", "container_start": "container_start",
-                    "model_load": "asr_model_load", "node_replacement": "gpu_node_launch"}
+                    "model_load": "asr_model_load", "node_replacement": "gpu_node_launch",
+                    "spot_notice": "spot_notice"}
         self.pull_by_size = self.time_scale is not None and self.image_pull is None
         self.load_by_server = self.time_scale is not None and self.model_load is None
         for name, (fast_value, real_value) in defaults.items():

@@ -18,7 +18,7 @@ import urllib.parse
 
 import pytest
 
-from sandbox.cluster.alb import AlbConfigError, HealthCheck
+from sandbox.cluster.alb import DEREGISTRATION_PROPAGATION, AlbConfigError, HealthCheck
 from sandbox.cluster.common import (CONFIGMAPS, DEPLOYMENTS, INGRESSES, NETWORKPOLICIES, PODS, PVCS, PVS,
                                    SERVICEACCOUNTS, SERVICES, STORAGECLASSES)
 from sandbox.speech import decode_speech, tts_synthesis_seconds
@@ -170,7 +170,9 @@ def test_with_the_manifests_before_the_fix_a_long_synthesis_gets_504_and_the_pod
         wait_for(lambda: tts_target_states(cluster) == ["draining"], "the TTS target to be deregistered",
                  timeout=120)
         assert not tts_pod_ready(cluster)
-        assert Client(url).request("GET", "/health")[0] == 503  # no registered target left
+        # Deregistered; once that has spread to the ALB's nodes, no target is left to send to.
+        time.sleep(cluster.options.scaled(DEREGISTRATION_PROPAGATION))
+        assert Client(url).request("GET", "/health")[0] == 503
 
 
 def test_with_the_shipped_manifests_a_long_synthesis_returns_200_and_the_target_stays_healthy(tmp_path):
