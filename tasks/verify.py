@@ -355,18 +355,19 @@ def _reachable(hostname: str, port: int) -> bool:
         return False
 
 
-def model_summary(kube, s, report: Report) -> None:
-    record = kube.get(Ref("v1", "ConfigMap", RECORD, s.namespace))
-    data = (record or {}).get("data") or {}
+def model_summary(kube, s, report: Report, recorded: dict[str, str] | None = None) -> None:
+    """The seeded commits, from `recorded` (the models record as this run read it) or read now."""
+    data = recorded if recorded is not None else (kube.get(Ref("v1", "ConfigMap", RECORD, s.namespace)) or {}).get("data") or {}
     for key in ("asr", "tts"):
         if data.get(key):
             report.lines.append(f"model {data.get(f'{key}-repo', key)} at {data[key]} (seeded {data.get(f'{key}-seeded-at', '?')})")
 
 
 def run_checks(ctx, wait: float | None = None, alb_wait: float | None = None, progress=None,
-               long_request: bool = True) -> Report:
+               long_request: bool = True, recorded: dict[str, str] | None = None) -> Report:
     """Every check; `wait` seconds (default timeout_verify) for the services to be ready and answer.
-    `long_request`: the long synthesis through the ALB too, when verify_long_request is on."""
+    `long_request`: the long synthesis through the ALB too, when verify_long_request is on;
+    `recorded`: the models record when this run has it current (None: read it)."""
     s, kube = ctx.settings, ctx.kube
     report = Report(wait=s.timeout_verify if wait is None else wait)
     try:
@@ -386,7 +387,7 @@ def run_checks(ctx, wait: float | None = None, alb_wait: float | None = None, pr
         urls = alb_urls(s, hostname) if report.ok else None
         if urls:
             check_through_alb(s, urls, report, long_request)
-        model_summary(kube, s, report)
+        model_summary(kube, s, report, recorded)
         if report.ok:
             call_summary(ctx, hostname, urls, report, pods)
     except (KubeApiError, KubeUnreachable) as err:
@@ -417,8 +418,9 @@ def verified():
     # The long synthesis proves what the steps set up (the ALB's idle timeout, the servers' keep-alive)
     # and holds the TTS for ~2 minutes on a T4, blocking its clients: a run that changed nothing
     # leaves it to the run that did (and to `verify`); the round trips still prove the path.
+    changed = k8s.changed_this_run()
     report = run_checks(ctx, progress=lambda line: logger.info(f"    {host_tag()}8. verify: {line}"),
-                        long_request=k8s.changed_this_run())
+                        long_request=changed, recorded=None if changed else ctx.recorded_models)
     k8s.report_retries("8. verify")
     for line in report.lines:
         logger.info(f"    {host_tag()}8. verify: {line}")
