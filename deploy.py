@@ -15,6 +15,11 @@ import sys
 # pyinfra puts only the working directory on sys.path: add this project's, so the deploy runs
 # from any directory (`pyinfra /path/to/inventories/production.py /path/to/deploy.py`).
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# pyinfra turns bytecode writing off for its whole run (pyinfra_cli/main.py: "Don't write out
+# deploy.pyc/config.pyc", files it runs with exec, which write none anyway), so this project's
+# packages were compiled from source on every run (~0.2 s CPU of a no-op rerun): cache them as
+# any package is, unless the operator asked not to (PYTHONDONTWRITEBYTECODE).
+sys.dont_write_bytecode = bool(os.environ.get("PYTHONDONTWRITEBYTECODE"))
 
 from tasks import asr, efs_storage, gpu_nodepool, ingress, metrics, models, namespace, preflight, time_slicing, tts, verify
 from tasks.connect import connect

@@ -64,6 +64,43 @@ def with_applied_hash(manifest: dict) -> dict:
     return stamped
 
 
+# Kinds whose live objects are read with one list per namespace when one apply has several of
+# them (files/deployer-rbac.yaml grants list on each): the namespace step's three ServiceAccounts
+# and four NetworkPolicies cost one GET each on every run. Never a Secret: a list would read every
+# Secret of the namespace.
+LISTED_KINDS = {"ConfigMap", "Service", "ServiceAccount", "PersistentVolumeClaim", "Deployment",
+                "NetworkPolicy", "Ingress"}
+
+
+def live_objects(kube: Kube, refs: list[Ref]) -> dict[Ref, dict | None]:
+    """The live object of each ref (None when absent): one GET each, or one list for several
+    objects of a LISTED_KINDS kind in one namespace."""
+    groups: dict[tuple[str, str, str | None], list[Ref]] = {}
+    for ref in refs:
+        groups.setdefault((ref.api_version, ref.kind, ref.namespace), []).append(ref)
+    live: dict[Ref, dict | None] = {}
+    for (api_version, kind, namespace), members in groups.items():
+        if len(members) < 2 or kind not in LISTED_KINDS or not namespace:
+            live.update((ref, kube.get(ref)) for ref in members)
+            continue
+        by_name = {}
+        for item in kube.list(api_version, kind, namespace):
+            # A list's items carry no apiVersion and kind (the list says them once): put them back,
+            # so an item compares and is judged ready like the object a GET returns.
+            item.setdefault("apiVersion", api_version)
+            item.setdefault("kind", kind)
+            by_name[item["metadata"]["name"]] = item
+        live.update((ref, by_name.get(ref.name)) for ref in members)
+    return live
+
+
+def plan_all(kube: Kube, manifests: list[dict], *, field_manager: str) -> list[Plan]:
+    """Plan a server-side apply of each manifest (already stamped with its hash), reading the live
+    objects together (live_objects)."""
+    live = live_objects(kube, [Ref.of(m) for m in manifests])
+    return [plan_apply(kube, m, field_manager=field_manager, live=live[Ref.of(m)], live_known=True) for m in manifests]
+
+
 def plan_apply(kube: Kube, manifest: dict, *, field_manager: str, live: dict | None = None,
                live_known: bool = False) -> Plan:
     """Plan a server-side apply of `manifest` (already stamped with its hash)."""

@@ -78,6 +78,16 @@ def _run_safely(label: str, work: Callable[[], object]) -> bool:
 API_ERRORS = (KubeApiError, KubeUnreachable)
 
 
+def changed_this_run() -> bool:
+    """Whether an operation of this host that has already run in this run changed something (or
+    waited for something: a command ran). False on a rerun that found everything in place."""
+    for op_data in state.ops[host].values():
+        meta = op_data.operation_meta
+        if meta.is_complete() and meta.did_change():
+            return True
+    return False
+
+
 def failed(label: str, err: Exception):
     """What an operation yields when reading the live state failed: during change detection a clean
     pyinfra error; while executing a command that fails the operation with the server's message."""
@@ -125,7 +135,7 @@ def applied(manifests: Iterable[dict] | Callable[[], Iterable[dict]], field_mana
         manifests = manifests()
     stamped = [changes.with_applied_hash(m) for m in manifests]
     try:
-        plans = [changes.plan_apply(kube, m, field_manager=field_manager) for m in stamped]
+        plans = changes.plan_all(kube, stamped, field_manager=field_manager)
     except API_ERRORS as err:
         yield from failed(label, err)
         return

@@ -152,6 +152,7 @@ class AwsSession:
         self.config = RETRY_CONFIG.merge(Config(retries={"mode": "adaptive", "max_attempts": max_attempts}))
         self._clients: dict[str, Any] = {}
         self._lock = threading.Lock()
+        self._account: str | None = None
 
     def client(self, service: str) -> Any:
         """A cached boto3 client for `service` with the adaptive retry config."""
@@ -160,6 +161,13 @@ class AwsSession:
                 self._clients[service] = self.boto.client(service, region_name=self.region,
                                                           endpoint_url=self.endpoint_url, config=self.config)
             return self._clients[service]
+
+    def account(self) -> str:
+        """The deploying identity's account id: asked of STS once per run (both images' ECR registries need it)."""
+        if self._account is None:
+            with aws_call("sts:GetCallerIdentity", "the deploying identity", self.region):
+                self._account = self.client("sts").get_caller_identity()["Account"]
+        return self._account
 
     def __repr__(self) -> str:
         return f"AwsSession(region={self.region!r}, endpoint_url={self.endpoint_url!r})"
@@ -562,8 +570,7 @@ def resolve_ecr_image(session: AwsSession, repository: str, tag: str, push_fix: 
     + push_fix: how to get the image there, for the error (`<uri>` stands for the tag's URI)
     """
     region = session.region
-    with aws_call("sts:GetCallerIdentity", "the deploying identity", region):
-        account = session.client("sts").get_caller_identity()["Account"]
+    account = session.account()
     registry = f"{account}.dkr.ecr.{region}.amazonaws.com" + (".cn" if region.startswith("cn-") else "")
     tag_uri = f"{registry}/{repository}:{tag}"
     try:

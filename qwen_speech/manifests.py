@@ -16,6 +16,14 @@ import yaml
 FILES = Path(__file__).resolve().parent.parent / "files"
 PART_OF = "qwen3-speech"
 MANAGED_BY = "pyinfra"
+# libyaml's parser when PyYAML was built with it (the wheels are): the same safe constructor, but
+# parsing every template of a run took ~0.3 s of a no-op rerun in pure Python.
+SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def load_all(text: str) -> list:
+    """Every YAML document of `text`, parsed safely (no Python objects), empty ones included."""
+    return list(yaml.load_all(text, Loader=SAFE_LOADER))
 
 
 def short_image(image: str | None) -> str:
@@ -68,7 +76,7 @@ def render(template: str, settings: Any, **values: Any) -> list[dict]:
     """Render files/<template> and parse it into manifests (empty documents dropped)."""
     text = _environment().get_template(template).render(s=settings, **values)
     try:
-        return [doc for doc in yaml.safe_load_all(text) if doc]
+        return [doc for doc in load_all(text) if doc]
     except yaml.YAMLError as err:  # a template bug, not an inventory problem
         raise ValueError(f"files/{template} did not render to valid YAML: {err}") from err
 

@@ -58,6 +58,7 @@ class DeployContext:
     tts_image: str | None = None
     asr_image: str | None = None  # asr_image, or the digest asr_ecr_repository's tag points at
     models: dict[str, Model] = field(default_factory=dict)
+    recorded_models: dict[str, str] | None = None  # the models record as read while preparing (resolve_models)
     notes: list[str] = field(default_factory=list)
     storage_class_changes: list[str] = field(default_factory=list)  # live vs wanted, when it must be replaced
 

@@ -28,7 +28,7 @@ from typing import Callable
 
 from pyinfra.context import ctx_host
 
-from kubeops.changes import plan_apply, with_applied_hash
+from kubeops.changes import plan_all, with_applied_hash
 from kubeops.client import KubeApiError, KubeUnreachable
 from kubeops.kinds import Ref
 from kubeops.waiter import describe_pod, is_ready, node_gpus, pod_selector
@@ -123,8 +123,8 @@ def drift_document(ctx: DeployContext, audit: bool = False) -> dict:
                                        "problem": f"files on EFS damaged: {models.describe_damage(report)}"})
     objects = []
     for step, desired in STEPS:
-        for manifest in desired(ctx):
-            plan = plan_apply(ctx.kube, with_applied_hash(manifest), field_manager=ctx.settings.field_manager)
+        stamped = [with_applied_hash(manifest) for manifest in desired(ctx)]
+        for plan in plan_all(ctx.kube, stamped, field_manager=ctx.settings.field_manager):
             if plan.changes:
                 objects.append({**_ref_fields(step, plan.ref), "action": plan.action, "diff": list(plan.diff)})
     return {"drifted": len(drifted_models) + len(objects), "models": drifted_models, "objects": objects}

@@ -13,9 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from kubeops.client import KubeApiError
+from qwen_speech.manifests import load_all
 
 ROLE_FILE = Path(__file__).resolve().parent.parent / "files" / "deployer-rbac.yaml"
 # Resources of the role file that live outside any namespace.
@@ -47,7 +46,7 @@ def needed_rights(app_namespace: str, role_file: Path = ROLE_FILE, settings_on: 
     """Every (verb, resource, name) the shipped ClusterRoles grant, placed in the namespace the run uses it in;
     a role needed only with a setting (its `qwen3-speech/needed-with` annotation) counts when that setting is on."""
     rights: list[Right] = []
-    for doc in yaml.safe_load_all(role_file.read_text()):
+    for doc in load_all(role_file.read_text()):
         if not doc or doc.get("kind") != "ClusterRole":
             continue
         needed_with = ((doc.get("metadata") or {}).get("annotations") or {}).get(NEEDED_WITH)
@@ -89,7 +88,9 @@ def missing_rights(kube, rights: list[Right]) -> list[Right]:
     for namespace, wanted in by_namespace.items():
         review = kube.request("POST", "/apis/authorization.k8s.io/v1/selfsubjectrulesreviews", body={
             "apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectRulesReview",
-            # A cluster-scoped right shows in any namespace's review; "default" always exists.
+            # A cluster-scoped right shows in any namespace's review; "default" always exists. Not
+            # folded into the app namespace's review: a RoleBinding there would list cluster-scoped
+            # rules it does not grant (a namespace's review adds that namespace's RoleBindings).
             "spec": {"namespace": namespace or "default"}})
         status = review.get("status") or {}
         rules = status.get("resourceRules") or []

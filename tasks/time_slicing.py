@@ -22,7 +22,7 @@ import re
 import time
 import tomllib
 
-from pyinfra import host, logger, state
+from pyinfra import host, logger
 from pyinfra.api import deploy, operation
 
 from kubeops import k8s
@@ -172,7 +172,8 @@ def gpus_shared(replicas: int, timeout: float = 300, poll: float = 2.0):
     """
     ctx = context_of(host)
     selector = ",".join(f"{k}={v}" for k, v in sorted(ctx.settings.gpu_node_selector.items()))
-    nodes = ctx.kube.list("v1", "Node", label_selector=selector) if state.is_executing else ctx.gpu_nodes
+    # Preflight's list stands until an operation of this run changed something (the config above).
+    nodes = ctx.kube.list("v1", "Node", label_selector=selector) if k8s.changed_this_run() else ctx.gpu_nodes
     if not nodes:
         host.noop("no GPU node yet: Karpenter will start one for ASR; sharing is checked when TTS schedules")
         return

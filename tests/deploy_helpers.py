@@ -36,6 +36,13 @@ def writes(records: list[dict]) -> list[dict]:
             and r.get("resource") not in REVIEW_RESOURCES]
 
 
+def managed_objects(records: list[dict]) -> set[str]:
+    """The objects a full deploy manages: the paths it applied (server-side apply, not a dry run), its
+    seeding Jobs aside (they run once per model commit; a rerun does not look at them)."""
+    return {r["path"] for r in records if r.get("verb") == "patch" and r.get("fieldManager")
+            and not r.get("dry_run") and r.get("resource") != "jobs"}
+
+
 def creations(records: list[dict], resource: str) -> list[dict]:
     """The requests that created an object of `resource` (plural, e.g. "jobs"): a POST or an apply, answered 201."""
     return [r for r in writes(records) if r.get("resource") == resource and r.get("code") == 201]
