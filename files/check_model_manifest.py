@@ -180,7 +180,7 @@ def seeder_holding(model_dir: str) -> str:
             holder = json.load(handle)
         age = time.time() - os.stat(os.path.join(model_dir, LOCK_NAME)).st_mtime
     except (OSError, ValueError):
-        return "no seeder at work yet"
+        return "no seeder at work yet (`pyinfra INVENTORY deploy.py` starts one)"
     return f"seeder {holder.get('host', '?')} at work (alive {age:.0f}s ago)"
 
 

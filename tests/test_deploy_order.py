@@ -13,15 +13,12 @@ from kubernetes import client
 
 from qwen_speech.roundtrip import UrlTransport, round_trip
 from sandbox.hub import ASR_REPO, TTS_REPO
-from tests.deploy_helpers import ROOT, assert_ok, changed_operations, deploy, deployed, output, writes  # noqa: F401
+from tests.deploy_helpers import (ROOT, assert_asr_loaded_before_tts, assert_ok, changed_operations, deploy, deployed,  # noqa: F401
+                                  output, ready_at, serving_pods, writes)
 
 NS = "hosthree"
 # The big file of each model: the sandbox Hub holds its download mid-way until the fault is cleared.
 WEIGHTS = {ASR_REPO: "model-00001-of-00002.safetensors", TTS_REPO: "model.safetensors"}
-
-
-def _pods(core, app: str) -> list:
-    return core.list_namespaced_pod(NS, label_selector=f"app.kubernetes.io/name={app}").items
 
 
 def _guard_log(core, pod) -> str:
@@ -45,26 +42,6 @@ def _until(what: str, check, seconds: float = 120, run: subprocess.Popen | None 
     raise AssertionError(f"never saw {what}")
 
 
-def _ready_at(pod):
-    return next(c.last_transition_time for c in pod.status.conditions if c.type == "Ready" and c.status == "True")
-
-
-def _started_at(pod, container: str):
-    return next(s.state.running.started_at for s in pod.status.container_statuses if s.name == container)
-
-
-def assert_asr_loaded_before_tts(core, node: str) -> None:
-    """Both Ready on `node`, ASR never restarted (a TTS load during its start would make it exit),
-    and the TTS server started only once ASR on that node was Ready."""
-    (asr,) = [p for p in _pods(core, "qwen3-asr") if not p.metadata.deletion_timestamp]
-    (tts,) = [p for p in _pods(core, "qwen3-tts") if not p.metadata.deletion_timestamp]
-    assert asr.spec.node_name == tts.spec.node_name == node
-    assert all(s.restart_count == 0 for s in asr.status.container_statuses)
-    assert _ready_at(asr) <= _started_at(tts, "tts")
-    waited = core.read_namespaced_pod_log(tts.metadata.name, NS, container="wait-for-asr")
-    assert "ASR on this node is ready" in waited
-
-
 def test_serving_pods_and_the_ingress_come_while_the_models_seed_and_start_asr_then_tts_once_seeded(sandbox):
     for repo, path in WEIGHTS.items():  # both downloads hang half-way until cleared
         sandbox.control.fault("hub-cut", repo=repo, path=path, stall_seconds=600)
@@ -77,7 +54,7 @@ def test_serving_pods_and_the_ingress_come_while_the_models_seed_and_start_asr_t
                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         def guards_waiting():
-            logs = [_guard_log(core, p) for app in ("qwen3-asr", "qwen3-tts") for p in _pods(core, app)]
+            logs = [_guard_log(core, p) for app in ("qwen3-asr", "qwen3-tts") for p in serving_pods(core, app)]
             return len(logs) == 2 and all("waiting for the seed" in log for log in logs) and logs
 
         logs = _until("both serving pods waiting in their model guard", guards_waiting, run=run)
@@ -100,7 +77,7 @@ def test_serving_pods_and_the_ingress_come_while_the_models_seed_and_start_asr_t
             run.kill()
     assert run.returncode == 0, text[-6000:]
     assert "round trip tts-1/Vivian" in text
-    (asr,) = _pods(core, "qwen3-asr")
+    (asr,) = serving_pods(core, "qwen3-asr")
     assert_asr_loaded_before_tts(core, asr.spec.node_name)
     log = _guard_log(core, asr)  # the guard that waited is the one that let the pod start
     assert "waiting for the seed" in log and "complete in " in log.strip().splitlines()[-1]
@@ -129,8 +106,8 @@ def test_the_guides_order_applies_tts_only_after_asr_is_ready_and_the_ingress_la
     assert text.index("Deployment hosthree/qwen3-tts is ready") < text.index("created Ingress hosthree/qwen3-asr-ingress")
     core = client.CoreV1Api(sandbox.control.kube_api_client())
     apps = client.AppsV1Api(sandbox.control.kube_api_client())
-    (asr,) = _pods(core, "qwen3-asr")
-    assert _ready_at(asr) <= apps.read_namespaced_deployment("qwen3-tts", NS).metadata.creation_timestamp
+    (asr,) = serving_pods(core, "qwen3-asr")
+    assert ready_at(asr) <= apps.read_namespaced_deployment("qwen3-tts", NS).metadata.creation_timestamp
 
 
 def test_a_spot_interruption_with_nobody_running_anything_brings_back_asr_then_tts_through_the_alb(deployed):
@@ -140,7 +117,7 @@ def test_a_spot_interruption_with_nobody_running_anything_brings_back_asr_then_t
     node = fault["replacement"]
 
     def both_ready_on_the_new_node():
-        pods = [p for app in ("qwen3-asr", "qwen3-tts") for p in _pods(core, app) if not p.metadata.deletion_timestamp]
+        pods = [p for app in ("qwen3-asr", "qwen3-tts") for p in serving_pods(core, app) if not p.metadata.deletion_timestamp]
         return len(pods) == 2 and all(p.spec.node_name == node and p.status.conditions and any(
             c.type == "Ready" and c.status == "True" for c in p.status.conditions) for p in pods)
 
