@@ -63,6 +63,7 @@ class DeployContext:
     # Step 4's Jobs this run started, by model key, and whether the model was re-seeded because its
     # pods' model guard had found it damaged (their pods are restarted once it is whole again).
     seeding: dict[str, bool] = field(default_factory=dict)
+    recorded_models: dict[str, str] | None = None  # the ConfigMap qwen3-speech-models as step 4 read it
 
     def wait_for(self, step: str) -> bool | str:
         """`wait` of a step's k8s.applied: at once in the guide's order, else later, by k8s.awaited(step)."""

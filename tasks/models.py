@@ -225,7 +225,7 @@ def seeding_started(models: list[Model]):
     ctx = context_of(host)
     s, kube = ctx.settings, ctx.kube
     try:
-        recorded = recorded_commits(kube, s.namespace)
+        recorded = ctx.recorded_models = recorded_commits(kube, s.namespace)
         wanted, broken = models_to_seed(ctx, models, recorded)
     except k8s.API_ERRORS as err:
         yield from k8s.failed("4. models", err)
@@ -273,11 +273,8 @@ def models_seeded(models: list[Model], timeout: float = 3600, poll: float = 2.0,
     """
     ctx = context_of(host)
     s, kube = ctx.settings, ctx.kube
-    try:
-        recorded = recorded_commits(kube, s.namespace)
-    except k8s.API_ERRORS as err:
-        yield from k8s.failed("4. models", err)
-        return
+    # The record as seeding_started read it in this run: only this operation changes it.
+    recorded = ctx.recorded_models or {}
     pending = [m for m in models if recorded.get(m.key) != m.commit or m.key in ctx.seeding]
     if not pending:
         host.noop("models seeded: " + ", ".join(f"{m.repo}@{m.commit[:12]}" for m in models))
