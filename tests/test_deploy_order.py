@@ -136,3 +136,21 @@ def test_a_spot_interruption_with_nobody_running_anything_brings_back_asr_then_t
     assert all(r.ok for r in results), results
     # Nothing was rerun: no write by the playbook, and no seeding Job came back.
     assert not [r for r in writes(deployed.control.audit_since(mark)) if "/jobs" in r["path"]]
+
+
+def test_a_wait_relays_what_a_running_init_container_says_it_waits_for(sandbox):
+    from kubeops.client import from_kubeconfig
+    from kubeops.kinds import Ref
+    from kubeops.waiter import wait_until_ready
+
+    kube = from_kubeconfig(str(sandbox.root / "kubeconfig"))
+    hold = {"name": "hold", "image": "python:3.11-slim", "command": [
+        "python3", "-c", "import time; print('hold: waiting for the seed of the test model', flush=True); time.sleep(3)"]}
+    kube.apply({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "held", "namespace": "default"},
+                "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "held"}}, "template": {
+                    "metadata": {"labels": {"app": "held"}},
+                    "spec": {"initContainers": [hold], "containers": [{"name": "main", "image": "busybox:1.36"}]}}}},
+               field_manager="test")
+    lines: list[str] = []
+    wait_until_ready(kube, Ref("apps/v1", "Deployment", "held", "default"), timeout=120, poll=0.1, progress=lines.append)
+    assert any("Init (hold: waiting for the seed of the test model)" in line for line in lines), lines

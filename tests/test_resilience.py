@@ -105,8 +105,9 @@ SPOT_MOMENTS = {
     "in-6-tts-wait": _trigger_line("Starting operation: 6. TTS | Ready"),
     "in-7-ingress-wait": _trigger_write("ingresses"),
 }
-# Two interruptions per run, a whole wait apart (the first replacement node has joined before the
-# second interruption), so six runs cover every moment.
+# Two interruptions per run, so six runs cover every moment. The second comes once the first's
+# replacement has joined: before that there is no GPU node to interrupt (steps 4-7 now apply
+# without waiting in between, so two moments may be only seconds apart).
 SPOT_RUNS = [
     ("in-1-time-slicing-wait", "boundary-before-4-models"),
     ("boundary-before-2-namespace", "in-4-seeding-job"),
@@ -115,6 +116,22 @@ SPOT_RUNS = [
     ("boundary-before-7-ingress", "in-6-tts-wait"),
     ("boundary-before-6-tts", "boundary-before-8-verify"),
 ]
+
+
+def _until_a_gpu_node_runs(sandbox, seconds: float = 60) -> None:
+    """Wait (bounded) until a GPU node is there and not being interrupted."""
+    import time
+
+    from kubernetes import client
+
+    core = client.CoreV1Api(sandbox.control.kube_api_client())
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        nodes = core.list_node(label_selector="node-type=gpu").items
+        if any(not any(t.key == "karpenter.sh/disrupted" for t in n.spec.taints or []) for n in nodes):
+            return
+        time.sleep(0.2)
+    raise AssertionError("the replacement GPU node never joined")
 
 
 def test_the_spot_runs_cover_every_moment():
@@ -136,6 +153,7 @@ def test_spot_interruptions_at_step_boundaries_and_inside_waits_are_survived_by_
     for line in run.stdout:
         lines.append(line)
         if pending and SPOT_MOMENTS[pending[0]](line, sandbox.control.audit_since(mark)):
+            _until_a_gpu_node_runs(sandbox)
             replacements.append(sandbox.control.fault("spot-interruption", replacement_delay=1)["result"]["replacement"])
             pending.pop(0)
     run.wait(timeout=300)
