@@ -197,7 +197,8 @@ def awaited(step: str, timeout: float = 300, poll: float = 2.0, unschedulable_gr
     kube = kube_for(host)
     if _diff_wanted():
         for ref in refs:
-            logger.info(f"    [{host.name}] Will wait for {click.style(str(ref), bold=True)} to be ready")
+            if ref.kind in waiter.READY:  # a Service, say, is ready once it exists: no line for it
+                logger.info(f"    [{host.name}] Will wait for {click.style(str(ref), bold=True)} to be ready")
 
     yield python_command(label, lambda: _wait_ready(kube, refs, timeout, poll, unschedulable_grace, label))
 

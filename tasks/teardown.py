@@ -134,7 +134,9 @@ def models_purged():
             # Confined as the seeding Job is, but as the namespace's default ServiceAccount (no token):
             # a deploy older than the seeder's own ServiceAccount can still be purged.
             "automountServiceAccountToken": False,
-            "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
+            # The TTS image (seed_image None) as its uid-1000 `appuser`, as the seeding Job runs it.
+            "securityContext": {"seccompProfile": {"type": "RuntimeDefault"},
+                                **({} if s.seed_image else {"runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 1000})},
             "containers": [{
                 "name": "purge", "image": ctx.seed_image,
                 "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
