@@ -3,8 +3,12 @@
     pyinfra inventories/sandbox.py deploy.py --dry --diff# what would change, per object
     pyinfra -y inventories/sandbox.py deploy.py# converge
 
-Each line is one step of ../shared/reference/qwen3-speech-deployment-guide.md, in its order;
-the numbers are the ones log lines use (the guide's, plus 0. prerequisites and 4. models).
+Each line is one step of ../shared/reference/qwen3-speech-deployment-guide.md; the numbers are
+the ones log lines use (the guide's, plus 0. prerequisites and 4. models). Steps 4-7 start
+their work first and are waited for after (deploy_order "overlapped"): the GPU node, both image
+pulls, the model downloads and the ALB take their minutes side by side, and the one order that
+matters, ASR loading before TTS on the shared GPU, is kept by the pods themselves (TTS's
+wait-for-asr init container). deploy_order "guide" waits after each step, in the guide's order.
 Everything before the first write (inventory, credentials, prerequisites, model commits) is
 checked while the deploy is prepared, so a problem stops the run with nothing changed.
 """
@@ -32,9 +36,13 @@ with only_this_host():                # a fleet: one cluster failing stops only 
     time_slicing.configure()          # 1. GPU time-slicing (配置 GPU Time-Slicing)
     namespace.create()                # 2. namespace (创建 Namespace)
     efs_storage.create()              # 3. EFS storage (创建 EFS 存储)
-    models.seed()                     # 4. models into EFS, once, verified (模型下载说明)
-    asr.deploy_asr()                  # 5. ASR, waited for until Ready (guide step 4, 部署 ASR)
+    models.seed()                     # 4. models into EFS, once, verified: Jobs started on a node already there (模型下载说明)
+    asr.deploy_asr()                  # 5. ASR applied: Karpenter brings the GPU node, the image pulls (guide step 4, 部署 ASR)
     metrics.monitor_asr()             #    its /metrics for Prometheus, when the Prometheus Operator is installed
-    tts.deploy_tts()                  # 6. TTS, only after ASR runs (guide step 5, 部署 TTS)
-    ingress.deploy_ingress()          # 7. the shared ALB (guide step 6, 部署 Ingress)
+    tts.deploy_tts()                  # 6. TTS applied next to it; it loads only after ASR runs (guide step 5, 部署 TTS)
+    ingress.deploy_ingress()          # 7. the shared ALB, provisioning meanwhile (guide step 6, 部署 Ingress)
+    models.wait_seeded()              # 4. waited for: both models seeded and recorded (the pods' guards wait too)
+    asr.wait_ready()                  # 5. waited for: ASR Ready
+    tts.wait_ready()                  # 6. waited for: TTS Ready
+    ingress.wait_ready()              # 7. waited for: the ALB has an address
     verify.verify()                   # 8. health, speech round trip, summary (guide step 7, 验证部署)

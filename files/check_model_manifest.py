@@ -3,6 +3,7 @@
 
     python3 check_model_manifest.py --model-dir /models/Qwen3-ASR-1.7B --repo Qwen/Qwen3-ASR-1.7B --commit <40-hex>
     python3 check_model_manifest.py ... --audit      # report every damaged file as JSON, exit 0 (the audit Job)
+    python3 check_model_manifest.py ... --wait-seconds 3600   # wait for a seed that is not there yet
 
 Reads `<model-dir>/.qwen3-seed-manifest.json`, written last by seed_models.py, checks that it
 names that repo and commit, and checks every file it lists against what the seeder verified:
@@ -15,6 +16,14 @@ and any change, size kept or not, mtime kept or not, is caught before a pod serv
 
 It never writes (the volume is mounted read-only) and never downloads: repairing the directory
 is the seeding Job's work, and the next deploy runs it.
+
+With --wait-seconds (the serving pods' init containers), a model that is not seeded yet (no
+directory, no completion manifest, the manifest of another commit or repo: a seeding Job is on
+its way or at work) is waited for, with a line when that state changes and one every
+--progress-seconds otherwise, naming the seeder that holds the directory; the pods are created
+while the models download and start the moment the manifest is written, instead of crash-looping.
+Damage to a model that was seeded at the wanted commit (a missing, truncated or changed file, an
+unreadable manifest) is not waited for: no running seeder would repair it, the next deploy does.
 
 Exit 0 with one line saying the model is complete; exit 1 with one line naming the model, what
 is wrong and the fix. With --audit: one line `MODEL-AUDIT {json}` (missing, truncated, corrupt
@@ -33,6 +42,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 MANIFEST_NAME = ".qwen3-seed-manifest.json"
+LOCK_NAME = ".qwen3-seed.lock"  # seed_models.py's claim on a directory while it seeds it
 MANIFEST_FORMAT = 2  # 2: each file carries the stat it had when its hash was verified
 STAT_FIELDS = ("size", "ino", "mtime_ns", "ctime_ns")
 HASH_BLOCK = 16 * 1024 * 1024
@@ -128,10 +138,18 @@ def audit(model_dir: str, repo: str, commit: str) -> dict:
     report = {"model_dir": model_dir, "repo": repo, "commit": commit, "manifest": None, "missing": [],
               "truncated": [], "corrupt": [], "rehashed": [], "files": 0, "bytes": 0, "problems": []}
     manifest, problem = read_manifest(model_dir)
+    # Why the model is not there yet, briefly: states that a seed on its way or at work ends.
+    pending = None
+    if manifest is None and not os.path.isdir(model_dir):
+        pending = "no model directory yet"
+    elif manifest is None and not os.path.lexists(os.path.join(model_dir, MANIFEST_NAME)):
+        pending = "no completion manifest yet"
     if manifest is not None and manifest.get("repo") != repo:
         problem = f"{model_dir} holds {manifest.get('repo')}, not {repo}"
+        pending = f"{manifest.get('repo')} is there"
     elif manifest is not None and manifest.get("commit") != commit:
         problem = f"stale seed: commit {manifest.get('commit')} is in {model_dir}, the deployment wants {commit}"
+        pending = f"commit {str(manifest.get('commit'))[:12]} is there"
     if problem is not None:
         report["manifest"] = problem
         report["problems"].append(problem)
@@ -150,8 +168,37 @@ def audit(model_dir: str, repo: str, commit: str) -> dict:
                 report["problems"].append(message)
         report["finished_at"] = manifest.get("finished_at")
     report["ok"] = not report["problems"]
+    report["not_seeded_yet"] = pending
     report["seconds"] = round(time.monotonic() - started, 3)
     return report
+
+
+def seeder_holding(model_dir: str) -> str:
+    """Who holds the directory's seeding claim (seed_models.py's lock file), for the wait's progress."""
+    try:
+        with open(os.path.join(model_dir, LOCK_NAME), encoding="utf-8") as handle:
+            holder = json.load(handle)
+        age = time.time() - os.stat(os.path.join(model_dir, LOCK_NAME)).st_mtime
+    except (OSError, ValueError):
+        return "no seeder at work yet (`pyinfra INVENTORY deploy.py` starts one)"
+    return f"seeder {holder.get('host', '?')} at work (alive {age:.0f}s ago)"
+
+
+def wait_until_seeded(args, label: str) -> dict:
+    """Audit until the model is complete, damaged, or wait_seconds ran out; the last report."""
+    started = time.monotonic()
+    said, said_at = None, started
+    while True:
+        report = audit(args.model_dir, args.repo, args.commit)
+        waited = time.monotonic() - started
+        if report["ok"] or not report["not_seeded_yet"] or waited >= args.wait_seconds:
+            report["waited"] = waited
+            return report
+        state = f"{report['not_seeded_yet']}, {seeder_holding(args.model_dir)}"
+        if state.split(" (alive")[0] != said or time.monotonic() - said_at >= args.progress_seconds:
+            print(f"{label}: waiting for the seed ({waited:.0f}s of {args.wait_seconds:.0f}s): {state}", flush=True)
+            said, said_at = state.split(" (alive")[0], time.monotonic()
+        time.sleep(min(args.poll_seconds, max(args.wait_seconds - waited, 0.01)))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -160,16 +207,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repo", required=True)
     parser.add_argument("--commit", required=True)
     parser.add_argument("--audit", action="store_true", help="print every problem as MODEL-AUDIT {json}, exit 0")
+    parser.add_argument("--wait-seconds", type=float, default=0.0,
+                        help="wait this long for a model that is not seeded yet (damage is never waited for)")
+    parser.add_argument("--poll-seconds", type=float, default=5.0, help="seconds between checks while waiting")
+    parser.add_argument("--progress-seconds", type=float, default=30.0, help="seconds between unchanged progress lines")
     args = parser.parse_args(argv)
-    report = audit(args.model_dir, args.repo, args.commit)
+    label = f"model-guard: {args.repo}@{args.commit[:12]}"
     if args.audit:
+        report = audit(args.model_dir, args.repo, args.commit)
         print("MODEL-AUDIT " + json.dumps(report, sort_keys=True), flush=True)
         return 0
-    label = f"model-guard: {args.repo}@{args.commit[:12]}"
+    report = wait_until_seeded(args, label)
     if not report["ok"]:
         more = len(report["problems"]) - 1
         extra = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
-        print(f"{label} is not ready: {report['problems'][0]}{extra}. {FIX}", flush=True)
+        waited = f" after waiting {report['waited']:.0f}s for the seed" if report["not_seeded_yet"] and args.wait_seconds else ""
+        print(f"{label} is not ready{waited}: {report['problems'][0]}{extra}. {FIX}", flush=True)
         return 1
     rehashed = f", {len(report['rehashed'])} re-hashed (stat changed, content verified)" if report["rehashed"] else ""
     print(f"{label} complete in {args.model_dir}: {report['files']} files, {report['bytes']} bytes, seeded "

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Seed one Hugging Face model repo into a directory at a pinned commit: verified, resumable.
 
-Runs in the seeding Job (the ASR image: Python 3.10, huggingface_hub 0.36.x) and locally with
+Runs in the seeding Job (the TTS image by default: Python 3.11, huggingface_hub 0.x; the ASR image has Python 3.10 and 0.36.x) and locally with
 huggingface_hub 2.x; needs nothing beyond huggingface_hub and the standard library.
 
     HF_TOKEN=... HF_ENDPOINT=... python3 seed_models.py --repo Qwen/Qwen3-ASR-1.7B \\
@@ -73,11 +73,10 @@ from urllib.parse import urlsplit
 
 # The guard's file checks (same directory, in the image as in files/): one definition of "this
 # file is the one that was verified" for the seeder and the guard.
-from check_model_manifest import MANIFEST_FORMAT, MANIFEST_NAME, hash_path, new_hasher, stat_record
+from check_model_manifest import LOCK_NAME, MANIFEST_FORMAT, MANIFEST_NAME, hash_path, new_hasher, stat_record
 
 SEEDER = "qwen3-seed-models"
 VERSION = "1.0.0"
-LOCK_NAME = ".qwen3-seed.lock"
 WORK_DIR_NAME = ".seed"
 DEFAULT_ENDPOINT = "https://huggingface.co"
 TEST_FREE_BYTES_ENV = "QWEN3_SEED_TEST_FREE_BYTES"

@@ -102,16 +102,25 @@ def python_command(label: str, work: Callable[[], object]) -> FunctionCommand:
     return FunctionCommand(lambda state, host: _run_safely(label, work), (), {})
 
 
+# Waits left for later: (host name, step) -> the objects an `applied(wait=step)` changed or found
+# not ready. Written by applied()'s body each time pyinfra asks it for commands (so at execution
+# it says what that run applied), read by the `awaited(step)` that comes after it.
+_LATER: dict[tuple[str, str], list[Ref]] = {}
+
+
 @operation(is_idempotent=True)
-def applied(manifests: Iterable[dict] | Callable[[], Iterable[dict]], field_manager: str = "pyinfra", wait: bool = False,
-            timeout: float = 300, poll: float = 2.0, unschedulable_grace: float = 0.0, label: str = "apply"):
+def applied(manifests: Iterable[dict] | Callable[[], Iterable[dict]], field_manager: str = "pyinfra",
+            wait: bool | str = False, timeout: float = 300, poll: float = 2.0, unschedulable_grace: float = 0.0,
+            label: str = "apply"):
     """
     Make Kubernetes objects match their manifests, with server-side apply.
 
     + manifests: object dicts (apiVersion, kind, metadata.name, ...), applied in this order; or a
       function returning them, called when the operation runs (for values an earlier operation makes)
     + field_manager: the field manager named in server-side apply; the playbook owns what it applies
-    + wait: after applying, wait until every object is ready (see ``kubeops.waiter.READY``)
+    + wait: True: after applying, wait until every object is ready (see ``kubeops.waiter.READY``);
+      a step name ("5. ASR"): apply now and leave that wait to a later ``k8s.awaited(step=...)``,
+      so the operations in between run while these objects get ready
     + timeout: seconds to wait for each object
     + poll: seconds between readiness checks
     + unschedulable_grace: seconds a pod may stay unschedulable (a node may be coming) before the wait fails
@@ -129,6 +138,9 @@ def applied(manifests: Iterable[dict] | Callable[[], Iterable[dict]], field_mana
             name="Create the namespace",
             manifests=[{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "hosthree"}}],
         )
+        k8s.applied(name="ASR", manifests=asr_manifests, wait="5. ASR")  # applied, not waited for
+        ...                                                               # other steps meanwhile
+        k8s.awaited(name="ASR is Ready", step="5. ASR", timeout=1500)      # waited for here
     """
     kube = kube_for(host)
     if callable(manifests):
@@ -141,6 +153,8 @@ def applied(manifests: Iterable[dict] | Callable[[], Iterable[dict]], field_mana
         return
     to_apply = [p for p in plans if p.changes]
     to_wait = [p.ref for p in plans if wait and (p.changes or not waiter.is_ready(p.live))]
+    if isinstance(wait, str):  # waited for by awaited(step=wait)
+        _LATER[(host.name, wait)], to_wait = to_wait, []
     if _diff_wanted():
         for plan in to_apply:
             _show_diff(plan)
@@ -153,12 +167,50 @@ def applied(manifests: Iterable[dict] | Callable[[], Iterable[dict]], field_mana
         for plan in to_apply:
             kube.apply(plan.manifest, field_manager=field_manager)
             _say(label, f"{plan.action}d {plan.ref}")
-        for ref in to_wait:
-            waiter.wait_until_ready(kube, ref, timeout=timeout, poll=poll, unschedulable_grace=unschedulable_grace,
-                                    progress=lambda line: _say(label, line))
-            _say(label, f"{ref} is ready")
+        _wait_ready(kube, to_wait, timeout, poll, unschedulable_grace, label)
 
     yield python_command(label, apply_then_wait)
+
+
+def _wait_ready(kube, refs: list[Ref], timeout: float, poll: float, unschedulable_grace: float, label: str) -> None:
+    for ref in refs:
+        waiter.wait_until_ready(kube, ref, timeout=timeout, poll=poll, unschedulable_grace=unschedulable_grace,
+                                progress=lambda line: _say(label, line))
+        _say(label, f"{ref} is ready")
+
+
+@operation(is_idempotent=True)
+def awaited(step: str, timeout: float = 300, poll: float = 2.0, unschedulable_grace: float = 0.0,
+            label: str | None = None):
+    """
+    Wait for the objects an earlier ``applied(wait=step)`` of this run applied or found not ready.
+
+    + step: the name given as that operation's ``wait``
+    + timeout: seconds to wait for each object, counted from here
+    + poll: seconds between readiness checks
+    + unschedulable_grace: seconds a pod may stay unschedulable (a node may be coming) before the wait fails
+    + label: how progress and errors name this step (default: ``step``)
+
+    Nothing to wait for (everything was up to date and ready) is a no-op without an API request.
+
+    **Example:**
+
+    .. code:: python
+
+        k8s.awaited(name="ASR is Ready", step="5. ASR", timeout=1500)
+    """
+    label = label or step
+    refs = _LATER.get((host.name, step), [])
+    if not refs:
+        host.noop(f"{step}: nothing applied that is not ready")
+        return
+    kube = kube_for(host)
+    if _diff_wanted():
+        for ref in refs:
+            if ref.kind in waiter.READY:  # a Service, say, is ready once it exists: no line for it
+                logger.info(f"    [{host.name}] Will wait for {click.style(str(ref), bold=True)} to be ready")
+
+    yield python_command(label, lambda: _wait_ready(kube, refs, timeout, poll, unschedulable_grace, label))
 
 
 @operation(is_idempotent=True)
@@ -247,9 +299,4 @@ def ready(refs: Iterable[Ref], timeout: float = 300, poll: float = 2.0, label: s
         host.noop("ready: " + ", ".join(str(r) for r in refs))
         return
 
-    def wait_all():
-        for ref in pending:
-            waiter.wait_until_ready(kube, ref, timeout=timeout, poll=poll, progress=lambda line: _say(label, line))
-            _say(label, f"{ref} is ready")
-
-    yield python_command(label, wait_all)
+    yield python_command(label, lambda: _wait_ready(kube, pending, timeout, poll, 0.0, label))

@@ -121,6 +121,7 @@ class PodView:
     fatal: str | None  # why this pod cannot become ready, when known
     failing_container: str | None = None
     unschedulable: bool = False  # fatal only if no node comes (Karpenter, a Spot replacement)
+    init_running: str | None = None  # the init container at work: its log says what it waits for
 
 
 def pod_is_ready(pod: dict) -> bool:
@@ -159,7 +160,8 @@ def describe_pod(pod: dict) -> PodView:
                 return PodView(name, node, f"{name}: Init:Error", text, cs["name"])
             if kind == "init container" and not terminated and (waiting or state.get("running")):
                 what = waiting.get("reason") or "Running"
-                return PodView(name, node, f"{name}: Init ({cs['name']}: {what})", None)
+                return PodView(name, node, f"{name}: Init ({cs['name']}: {what})", None,
+                               init_running=None if waiting else cs["name"])
             if kind == "container" and waiting:
                 return PodView(name, node, f"{name}: {waiting.get('reason', 'Waiting')}", None)
     phase = status.get("phase", "Pending")
@@ -302,7 +304,7 @@ def _progress_line(kube: Kube, obj: dict, diagnose_pods: bool, unschedulable_sin
     pods = kube.list("v1", "Pod", ref.namespace, label_selector=selector)
     if not pods:  # its status may still count the pods that are gone (a Spot interruption): not shown
         return f"{ref}: waiting for its pods to be created"
-    views = [describe_pod(p) for p in pods]
+    views = [_with_init_log(kube, ref.namespace, describe_pod(p)) for p in pods]
     now = time.monotonic()
     for view in views:
         if view.unschedulable:
@@ -320,6 +322,25 @@ def _progress_line(kube: Kube, obj: dict, diagnose_pods: bool, unschedulable_sin
     if event and len(event) > room:  # one line per state; `kubectl describe pod` has the rest
         event = event[:room - 3] + "..." if room >= 24 else None
     return summary + (f" | last event {event}" if event else "")
+
+
+def init_log_line(kube: Kube, namespace: str | None, view: PodView) -> str | None:
+    """The newest line of the pod's running init container: what it waits for (the model guard
+    for the seed, wait-for-asr for ASR on its node), in its own words."""
+    if not view.init_running or not namespace:
+        return None
+    tail = kube.pod_log(namespace, view.name, view.init_running, tail_lines=1).strip()
+    return tail.splitlines()[-1].strip() if tail else None
+
+
+def _with_init_log(kube: Kube, namespace: str | None, view: PodView) -> PodView:
+    line = init_log_line(kube, namespace, view)
+    if line:
+        line = line.removeprefix(f"{view.init_running}: ")
+        head = f"{view.name}: Init ({view.init_running}: "
+        room = STATE_CHARS - len(head) - 1
+        view.summary = head + (line if len(line) <= room else line[:max(room - 3, 0)] + "...") + ")"
+    return view
 
 
 # A state line's length before its step label and timing: with both, a line stays under ~160 characters.

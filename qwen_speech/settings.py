@@ -157,6 +157,12 @@ def _string_map(v: Any) -> str | None:
     return None if ok else "a non-empty mapping of strings, e.g. {\"node-type\": \"gpu\"}"
 
 
+def _node_selector(v: Any) -> str | None:
+    """A nodeSelector that may be empty (any node whose taints the pod tolerates)."""
+    ok = isinstance(v, dict) and all(isinstance(k, str) and isinstance(x, str) for k, x in v.items())
+    return None if ok else "a mapping of strings, e.g. {\"node-type\": \"system\"}, or {} for any node without a taint"
+
+
 def _toleration_ok(t: Any) -> bool:
     if not isinstance(t, dict) or not set(t) <= {"key", "operator", "value", "effect", "tolerationSeconds"}:
         return False
@@ -372,6 +378,9 @@ SCHEMA: dict[str, Checker] = {
     "seed_image": _optional(_image),
     "seed_workers": _int_range(1, 64, "parallel downloads per model"),
     "seed_active_deadline_seconds": _seconds(),
+    "seed_node_selector": _node_selector,
+    "seed_tolerations": _tolerations,
+    "model_guard_wait_seconds": _seconds(),
     "asr_model_repo": _repo_id,
     "asr_model_revision": _git_revision,
     "asr_model_dir": _model_dir,
@@ -423,6 +432,8 @@ SCHEMA: dict[str, Checker] = {
     "ingress_certificate_arn": _optional(_acm_arn),
     "ingress_asr_host": _optional(_host_name),
     "ingress_tts_host": _optional(_host_name),
+    # The order of steps 4-7: side by side, or one after the other as the guide has them
+    "deploy_order": _one_of("overlapped", "guide"),
     # Timeouts, seconds
     "timeout_time_slicing": _seconds(),
     "timeout_pvc_bound": _seconds(),

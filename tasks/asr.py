@@ -2,7 +2,10 @@
 
 The first start is long (Spot node 1-3 min, 14.4 GB image ~7 min, model load and CUDA graphs
 3-5 min); progress is printed as it changes, and a pod that cannot succeed stops the wait with
-its reason instead of running out the timeout.
+its reason instead of running out the timeout. With deploy_order "overlapped" (the default) the
+Deployment is applied at once and waited for after TTS and the Ingress are applied too
+(`wait_ready`): the node, the pulls, the seeding and the ALB take their minutes side by side,
+while the pod's model guard holds it until its model is seeded.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ def desired(ctx) -> list[dict]:
     """The API key Secret (when api_key_secret is set), then the Deployment + Service that read it."""
     s = ctx.settings
     key = env_secret(ctx, s.api_key_secret, "api-key", "QWEN3_SPEECH_API_KEY", "5. ASR", "api_key_secret")
-    return key + render("qwen3-asr-deployment.yaml", s, model=ctx.models["asr"], asr_image=ctx.asr_image or s.asr_image)
+    return key + render("qwen3-asr-deployment.yaml", s, model=ctx.models["asr"], asr_image=ctx.asr_pod_image)
 
 
 @deploy("5. ASR")
@@ -32,10 +35,10 @@ def deploy_asr():
     whole_nodes_leave(name="Scale-down keeps whole nodes: qwen3-asr pods of the nodes that leave go first",
                       app="qwen3-asr", replicas=s.serving_nodes, label="5. ASR")
     k8s.applied(
-        name=f"Deployment + Service ({short_image(ctx.asr_image or s.asr_image)}, max_model_len {s.asr_max_model_len})",
+        name=f"Deployment + Service ({short_image(ctx.asr_pod_image)}, max_model_len {s.asr_max_model_len})",
         manifests=desired(ctx),
         field_manager=s.field_manager,
-        wait=True,
+        wait=ctx.wait_for("5. ASR"),
         timeout=s.timeout_asr_ready,
         poll=s.poll_seconds,
         unschedulable_grace=s.unschedulable_grace_seconds,
@@ -46,3 +49,16 @@ def deploy_asr():
             name="PodDisruptionBudget (none with one serving node)",
             refs=[budget_ref("qwen3-asr", s.namespace)], timeout=60, poll=s.poll_seconds, label="5. ASR",
         )
+
+
+@deploy("5. ASR")
+def wait_ready():
+    """deploy_order overlapped: wait until ASR is Ready (its node, pull, model guard, load)."""
+    s = context_of(host).settings
+    k8s.awaited(
+        name="Ready: node, image, model, load and CUDA graphs",
+        step="5. ASR",
+        timeout=s.timeout_asr_ready,
+        poll=s.poll_seconds,
+        unschedulable_grace=s.unschedulable_grace_seconds,
+    )

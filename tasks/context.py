@@ -58,14 +58,28 @@ class DeployContext:
     tts_image: str | None = None
     asr_image: str | None = None  # asr_image, or the digest asr_ecr_repository's tag points at
     models: dict[str, Model] = field(default_factory=dict)
-    recorded_models: dict[str, str] | None = None  # the models record as read while preparing (resolve_models)
+    # The ConfigMap qwen3-speech-models as read while preparing (resolve_models), then as step 4 read it.
+    recorded_models: dict[str, str] | None = None
     notes: list[str] = field(default_factory=list)
     storage_class_changes: list[str] = field(default_factory=list)  # live vs wanted, when it must be replaced
+    # Step 4's Jobs this run started, by model key, and whether the model was re-seeded because its
+    # pods' model guard had found it damaged (their pods are restarted once it is whole again).
+    seeding: dict[str, bool] = field(default_factory=dict)
+
+    def wait_for(self, step: str) -> bool | str:
+        """`wait` of a step's k8s.applied: at once in the guide's order, else later, by k8s.awaited(step)."""
+        return True if self.settings.deploy_order == "guide" else step
+
+    @property
+    def asr_pod_image(self) -> str:
+        """The image the ASR pods run: the digest asr_ecr_repository's tag points at, else asr_image."""
+        return self.asr_image or self.settings.asr_image
 
     @property
     def seed_image(self) -> str:
-        """What seeding, audit and purge Jobs run: seed_image, else the ASR image (the node has it)."""
-        return self.settings.seed_image or self.asr_image or self.settings.asr_image
+        """What seeding, audit and purge Jobs run: seed_image, else the TTS image (huggingface_hub and
+        Python 3 as in the ASR image, at less than half its size; the GPU node pulls it anyway)."""
+        return self.settings.seed_image or self.tts_image or self.asr_pod_image
 
 
 _CONTEXTS: dict[str, DeployContext] = {}

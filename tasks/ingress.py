@@ -1,4 +1,8 @@
-"""Step 7 (部署 Ingress): the shared ALB, one listener per service, waited for until it has an address."""
+"""Step 7 (部署 Ingress): the shared ALB, one listener per service, waited for until it has an address.
+
+With deploy_order "overlapped" it is applied before the pods are Ready, so the ALB (2-3 minutes
+to become active) provisions while they pull and load; its targets register as they get Ready.
+"""
 
 from __future__ import annotations
 
@@ -42,8 +46,17 @@ def deploy_ingress():
         name=f"group {s.ingress_group} ({listeners_summary(s)}, {s.ingress_scheme})",
         manifests=desired(ctx),
         field_manager=s.field_manager,
-        wait=True,
+        wait=ctx.wait_for("7. Ingress"),
         timeout=s.timeout_ingress,
         poll=s.poll_seconds,
         label="7. ingress",
     )
+
+
+@deploy("7. Ingress")
+def wait_ready():
+    """deploy_order overlapped: wait until the ALB has an address."""
+    s = context_of(host).settings
+    k8s.awaited(name="ALB address", step="7. Ingress", timeout=s.timeout_ingress, poll=s.poll_seconds,
+                label="7. ingress")
+

@@ -23,7 +23,8 @@ from pyinfra.api import deploy, operation
 from kubeops import k8s
 from kubeops.client import KubeApiError
 from kubeops.kinds import Ref
-from kubeops.waiter import Heartbeat, describe_pod, job_failed, job_log_line, job_log_tail, job_ready, pod_selector
+from kubeops.waiter import (Heartbeat, describe_pod, init_log_line, job_failed, job_log_line, job_log_tail, job_ready,
+                            pod_selector)
 from qwen_speech.manifests import labels, render, script
 from qwen_speech.settings import COMMIT
 
@@ -137,6 +138,7 @@ def desired(ctx) -> list[dict]:
 
 @deploy("4. Models")
 def seed():
+    """The scripts, and a seeding Job per model that needs one; waited for here in the guide's order."""
     ctx = context_of(host)
     s = ctx.settings
     for line in resolve_models(ctx):
@@ -148,12 +150,25 @@ def seed():
         field_manager=s.field_manager,
         label="4. models",
     )
-    models_seeded(
-        name="Seed " + " + ".join(f"{m.repo}@{m.commit[:12]}" for m in ctx.models.values()),
-        models=list(ctx.models.values()),
-        timeout=s.timeout_seed,
-        poll=s.poll_seconds,
-    )
+    models = list(ctx.models.values())
+    seeding_started(name="Seed " + " + ".join(f"{m.repo}@{m.commit[:12]}" for m in models), models=models)
+    if s.deploy_order == "guide":
+        _seeded(ctx)
+
+
+@deploy("4. Models")
+def wait_seeded():
+    """deploy_order overlapped: wait for the Jobs seed() started, while the pods pull and the ALB comes."""
+    ctx = context_of(host)
+    if ctx.settings.deploy_order == "overlapped":
+        _seeded(ctx)
+
+
+def _seeded(ctx) -> None:
+    models = list(ctx.models.values())
+    models_seeded(name="Seeded and verified: " + " + ".join(f"{m.key.upper()} @{m.commit[:12]}" for m in models),
+                  models=models, timeout=ctx.settings.timeout_seed, poll=ctx.settings.poll_seconds,
+                  unschedulable_grace=ctx.settings.unschedulable_grace_seconds)
 
 
 def recorded_commits(kube, namespace: str) -> dict[str, str]:
@@ -161,8 +176,14 @@ def recorded_commits(kube, namespace: str) -> dict[str, str]:
     return dict((record or {}).get("data") or {})
 
 
-def guard_failures(kube, namespace: str) -> set[str]:
-    """Models whose pods are blocked by the model guard: their data on EFS is missing or stale."""
+GUARD_WAITING = ": waiting for the seed"  # what check_model_manifest.py's waiting lines say
+
+
+def guard_failures(kube, namespace: str, recorded: dict[str, str]) -> set[str]:
+    """Models whose pods are blocked by the model guard: their data on EFS is missing or stale.
+
+    Blocked means failed (a damaged model), or waiting for a seed of a model the record says is
+    seeded (its manifest was deleted, say: no Job will come unless this run starts one)."""
     failing: set[str] = set()
     try:
         pods = kube.list("v1", "Pod", namespace, label_selector="app.kubernetes.io/part-of=qwen3-speech")
@@ -170,47 +191,60 @@ def guard_failures(kube, namespace: str) -> set[str]:
         return failing
     for pod in pods:
         view = describe_pod(pod)
+        key = pod["metadata"]["labels"].get("app.kubernetes.io/name", "").replace("qwen3-", "")
         if view.failing_container == "model-guard":
-            failing.add(pod["metadata"]["labels"].get("app.kubernetes.io/name", "").replace("qwen3-", ""))
+            failing.add(key)
+        elif view.init_running == "model-guard" and recorded.get(key):
+            line = init_log_line(kube, namespace, view) or ""
+            if GUARD_WAITING in line:
+                failing.add(key)
     return failing
 
 
+def models_to_seed(ctx, models: list[Model], recorded: dict[str, str]) -> tuple[list[Model], set[str]]:
+    """The models that need a seeding Job (not recorded at their commit, or found damaged), and those
+    of them whose pods' guard is blocked; warns why a recorded model is seeded again."""
+    s, kube = ctx.settings, ctx.kube
+    wanted = [m for m in models if recorded.get(m.key) != m.commit]
+    if wanted:
+        return wanted, set()
+    broken = guard_failures(kube, s.namespace, recorded)
+    damaged = audit_damage(kube, s.namespace, recorded)
+    wanted = [m for m in models if m.key in broken or m.key in damaged]
+    for m in wanted:
+        if m.key in broken:
+            logger.warning(f"    {host_tag()}4. models: the {m.key.upper()} pod's model guard is blocked: "
+                           f"{m.path} on EFS is missing or incomplete; it will be seeded again")
+        else:
+            logger.warning(f"    {host_tag()}4. models: the last model audit (status --models) found "
+                           f"{m.path} damaged ({describe_damage(damaged[m.key])}); it will be seeded again, "
+                           "fetching only the damaged files")
+    return wanted, broken
+
+
 @operation(is_idempotent=True)
-def models_seeded(models: list[Model], timeout: float = 3600, poll: float = 2.0):
+def seeding_started(models: list[Model]):
     """
-    Seed models into the shared volume with one Job per model and commit, unless already recorded.
+    Start one seeding Job per model and commit that the volume does not hold yet; do not wait.
 
     + models: the models (repo, commit, path) to have on the volume
-    + timeout: seconds to wait for the Jobs
-    + poll: seconds between progress checks
 
-    A Job that already exists for the same commit is reused when it completed, replaced when it
-    failed; the ConfigMap ``qwen3-speech-models`` records each finished commit.
+    A model recorded at its commit in the ConfigMap ``qwen3-speech-models``, with no pod whose
+    model guard is blocked and no damage found by the last audit, needs nothing. A Job that already
+    exists for the same commit is replaced (its template cannot change; the seeder resumes).
+    ``models_seeded`` waits for the Jobs and records them.
     """
     ctx = context_of(host)
     s, kube = ctx.settings, ctx.kube
     try:
-        # The record read while preparing stands while nothing has changed in this run (only this
-        # operation writes it); after a change, the cluster is read again, as every operation does.
+        # The record read while preparing stands while nothing has changed in this run (only step 4
+        # writes it); after a change, the cluster is read again, as every operation does.
         reuse = ctx.recorded_models is not None and not k8s.changed_this_run()
-        recorded = ctx.recorded_models if reuse else recorded_commits(kube, s.namespace)
+        recorded = ctx.recorded_models = ctx.recorded_models if reuse else recorded_commits(kube, s.namespace)
+        wanted, broken = models_to_seed(ctx, models, recorded)
     except k8s.API_ERRORS as err:
         yield from k8s.failed("4. models", err)
         return
-    wanted = [m for m in models if recorded.get(m.key) != m.commit]
-    broken: set[str] = set()
-    if not wanted:
-        broken = guard_failures(kube, s.namespace)
-        damaged = audit_damage(kube, s.namespace, recorded)
-        wanted = [m for m in models if m.key in broken or m.key in damaged]
-        for m in wanted:
-            if m.key in broken:
-                logger.warning(f"    {host_tag()}4. models: the {m.key.upper()} pod's model guard fails: "
-                               f"{m.path} on EFS is missing or incomplete; it will be seeded again")
-            else:
-                logger.warning(f"    {host_tag()}4. models: the last model audit (status --models) found "
-                               f"{m.path} damaged ({describe_damage(damaged[m.key])}); it will be seeded again, "
-                               "fetching only the damaged files")
     if not wanted:
         host.noop("models already seeded: " + ", ".join(f"{m.repo}@{m.commit[:12]}" for m in models))
         return
@@ -222,55 +256,98 @@ def models_seeded(models: list[Model], timeout: float = 3600, poll: float = 2.0)
                         + click.style(f"+ {m.commit} ({m.revision})", fg="green"))
     seed_image = ctx.seed_image
 
-    def run_jobs():
-        label = "4. models"
-        jobs = {}
+    def start_jobs():
         for m in wanted:
             manifest = render("qwen3-model-seed-job.yaml", s, job_name=job_name(m), model=m, seed_image=seed_image)[0]
             ref = Ref.of(manifest)
-            live = kube.get(ref)
-            if live is not None:
+            if kube.get(ref) is not None:
                 # A Job's pod template cannot change; a finished one is replaced so it runs again.
                 kube.delete(ref, propagation="Foreground")
-                _wait_deleted(kube, ref, poll)
+                _wait_deleted(kube, ref, s.poll_seconds)
             # Server-side apply, not POST: if the answer is lost and the request retried, the retry
             # finds the Job it made and changes nothing (a POST would get 409 AlreadyExists).
             kube.apply(manifest, field_manager=s.field_manager)
-            logger.info(f"    {host_tag()}{label}: created Job {ref.name} for {m.repo}@{m.commit[:12]}")
-            jobs[m.key] = (m, ref)
+            logger.info(f"    {host_tag()}4. models: created Job {ref.name} for {m.repo}@{m.commit[:12]}")
+            ctx.seeding[m.key] = m.key in broken
+
+    yield k8s.python_command("4. models", start_jobs)
+
+
+@operation(is_idempotent=True)
+def models_seeded(models: list[Model], timeout: float = 3600, poll: float = 2.0, unschedulable_grace: float = 0.0):
+    """
+    Wait for the seeding Jobs ``seeding_started`` started, and record each finished commit.
+
+    + models: the models (repo, commit, path) to have on the volume
+    + timeout: seconds to wait for the Jobs
+    + poll: seconds between progress checks
+    + unschedulable_grace: seconds a seeding pod may stay unschedulable before the wait fails
+
+    Nothing to wait for (every commit recorded, no Job started by this run) is a no-op. The
+    ConfigMap ``qwen3-speech-models`` records each finished commit.
+    """
+    ctx = context_of(host)
+    s, kube = ctx.settings, ctx.kube
+    # The record as seeding_started read it in this run: only this operation changes it.
+    recorded = ctx.recorded_models or {}
+    pending = [m for m in models if recorded.get(m.key) != m.commit or m.key in ctx.seeding]
+    if not pending:
+        host.noop("models seeded: " + ", ".join(f"{m.repo}@{m.commit[:12]}" for m in models))
+        return
+
+    def wait_jobs():
+        label = "4. models"
+        refs = {m.key: Ref("batch/v1", "Job", job_name(m), s.namespace) for m in pending}
         deadline = time.monotonic() + timeout
-        beats = {key: Heartbeat(f"Job {ref.name}", timeout, _say_for(label, key), kube.progress_interval)
-                 for key, (m, ref) in jobs.items()}
-        pending = dict(jobs)
-        while pending:
-            for key, (m, ref) in list(pending.items()):
-                job = kube.get(ref)
+        beats = {m.key: Heartbeat(f"Job {refs[m.key].name}", timeout, _say_for(label, m.key), kube.progress_interval)
+                 for m in pending}
+        unschedulable_since: dict[str, float] = {}
+        waiting = {m.key: m for m in pending}
+        while waiting:
+            for key, m in list(waiting.items()):
+                job = kube.get(refs[key])
                 if job is None:
+                    beats[key].update("its Job is not there yet")
                     continue
                 if job_ready(job):
                     logger.info(f"    {host_tag()}{label}: {seed_summary(m, seed_result(kube, job))}")
                     _record(kube, s, m)
-                    if key in broken:
+                    if ctx.seeding.get(key):
                         _restart_blocked_pods(kube, s.namespace, key)
-                    del pending[key]
+                    del waiting[key]
                     continue
-                failure = job_failed(job)
+                failure = job_failed(job) or _unschedulable(kube, job, unschedulable_since, unschedulable_grace)
                 if failure:
                     tail = job_log_line(kube, job) or ""
-                    host.log_styled(f"{label}: Job {ref.name} failed ({failure}); last log line: {tail}",
-                                    fg="red", log_func=logger.error)
+                    host.log_styled(f"{label}: Job {refs[key].name} failed ({failure})"
+                                    + (f"; last log line: {tail}" if tail else ""), fg="red", log_func=logger.error)
                     return False
                 line = job_log_line(kube, job)
                 beats[key].update(_seed_line(line) if line else "the seeding pod has printed nothing yet")
-            if pending and time.monotonic() >= deadline:
+            if waiting and time.monotonic() >= deadline:
                 host.log_styled(f"{label}: seeding did not finish within {timeout}s (timeout_seed); the Jobs keep "
                                 "running and a rerun picks them up", fg="red", log_func=logger.error)
                 return False
-            if pending:
+            if waiting:
                 time.sleep(poll)
         return True
 
-    yield k8s.python_command("4. models", run_jobs)
+    yield k8s.python_command("4. models", wait_jobs)
+
+
+def _unschedulable(kube, job: dict, since: dict[str, float], grace: float) -> str | None:
+    """Why a seeding pod will not start, once it has stayed unschedulable for `grace` seconds: no
+    Karpenter pool makes a node for it unless it tolerates that pool's taints."""
+    for pod in kube.list("v1", "Pod", job["metadata"]["namespace"], label_selector=pod_selector(job)):
+        view = describe_pod(pod)
+        if not view.unschedulable:
+            since.pop(view.name, None)
+            continue
+        if time.monotonic() - since.setdefault(view.name, time.monotonic()) >= grace:
+            return (f"{view.fatal}; seed_node_selector and seed_tolerations choose its node: by default any node "
+                    "without a taint; give them a node group with room, or gpu_node_selector and gpu_tolerations "
+                    "to seed on the GPU node")
+    return None
 
 
 SEED_RESULT = "SEED-RESULT "

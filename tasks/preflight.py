@@ -236,7 +236,7 @@ def _moving_tags(ctx) -> list[str]:
               (ctx.tts_image, "tts_image", "set tts_image to <image>@sha256:<digest>, or to None to pin it from "
                "tts_ecr_repository")]
     if s.seed_image:
-        images.append((s.seed_image, "seed_image", "set seed_image to <image>@sha256:<digest>, or to None (the ASR image)"))
+        images.append((s.seed_image, "seed_image", "set seed_image to <image>@sha256:<digest>, or to None (the TTS image)"))
     return [f"{key} {image!r} is a moving tag (pulled at every start, and may change under us); {fix}"
             for image, key, fix in images if image and moving_tag(image)]
 

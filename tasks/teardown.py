@@ -130,11 +130,14 @@ def models_purged():
         "metadata": {"name": "qwen3-purge-models", "namespace": s.namespace, "labels": labels("qwen3-model-purge")},
         "spec": {"backoffLimit": 2, "template": {"metadata": {"labels": labels("qwen3-model-purge")}, "spec": {
             "restartPolicy": "Never",
-            "nodeSelector": s.gpu_node_selector, "tolerations": s.gpu_tolerations,
+            # Where the seeding Jobs run: no GPU node is needed (or launched) to delete files.
+            "nodeSelector": s.seed_node_selector, "tolerations": s.seed_tolerations,
             # Confined as the seeding Job is, but as the namespace's default ServiceAccount (no token):
             # a deploy older than the seeder's own ServiceAccount can still be purged.
             "automountServiceAccountToken": False,
-            "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
+            # The TTS image (seed_image None) as its uid-1000 `appuser`, as the seeding Job runs it.
+            "securityContext": {"seccompProfile": {"type": "RuntimeDefault"},
+                                **({} if s.seed_image else {"runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 1000})},
             "containers": [{
                 "name": "purge", "image": ctx.seed_image,
                 "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},

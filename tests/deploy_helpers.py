@@ -93,3 +93,28 @@ def converged(tmp_path_factory):
         assert not written, f"tests sharing the converged sandbox wrote to it: {written}"
     finally:
         handle.stop()
+
+
+def serving_pods(core, app: str) -> list:
+    """The pods of qwen3-asr or qwen3-tts, through the official client."""
+    return core.list_namespaced_pod("hosthree", label_selector=f"app.kubernetes.io/name={app}").items
+
+
+def ready_at(pod):
+    return next(c.last_transition_time for c in pod.status.conditions if c.type == "Ready" and c.status == "True")
+
+
+def _started_at(pod, container: str):
+    return next(s.state.running.started_at for s in pod.status.container_statuses if s.name == container)
+
+
+def assert_asr_loaded_before_tts(core, node: str) -> None:
+    """Both Ready on `node`, ASR never restarted (a TTS load during its start would make it exit),
+    and the TTS server started only once ASR on that node was Ready."""
+    (asr,) = [p for p in serving_pods(core, "qwen3-asr") if not p.metadata.deletion_timestamp]
+    (tts,) = [p for p in serving_pods(core, "qwen3-tts") if not p.metadata.deletion_timestamp]
+    assert asr.spec.node_name == tts.spec.node_name == node
+    assert all(s.restart_count == 0 for s in asr.status.container_statuses)
+    assert ready_at(asr) <= _started_at(tts, "tts")
+    waited = core.read_namespaced_pod_log(tts.metadata.name, "hosthree", container="wait-for-asr")
+    assert "ASR on this node is ready" in waited

@@ -71,10 +71,13 @@ def run_seed(hub_url: str, repo: str, revision: str, dest: Path, *extra: str, py
     return SeedRun(proc.returncode, proc.stdout)
 
 
-def run_guard(model_dir: Path, repo: str, commit: str) -> SeedRun:
-    proc = subprocess.run([sys.executable, str(GUARD_SCRIPT), "--model-dir", str(model_dir), "--repo", repo,
-                           "--commit", commit], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          timeout=30)
+def guard_command(model_dir: Path, repo: str, commit: str, *extra: str) -> list[str]:
+    return [sys.executable, str(GUARD_SCRIPT), "--model-dir", str(model_dir), "--repo", repo, "--commit", commit, *extra]
+
+
+def run_guard(model_dir: Path, repo: str, commit: str, *extra: str) -> SeedRun:
+    proc = subprocess.run(guard_command(model_dir, repo, commit, *extra), stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, timeout=30)
     return SeedRun(proc.returncode, proc.stdout)
 
 

@@ -34,7 +34,7 @@ def test_a_new_upstream_commit_shows_in_the_dry_run_and_only_that_model_is_seede
     assert record["asr"] == commit
 
 
-def test_a_deleted_model_manifest_blocks_the_pod_with_the_guards_message_and_a_rerun_reseeds(deployed):
+def test_a_deleted_model_manifest_holds_the_pod_in_its_guard_with_the_guards_message_and_a_rerun_reseeds(deployed):
     manifests = list(deployed.root.glob("efs/**/Qwen3-ASR-1.7B/.qwen3-seed-manifest.json"))
     assert len(manifests) == 1
     manifests[0].unlink()
@@ -46,7 +46,9 @@ def test_a_deleted_model_manifest_blocks_the_pod_with_the_guards_message_and_a_r
     while time.monotonic() < deadline and ASR_REPO not in message:
         for pod in core.list_namespaced_pod("hosthree", label_selector="app.kubernetes.io/name=qwen3-asr").items:
             guard = [s for s in (pod.status.init_container_statuses or []) if s.name == "model-guard"]
-            if guard and (guard[0].restart_count or (guard[0].state.terminated and guard[0].state.terminated.exit_code)):
+            # The guard waits for a seed (model_guard_wait_seconds) and says what it waits for.
+            if guard and (guard[0].state.running or guard[0].restart_count or (guard[0].state.terminated
+                                                                             and guard[0].state.terminated.exit_code)):
                 message = core.read_namespaced_pod_log(pod.metadata.name, "hosthree", container="model-guard")
         time.sleep(0.5)
     assert ASR_REPO in message and "deploy.py" in message, message

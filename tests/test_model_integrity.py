@@ -50,7 +50,8 @@ def size_of(directory, path: str) -> int:
 
 
 def guard_message_after_restart(sandbox, app: str) -> str:
-    """Delete the app's pods; return the log of the replacement's model guard once it fails."""
+    """Delete the app's pods; return the log of the replacement's model guard once it fails, or once it
+    says it waits for a seed (a model with no manifest is waited for: model_guard_wait_seconds)."""
     core = client.CoreV1Api(sandbox.control.kube_api_client())
     selector = f"app.kubernetes.io/name={app}"
     deleted = set()
@@ -65,8 +66,12 @@ def guard_message_after_restart(sandbox, app: str) -> str:
             guard = [s for s in (pod.status.init_container_statuses or []) if s.name == "model-guard"]
             if guard and (guard[0].restart_count or (guard[0].state.terminated and guard[0].state.terminated.exit_code)):
                 return core.read_namespaced_pod_log(pod.metadata.name, "hosthree", container="model-guard")
+            if guard and guard[0].state.running:
+                log = core.read_namespaced_pod_log(pod.metadata.name, "hosthree", container="model-guard")
+                if "waiting for the seed" in log:
+                    return log
         time.sleep(0.3)
-    raise AssertionError(f"the {app} pod's model guard never failed")
+    raise AssertionError(f"the {app} pod's model guard never failed nor waited")
 
 
 def test_flipped_byte_and_truncated_shard_are_found_by_the_audit_and_the_next_deploy_fetches_only_them(deployed):

@@ -7,8 +7,9 @@ import pytest
 
 from tests.manifest_helpers import all_manifests
 
-# Only these images may run as root: qwenllm/qwen3-asr has no USER (it runs as root upstream);
-# the seeding and audit Jobs use the same image. The TTS image runs as `appuser` (uid 1000).
+# Only these images may run as root: qwenllm/qwen3-asr has no USER (it runs as root upstream); the
+# TTS pod's model guard runs in it too (as uid 1000). The TTS image, which the seeding and audit
+# Jobs run by default, runs as `appuser` (uid 1000).
 ROOT_IMAGES = {"qwenllm/qwen3-asr"}
 SERVING = {"qwen3-asr", "qwen3-tts"}
 

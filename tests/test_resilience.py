@@ -87,6 +87,10 @@ def _trigger_write(resource: str, name_part: str = ""):
 
 
 # When to interrupt: the start of a step (the boundary after the previous one) and the inside of a wait.
+# Steps 4-7 apply first and are waited for after (deploy_order overlapped): inside ASR's and TTS's
+# waits is the start of their "Ready" operations, inside the ALB's its Ingress write (it provisions
+# while the models, ASR and TTS are waited for). The seeding Jobs run on the system node, so an
+# interruption while they run takes the GPU node the serving pods are pulling on.
 SPOT_MOMENTS = {
     "boundary-before-2-namespace": _trigger_line("Starting operation: 2. Namespace"),
     "boundary-before-4-models": _trigger_line("Starting operation: 4. Models | Seed "),
@@ -97,20 +101,37 @@ SPOT_MOMENTS = {
     "in-1-time-slicing-wait": _trigger_write("daemonsets", "nvidia-device-plugin"),
     "in-3-pvc-wait": _trigger_write("persistentvolumeclaims"),
     "in-4-seeding-job": _trigger_write("jobs", "qwen3-seed-"),
-    "in-5-asr-wait": _trigger_write("deployments", "qwen3-asr"),
-    "in-6-tts-wait": _trigger_write("deployments", "qwen3-tts"),
+    "in-5-asr-wait": _trigger_line("Starting operation: 5. ASR | Ready"),
+    "in-6-tts-wait": _trigger_line("Starting operation: 6. TTS | Ready"),
     "in-7-ingress-wait": _trigger_write("ingresses"),
 }
-# Two interruptions per run, a whole wait apart (the first replacement node has joined before the
-# second interruption), so six runs cover every moment.
+# Two interruptions per run, so six runs cover every moment. The second comes once the first's
+# replacement has joined: before that there is no GPU node to interrupt (steps 4-7 now apply
+# without waiting in between, so two moments may be only seconds apart).
 SPOT_RUNS = [
-    ("in-1-time-slicing-wait", "in-4-seeding-job"),
-    ("boundary-before-2-namespace", "in-5-asr-wait"),
-    ("in-3-pvc-wait", "in-6-tts-wait"),
-    ("boundary-before-4-models", "in-7-ingress-wait"),
-    ("boundary-before-5-asr", "boundary-before-8-verify"),
-    ("boundary-before-6-tts", "boundary-before-7-ingress"),
+    ("in-1-time-slicing-wait", "boundary-before-4-models"),
+    ("boundary-before-2-namespace", "in-4-seeding-job"),
+    ("in-3-pvc-wait", "in-7-ingress-wait"),
+    ("boundary-before-5-asr", "in-5-asr-wait"),
+    ("boundary-before-7-ingress", "in-6-tts-wait"),
+    ("boundary-before-6-tts", "boundary-before-8-verify"),
 ]
+
+
+def _until_a_gpu_node_runs(sandbox, seconds: float = 60) -> None:
+    """Wait (bounded) until a GPU node is there and not being interrupted."""
+    import time
+
+    from kubernetes import client
+
+    core = client.CoreV1Api(sandbox.control.kube_api_client())
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        nodes = core.list_node(label_selector="node-type=gpu").items
+        if any(not any(t.key == "karpenter.sh/disrupted" for t in n.spec.taints or []) for n in nodes):
+            return
+        time.sleep(0.2)
+    raise AssertionError("the replacement GPU node never joined")
 
 
 def test_the_spot_runs_cover_every_moment():
@@ -132,6 +153,7 @@ def test_spot_interruptions_at_step_boundaries_and_inside_waits_are_survived_by_
     for line in run.stdout:
         lines.append(line)
         if pending and SPOT_MOMENTS[pending[0]](line, sandbox.control.audit_since(mark)):
+            _until_a_gpu_node_runs(sandbox)
             replacements.append(sandbox.control.fault("spot-interruption", replacement_delay=1)["result"]["replacement"])
             pending.pop(0)
     run.wait(timeout=300)

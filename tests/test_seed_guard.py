@@ -10,7 +10,8 @@ import sys
 import pytest
 
 from sandbox.hub import ASR_REPO, TTS_REPO
-from tests.seed_helpers import GUARD_SCRIPT, MANIFEST_NAME, flip_byte_keeping_mtime, hub, run_guard, run_seed  # noqa: F401
+from tests.seed_helpers import (GUARD_SCRIPT, MANIFEST_NAME, flip_byte_keeping_mtime, guard_command, hub,  # noqa: F401
+                                run_guard, run_seed)
 
 FIX = "pyinfra INVENTORY deploy.py"
 
@@ -151,3 +152,41 @@ def test_the_audit_reports_a_deleted_or_invalid_manifest(seeded_tts, manifest_te
     report = _audit(dest, TTS_REPO, hub.commit_of(TTS_REPO))
     assert not report["ok"] and expected in report["manifest"]
     assert run_guard(dest, TTS_REPO, hub.commit_of(TTS_REPO)).returncode == 1
+
+
+# ---- waiting for a seed: the serving pods are created while the models download ------------------
+
+WAIT = ("--wait-seconds", "120", "--poll-seconds", "0.1", "--progress-seconds", "60")
+
+
+def test_a_guard_started_before_the_seed_waits_saying_so_and_passes_once_the_seed_is_complete(hub, tmp_path):
+    dest = tmp_path / "Qwen3-TTS-CustomVoice"
+    commit = hub.commit_of(TTS_REPO)
+    guard = subprocess.Popen(guard_command(dest, TTS_REPO, commit, *WAIT), stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+    try:
+        first = guard.stdout.readline()
+        assert "waiting for the seed" in first and "no model directory yet" in first and TTS_REPO in first
+        assert guard.poll() is None
+        seeded = run_seed(hub.url, TTS_REPO, commit, dest)
+        assert seeded.returncode == 0, seeded.output
+        rest, _ = guard.communicate(timeout=60)
+    finally:
+        if guard.poll() is None:
+            guard.kill()
+    assert guard.returncode == 0, first + rest
+    assert "complete in " in rest.strip().splitlines()[-1]
+
+
+def test_a_guard_waits_for_a_new_commit_over_a_stale_seed_but_not_for_damage_at_its_commit(seeded_tts):
+    hub, dest = seeded_tts
+    new = hub.inject("hub-new-revision", {"repo": TTS_REPO, "path": "config.json"})["commit"]
+    waiting = run_guard(dest, TTS_REPO, new, "--wait-seconds", "1", "--poll-seconds", "0.1")
+    assert waiting.returncode == 1
+    assert "waiting for the seed" in waiting.output and "is there" in waiting.output
+    assert "after waiting" in waiting.last_line and FIX in waiting.last_line
+    flip_byte_keeping_mtime(dest / "model.safetensors")
+    old = json.loads((dest / MANIFEST_NAME).read_text())["commit"]
+    damaged = run_guard(dest, TTS_REPO, old, *WAIT)  # would wait two minutes if it waited at all
+    assert damaged.returncode == 1 and "waiting" not in damaged.output
+    assert "model.safetensors changed since it was verified" in damaged.output

@@ -81,9 +81,20 @@ models_mount_path = "/models"
 hf_endpoint = None  # None: https://huggingface.co
 hf_token_secret = None  # name of a Secret (key HF_TOKEN) made from $HF_TOKEN on the operator's machine
 api_key_secret = None  # name of a Secret (key api-key) made from $QWEN3_SPEECH_API_KEY; ASR then wants Bearer on /v1/*
-seed_image = None  # None: the ASR image, which the node pulls anyway and which has huggingface_hub
+# The seeding Jobs (and the model audit and purge Jobs) run on a node that is already there, so the
+# models download while Karpenter brings the GPU node and it pulls the serving images: by default
+# any node without a taint (the cluster's system nodes, where CoreDNS and Karpenter run; GPU nodes
+# are tainted). To seed on the GPU node as before, set these to gpu_node_selector / gpu_tolerations.
+seed_node_selector = {}
+seed_tolerations = []
+# None: the TTS image (6.2 GB, huggingface_hub 0.x and Python 3 inside, like the 14.4 GB ASR image,
+# so a system node pulls it in half the time; the GPU node needs it anyway)
+seed_image = None
 seed_workers = 4
 seed_active_deadline_seconds = 7200  # a seeding Job is stopped after this long, whether or not step 4 still waits
+# The serving pods are created while the models seed: their model guard waits this long for the
+# completion manifest (then fails, and the kubelet restarts it); a damaged model is never waited for.
+model_guard_wait_seconds = 3600
 asr_model_repo = "Qwen/Qwen3-ASR-1.7B"
 asr_model_revision = "main"
 asr_model_dir = "Qwen3-ASR-1.7B"
@@ -163,6 +174,12 @@ ingress_listener_urls_file = None  # a JSON file with `alb_listeners` {port: URL
 ingress_certificate_arn = None  # "arn:aws:acm:us-west-2:123456789012:certificate/..."
 ingress_asr_host = None  # "asr.example.com": a DNS name (CNAME to the ALB) the certificate covers
 ingress_tts_host = None  # "tts.example.com"
+
+# Steps 4-7: "overlapped" starts the seeding, both Deployments and the Ingress at once and then waits
+# for each (models, ASR, TTS, ALB): the image pulls, the downloads, the node and the ALB take their
+# minutes side by side; ASR still loads before TTS (TTS's wait-for-asr init container). "guide" waits
+# after each step before the next, as the guide does (for comparing the two: bench/time_to_service.py).
+deploy_order = "overlapped"
 
 # Timeouts (seconds), from the guide's timings: Spot node 1-3 min, ASR image pull ~7 min,
 # model load + CUDA graphs 3-5 min.

@@ -177,7 +177,11 @@ class Karpenter:
             allocatable = (node.get("status") or {}).get("allocatable") or {}
             initialized = not shape.get("gpus") or any(
                 quantity_or_zero(v) > 0 for k, v in allocatable.items() if k.startswith("nvidia.com/gpu"))
-            if initialized or now - joins_at > grace:
+            # Joined but its GPUs not registered yet (the device plugin's pod is starting): Karpenter
+            # counts a NodeClaim as capacity until it is initialized, so pods pending for its GPUs get
+            # no second node (kubernetes-sigs/karpenter pkg/controllers/provisioning/scheduling: in-flight
+            # NodeClaims; a claim that never registers is dropped after 15 min, nodeclaim/lifecycle/liveness.go).
+            if initialized or now - joins_at > max(grace, self.cluster.options.scaled(900.0, 30.0)):
                 del self.in_flight[name]
                 continue
             return True
