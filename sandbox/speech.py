@@ -445,7 +445,9 @@ class StandIn:
         self.log_lines: deque[str] = deque(maxlen=2000)
         self._log_path = log_path
         self._log_lock = threading.Lock()
-        self._stopping = threading.Event()
+        self._stopping = threading.Event()  # no longer listening (SIGTERM, SIGKILL, stop)
+        # Work in flight is abandoned (SIGKILL, stop); SIGTERM lets it finish, as uvicorn does.
+        self._abandoned = threading.Event()
         self._serving = False
         self._serving_lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -525,6 +527,7 @@ class StandIn:
 
     def stop(self) -> None:
         """Stop listening and close the socket; in-flight requests are abandoned (daemon threads)."""
+        self._abandoned.set()
         self._close_listener()
         self._exit()
 
@@ -559,6 +562,7 @@ class StandIn:
         """SIGKILL (or the instance going away): every connection is cut where it stands."""
         if self.finished.is_set():
             return
+        self._abandoned.set()
         self._close_listener()
         self._server.cut(idle_only=False)
         self._exit()
@@ -1038,7 +1042,8 @@ class _TtsApp:
 
     def synthesise(self, text: str) -> None:
         """Hold the event loop for as long as the model works on `text` (the sandbox's time scale)."""
-        self.stand_in._stopping.wait(self.stand_in.scaled(tts_synthesis_seconds(text)))
+        # Not _stopping: after SIGTERM the synthesis in flight runs to its end (terminate()).
+        self.stand_in._abandoned.wait(self.stand_in.scaled(tts_synthesis_seconds(text)))
 
     def missing_model_files(self) -> list[str]:
         if self.model_dir is None:

@@ -198,8 +198,7 @@ def check_every_pod(kube, s, report: Report, pods: list[dict]) -> None:
     """With more than one serving node, each pod itself: its health, and a round trip from every
     TTS pod to the ASR pod on its node (the Service checks above reach only the pods it picks;
     `pods`: serving_pods)."""
-    pods = [p for p in pods
-            if not p["metadata"].get("deletionTimestamp") and (p.get("status") or {}).get("phase") == "Running"]
+    pods = [p for p in pods if (p.get("status") or {}).get("phase") == "Running"]
     by_app: dict[str, list[dict]] = {"qwen3-asr": [], "qwen3-tts": []}
     for pod in sorted(pods, key=lambda p: (p["spec"].get("nodeName") or "", p["metadata"]["name"])):
         by_app.get(pod["metadata"]["labels"].get("app.kubernetes.io/name"), []).append(pod)
@@ -246,8 +245,11 @@ def _took(seconds: float) -> str:
 
 
 def serving_pods(kube, s) -> list[dict]:
-    """This deploy's pods, read once for the placement check and the summary."""
-    return kube.list("v1", "Pod", s.namespace, label_selector="app.kubernetes.io/part-of=qwen3-speech")
+    """This deploy's pods, read once for the placement check and the summary. Pods being deleted
+    are left out: a drained pod (Spot notice, rollout) still runs out its grace period on the node
+    that is leaving, and naming that node as where the service runs would send an operator there."""
+    return [p for p in kube.list("v1", "Pod", s.namespace, label_selector="app.kubernetes.io/part-of=qwen3-speech")
+            if not p["metadata"].get("deletionTimestamp")]
 
 
 def check_placement(pods: list[dict], report: Report) -> None:

@@ -1,11 +1,9 @@
 """N serving nodes in a bare sandbox cluster, and a client that streams requests through its ALB.
 
-The shipped ASR and TTS manifests (rendered as the deploy renders them, placed in "default") run N
-replicas, one ASR and one TTS pod per GPU node, behind the sandbox ALB. Until the `serving_nodes`
-setting lands, the pairs are spread here the way it will spread them: ASR pods kept apart by
-required pod anti-affinity (Karpenter launches a GPU node for each), each TTS pod next to its ASR
-pod by the manifests' own pod affinity and apart from the other TTS pods, and with N > 1 a
-PodDisruptionBudget per app that keeps one serving. Used by tests/sandbox/test_cluster_spot_drain.py
+The shipped ASR and TTS manifests, rendered as the deploy renders them with `serving_nodes: N` and
+placed in "default", run one ASR and one TTS pod per GPU node behind the sandbox ALB: ASR pods kept
+apart by required pod anti-affinity (Karpenter launches a GPU node for each), each TTS pod next to
+its ASR pod, and with N > 1 a PodDisruptionBudget per app that keeps one serving. Used by tests/sandbox/test_cluster_spot_drain.py
 and bench/serving_capacity_bench.py.
 """
 
@@ -33,14 +31,14 @@ TTS_FILES = ("config.json", "generation_config.json", "speech_tokenizer/config.j
 RESOURCES = {"Deployment": DEPLOYMENTS, "Service": SERVICES, "ServiceAccount": SERVICEACCOUNTS, "Ingress": INGRESSES,
              "ConfigMap": CONFIGMAPS, "StorageClass": STORAGECLASSES, "PersistentVolumeClaim": PVCS,
              "PodDisruptionBudget": PDBS}
-LABELS = {app: {"app.kubernetes.io/name": app, "app.kubernetes.io/part-of": "qwen3-speech"} for app in APPS}
 
 
 def serving_objects(nodes: int, **overrides) -> list[dict]:
-    """The serving Deployments (N replicas, one pair per node), Services, Ingresses and what they mount,
-    rendered with the inventory's defaults and `overrides`."""
+    """The serving Deployments, Services, Ingresses, PodDisruptionBudgets and what they mount, as the
+    deploy renders them with `serving_nodes: nodes` and `overrides` (one ASR and one TTS pod per GPU
+    node, a budget per app while more than one node serves)."""
     out = []
-    for obj in all_manifests(namespace=NAMESPACE, **overrides):
+    for obj in all_manifests(namespace=NAMESPACE, serving_nodes=nodes, **overrides):
         name = obj["metadata"]["name"]
         if obj["kind"] not in RESOURCES or (obj["kind"] == "Deployment" and name not in APPS):
             continue
@@ -49,18 +47,10 @@ def serving_objects(nodes: int, **overrides) -> list[dict]:
         if "namespace" in obj["metadata"]:
             obj["metadata"]["namespace"] = "default"
         if obj["kind"] == "Deployment":
-            obj["spec"]["replicas"] = nodes
             pod = obj["spec"]["template"]["spec"]
             # The model guard checks the seeded manifest: tested elsewhere, and no seeding here.
             pod["initContainers"] = [c for c in pod.get("initContainers") or [] if c["name"] != "model-guard"]
-            affinity = pod.setdefault("affinity", {})
-            affinity["podAntiAffinity"] = {"requiredDuringSchedulingIgnoredDuringExecution": [
-                {"labelSelector": {"matchLabels": LABELS[name]}, "topologyKey": "kubernetes.io/hostname"}]}
         out.append(obj)
-    if nodes > 1:
-        out += [{"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
-                 "metadata": {"name": app, "namespace": "default"},
-                 "spec": {"minAvailable": 1, "selector": {"matchLabels": LABELS[app]}}} for app in APPS]
     return out
 
 

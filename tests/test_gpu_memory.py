@@ -67,7 +67,8 @@ def _speech_deployments(store) -> None:
 
 
 def _asr_restarted(store):
-    (pod,) = pods(store, selector="app=asr") or [None]
+    # A Spot drain leaves the evicted pod Terminating for its grace period beside its replacement.
+    (pod,) = [p for p in pods(store, selector="app=asr") if not p["metadata"].get("deletionTimestamp")] or [None]
     statuses = ((pod or {}).get("status") or {}).get("containerStatuses") or []
     return statuses and statuses[0].get("restartCount", 0) >= 1 and statuses[0]
 

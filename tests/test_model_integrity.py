@@ -65,7 +65,11 @@ def guard_message_after_restart(sandbox, app: str) -> str:
                 continue
             guard = [s for s in (pod.status.init_container_statuses or []) if s.name == "model-guard"]
             if guard and (guard[0].restart_count or (guard[0].state.terminated and guard[0].state.terminated.exit_code)):
-                return core.read_namespaced_pod_log(pod.metadata.name, "hosthree", container="model-guard")
+                log = core.read_namespaced_pod_log(pod.metadata.name, "hosthree", container="model-guard")
+                if not log and guard[0].restart_count:  # restarted already: the failed run is the previous one
+                    log = core.read_namespaced_pod_log(pod.metadata.name, "hosthree", container="model-guard",
+                                                       previous=True)
+                return log
             if guard and guard[0].state.running:
                 log = core.read_namespaced_pod_log(pod.metadata.name, "hosthree", container="model-guard")
                 if "waiting for the seed" in log:
