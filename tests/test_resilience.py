@@ -161,4 +161,8 @@ def test_spot_interruptions_at_step_boundaries_and_inside_waits_are_survived_by_
     assert not pending, f"{pending} never came:\n" + text[-3000:]
     assert run.returncode == 0, text[-6000:]
     assert "8. verify: ASR /health: 200" in text and "round trip tts-1/Vivian" in text
-    assert f"Running on {replacements[-1]}" in text
+    # Verify's checks take milliseconds once its operation starts, so an interruption sent on the line
+    # "Starting operation: 8. Verify" may come after them: then the run had nothing left to survive,
+    # and verify rightly named the node it saw. Every earlier moment is waited out by a later step.
+    if moments[-1] != "boundary-before-8-verify":
+        assert f"Running on {replacements[-1]}" in text
