@@ -7,7 +7,11 @@ shipped playbook with the shipped defaults against it, and prints in real-world 
 (a) the first deploy from a cluster without a GPU node (Karpenter launches one) until both services
 answer a round trip through the ALB; (b) recovery after a Spot interruption of the serving node with
 nobody acting, until both answer again through the ALB; (c) the same with the playbook rerun right
-after the interruption. Each comes with its critical path, read from the sandbox's objects and events
+after the interruption; (d) and (e): (a) and (b) with the GPU image cache, on a second sandbox (a
+snapshot built by `python -m qwen_speech image-cache build` against the sandbox's AWS, as an
+operator builds it, and the deploy run with `manage_gpu_nodepool=true gpu_image_cache_snapshot_id=
+<snapshot>`: Karpenter launches every GPU node from the playbook's EC2NodeClass, which boots with
+both images on its data volume). Each comes with its critical path, read from the sandbox's objects and events
 as they change (node joined, each image pulled, models seeded, ASR and TTS ready, ALB active, first
 round trip). Beside them: the guide's sequential order on the same profile (its steps one after the
 other, computed from the profile). The last line is one JSON object with the figures.
@@ -27,7 +31,8 @@ of processes starting (seeders, guards, the playbook) swamp the simulated ones; 
 scenarios take about three minutes of wall time.
 
 `--playbook-data KEY=VALUE` passes inventory data to every playbook run (pyinfra --data), e.g. a
-setting that keeps the guide's order, to measure that order too.
+setting that keeps the guide's order, to measure that order too. `--scenarios` picks a subset
+(default all: abcde; b and c need a, e needs d).
 
 Asserts nothing; figures for the README (issue 13).
 """
@@ -37,6 +42,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -309,6 +315,49 @@ def _less(result: dict) -> float | None:
     return round(result["minutes"] - result["playbook_cpu_scaled_min"], 1)
 
 
+def image_cache_snapshot(sandbox: Sandbox) -> str:
+    """`python -m qwen_speech image-cache build` against the sandbox's AWS, as an operator runs it
+    (tests/test_image_cache.py does the same); the snapshot id it prints."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "HF_", "KUBECONFIG"))}
+    env.update({"QWEN3_SANDBOX_DIR": str(sandbox.root), "PYTHONUNBUFFERED": "1"})
+    result = subprocess.run([sys.executable, "-m", "qwen_speech", "image-cache", "build", "inventories/sandbox.py"],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    found = re.search(r"gpu_image_cache_snapshot_id = '(snap-[0-9a-f]+)'", result.stdout)
+    if result.returncode != 0 or not found:
+        raise SystemExit(f"image-cache build failed (exit {result.returncode}):\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
+    return found.group(1)
+
+
+def run_sandbox(root: Path, scale: float, scenarios: str, args, *, cached: bool) -> list[dict]:
+    """One sandbox without a GPU node: the first deploy, then the interruptions the selection asks for."""
+    results = []
+    sandbox = Sandbox(root, SandboxOptions(time_scale=scale, gpu_node=False))
+    sandbox.start()
+    try:
+        data = list(args.playbook_data)
+        label = ""
+        if cached:
+            began = time.monotonic()
+            snapshot = image_cache_snapshot(sandbox)
+            print(f"\nimage cache: built {snapshot} with `python -m qwen_speech image-cache build` "
+                  f"({time.monotonic() - began:.0f} s of wall time, not counted)")
+            data += ["manage_gpu_nodepool=true", f"gpu_image_cache_snapshot_id={snapshot}"]
+            label = ", with the image cache"
+        timeline = Timeline(sandbox)
+        first, spot, rerun = ("d", "e", None) if cached else ("a", "b", "c")
+        results.append(run_scenario(sandbox, timeline, f"({first}) first deploy, no GPU node yet{label}", scale,
+                                    interrupt=False, rerun=True, timeout=args.timeout, data=data))
+        if spot in scenarios:
+            results.append(run_scenario(sandbox, timeline, f"({spot}) Spot interruption, nobody acting{label}", scale,
+                                        interrupt=True, rerun=False, timeout=args.timeout, data=data))
+        if rerun and rerun in scenarios:
+            results.append(run_scenario(sandbox, timeline, f"({rerun}) Spot interruption, playbook rerun at once",
+                                        scale, interrupt=True, rerun=True, timeout=args.timeout, data=data))
+    finally:
+        sandbox.stop()
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--time-scale", type=float, default=DEFAULT_SCALE,
@@ -317,11 +366,14 @@ def main() -> None:
     parser.add_argument("--playbook-data", action="append", default=[], metavar="KEY=VALUE",
                         help="inventory data for every playbook run (pyinfra --data), e.g. a setting that "
                              "keeps the guide's order, to measure it on the same profile")
-    parser.add_argument("--scenarios", default="abc",
-                        help="which to run: a, ab or abc (b and c need a's deploy); default abc")
+    parser.add_argument("--scenarios", default="abcde",
+                        help="which to run, any of a-e: (a) first deploy, (b) Spot recovery, (c) with a rerun, "
+                             "(d) and (e) a and b with the image cache; b and c need a, e needs d; default abcde")
     args = parser.parse_args()
-    if args.scenarios not in ("a", "ab", "abc"):
-        parser.error(f"--scenarios {args.scenarios!r}: choose a, ab or abc (b and c start from a's deploy)")
+    chosen = set(args.scenarios)
+    if not chosen or chosen - set("abcde") or (chosen & set("bc") and "a" not in chosen) or ("e" in chosen and "d" not in chosen):
+        parser.error(f"--scenarios {args.scenarios!r}: letters from abcde; b and c need a (they start from its "
+                     "deploy), e needs d")
     scale = args.time_scale
     wall_began = time.monotonic()
     print(f"time scale {scale:g}: one wall second is {scale:g} simulated seconds; profile (middle values, "
@@ -330,20 +382,10 @@ def main() -> None:
         print(f"  {name:26} {text:18} {source}")
     results = []
     with tempfile.TemporaryDirectory(prefix="qwen3-tts-bench-") as tmp:
-        sandbox = Sandbox(Path(tmp) / "sandbox", SandboxOptions(time_scale=scale, gpu_node=False))
-        sandbox.start()
-        try:
-            timeline = Timeline(sandbox)
-            results.append(run_scenario(sandbox, timeline, "(a) first deploy, no GPU node yet", scale,
-                                        interrupt=False, rerun=True, timeout=args.timeout, data=args.playbook_data))
-            if "b" in args.scenarios:
-                results.append(run_scenario(sandbox, timeline, "(b) Spot interruption, nobody acting", scale,
-                                            interrupt=True, rerun=False, timeout=args.timeout, data=args.playbook_data))
-            if "c" in args.scenarios:
-                results.append(run_scenario(sandbox, timeline, "(c) Spot interruption, playbook rerun at once",
-                                            scale, interrupt=True, rerun=True, timeout=args.timeout, data=args.playbook_data))
-        finally:
-            sandbox.stop()
+        if "a" in chosen:
+            results += run_sandbox(Path(tmp) / "sandbox", scale, args.scenarios, args, cached=False)
+        if "d" in chosen:
+            results += run_sandbox(Path(tmp) / "sandbox-cached", scale, args.scenarios, args, cached=True)
     guide = guide_order("middle")
     print("\nthe guide's order (each step after the previous one), same profile:")
     for name, label in (("first", "first deploy"), ("recovery", "after a Spot interruption")):
@@ -352,16 +394,18 @@ def main() -> None:
     print(f"\nwall time of this bench: {time.monotonic() - wall_began:.0f} s")
     by = {r["name"][:3]: r for r in results}
     summary = {"time_scale": scale, "playbook_data": args.playbook_data,
-               "first_deploy_min": by["(a)"]["minutes"],
+               "first_deploy_min": by.get("(a)", {}).get("minutes"),
                "spot_recovery_min": by.get("(b)", {}).get("minutes"),
                "spot_recovery_with_rerun_min": by.get("(c)", {}).get("minutes"),
+               "first_deploy_cached_min": by.get("(d)", {}).get("minutes"),
+               "spot_recovery_cached_min": by.get("(e)", {}).get("minutes"),
                "guide_first_deploy_min": round(guide["first"][0] / 60, 1),
                "guide_spot_recovery_min": round(guide["recovery"][0] / 60, 1),
                # a figure less its playbook's CPU x scale: the least it can be once the playbook's own
                # work counts as the seconds it is in life (the figure above is the most)
-               "first_deploy_less_playbook_cpu_min": _less(by["(a)"]),
+               "first_deploy_less_playbook_cpu_min": _less(by.get("(a)", {})),
                "spot_recovery_with_rerun_less_playbook_cpu_min": _less(by.get("(c)", {})),
-               "first_deploy_playbook_cpu_scaled_min": by["(a)"].get("playbook_cpu_scaled_min"),
+               "first_deploy_playbook_cpu_scaled_min": by.get("(a)", {}).get("playbook_cpu_scaled_min"),
                "spot_recovery_with_rerun_playbook_cpu_scaled_min": by.get("(c)", {}).get("playbook_cpu_scaled_min")}
     print(json.dumps(summary))
 
