@@ -74,6 +74,8 @@ class Timeline:
         self.marks: dict[str, float] = {}
         self.first_write: float | None = None
         self.old_pods: set[str] = set()
+        self.gpu_nodes: set[str] = {n["metadata"]["name"] for n in sandbox.store.list(_res("nodes"))
+                                    if (n["metadata"].get("labels") or {}).get("node-type") == "gpu"}
         self.started = time.monotonic()
         sandbox.store.add_listener(self._on_change)
 
@@ -98,11 +100,18 @@ class Timeline:
         if key == "nodes" and event.type == "ADDED":
             labels = meta.get("labels") or {}
             if labels.get("node.kubernetes.io/instance-type", "").startswith("g4dn"):
+                self.gpu_nodes.add(meta.get("name"))
                 self.mark("GPU node joined", now)
         elif key == "events" and obj.get("reason") == "Pulled":
+            # The seeders pull on a node the cluster had; the serving pods on the GPU node (whose
+            # images an image cache brings along: "already present on machine").
             message = obj.get("message") or ""
+            on_gpu = (obj.get("source") or {}).get("host") in self.gpu_nodes
+            image = _short(message.split(chr(34))[1]) if chr(34) in message else "?"
             if message.startswith("Successfully pulled image"):
-                self.mark(f"pulled {_short(message.split(chr(34))[1])}", now)
+                self.mark(f"pulled {image}" + ("" if on_gpu else " for the seeders"), now)
+            elif on_gpu and message.endswith("already present on machine"):
+                self.mark(f"{image} already on the GPU node", now)
         elif key == "jobs.batch" and meta.get("name", "").startswith("qwen3-seed-"):
             if ((obj.get("status") or {}).get("succeeded") or 0) >= 1:
                 model = (meta.get("labels") or {}).get("qwen3-speech.io/model", "?")
@@ -209,14 +218,18 @@ AFTER = {
     "first round trip through the ALB": ("ASR ready", "TTS ready", "ALB active"),
     "ALB active": ("Ingress applied",),
     "Ingress applied": ("ASR ready", "TTS ready"),  # the playbook's order, when it waits for them
-    "TTS ready": ("pulled qwen3-tts image", "ASR ready", "TTS model seeded"),
-    "ASR ready": ("pulled qwen3-asr image", "ASR model seeded", "ASR pod created"),
+    "TTS ready": ("pulled qwen3-tts image", "qwen3-tts image already on the GPU node", "ASR ready", "TTS model seeded"),
+    "ASR ready": ("pulled qwen3-asr image", "qwen3-asr image already on the GPU node", "ASR model seeded",
+                  "ASR pod created"),
     "ASR pod created": ("ASR model seeded", "TTS model seeded"),  # the playbook's order, when it waits
     "TTS pod created": ("ASR ready", "ASR model seeded", "TTS model seeded"),
-    "ASR model seeded": ("pulled qwen3-asr image",),
-    "TTS model seeded": ("pulled qwen3-asr image", "pulled qwen3-tts image"),
+    "ASR model seeded": ("pulled qwen3-tts image for the seeders",),
+    "TTS model seeded": ("ASR model seeded", "pulled qwen3-tts image for the seeders"),  # one after the other
     "pulled qwen3-asr image": ("GPU node joined",),
-    "pulled qwen3-tts image": ("GPU node joined", "TTS pod created"),
+    # TTS's model guard runs in the ASR image: its own image is pulled after that one
+    "pulled qwen3-tts image": ("pulled qwen3-asr image", "qwen3-asr image already on the GPU node", "TTS pod created"),
+    "qwen3-asr image already on the GPU node": ("GPU node joined",),
+    "qwen3-tts image already on the GPU node": ("GPU node joined",),
 }
 
 
