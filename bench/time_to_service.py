@@ -110,8 +110,8 @@ class Timeline:
             image = _short(message.split(chr(34))[1]) if chr(34) in message else "?"
             if message.startswith("Successfully pulled image"):
                 self.mark(f"pulled {image}" + ("" if on_gpu else " for the seeders"), now)
-            elif on_gpu and message.endswith("already present on machine"):
-                self.mark(f"{image} already on the GPU node", now)
+            elif on_gpu and message.endswith("already present on machine") and f"pulled {image}" not in self.marks:
+                self.mark(f"{image} already on the GPU node", now)  # not a second container of a pulled image
         elif key == "jobs.batch" and meta.get("name", "").startswith("qwen3-seed-"):
             if ((obj.get("status") or {}).get("succeeded") or 0) >= 1:
                 model = (meta.get("labels") or {}).get("qwen3-speech.io/model", "?")
