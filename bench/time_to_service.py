@@ -7,7 +7,11 @@ shipped playbook with the shipped defaults against it, and prints in real-world 
 (a) the first deploy from a cluster without a GPU node (Karpenter launches one) until both services
 answer a round trip through the ALB; (b) recovery after a Spot interruption of the serving node with
 nobody acting, until both answer again through the ALB; (c) the same with the playbook rerun right
-after the interruption. Each comes with its critical path, read from the sandbox's objects and events
+after the interruption; (d) and (e): (a) and (b) with the GPU image cache, on a second sandbox (a
+snapshot built by `python -m qwen_speech image-cache build` against the sandbox's AWS, as an
+operator builds it, and the deploy run with `manage_gpu_nodepool=true gpu_image_cache_snapshot_id=
+<snapshot>`: Karpenter launches every GPU node from the playbook's EC2NodeClass, which boots with
+both images on its data volume). Each comes with its critical path, read from the sandbox's objects and events
 as they change (node joined, each image pulled, models seeded, ASR and TTS ready, ALB active, first
 round trip). Beside them: the guide's sequential order on the same profile (its steps one after the
 other, computed from the profile). The last line is one JSON object with the figures.
@@ -24,10 +28,11 @@ serving pods of the scenario are ready: an interrupted pod answering while it go
 The scale: 30 by default. Measured on our 2-core machines, first deploy / recovery came out 32.3 / 18.7
 at scale 15, 32.8 / 18.9 at 30, 44-46 / 22.1 at 60 and 65.7 / 24.2 at 120: above 30 the real seconds
 of processes starting (seeders, guards, the playbook) swamp the simulated ones; at 30 the three
-scenarios take about three minutes of wall time.
+scenarios take about three minutes of wall time (the five of today: 178 s on a quiet machine).
 
 `--playbook-data KEY=VALUE` passes inventory data to every playbook run (pyinfra --data), e.g. a
-setting that keeps the guide's order, to measure that order too.
+setting that keeps the guide's order, to measure that order too. `--scenarios` picks a subset
+(default all: abcde; b and c need a, e needs d).
 
 Asserts nothing; figures for the README (issue 13).
 """
@@ -37,6 +42,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -68,6 +74,8 @@ class Timeline:
         self.marks: dict[str, float] = {}
         self.first_write: float | None = None
         self.old_pods: set[str] = set()
+        self.gpu_nodes: set[str] = {n["metadata"]["name"] for n in sandbox.store.list(_res("nodes"))
+                                    if (n["metadata"].get("labels") or {}).get("node-type") == "gpu"}
         self.started = time.monotonic()
         sandbox.store.add_listener(self._on_change)
 
@@ -92,11 +100,18 @@ class Timeline:
         if key == "nodes" and event.type == "ADDED":
             labels = meta.get("labels") or {}
             if labels.get("node.kubernetes.io/instance-type", "").startswith("g4dn"):
+                self.gpu_nodes.add(meta.get("name"))
                 self.mark("GPU node joined", now)
         elif key == "events" and obj.get("reason") == "Pulled":
+            # The seeders pull on a node the cluster had; the serving pods on the GPU node (whose
+            # images an image cache brings along: "already present on machine").
             message = obj.get("message") or ""
+            on_gpu = (obj.get("source") or {}).get("host") in self.gpu_nodes
+            image = _short(message.split(chr(34))[1]) if chr(34) in message else "?"
             if message.startswith("Successfully pulled image"):
-                self.mark(f"pulled {_short(message.split(chr(34))[1])}", now)
+                self.mark(f"pulled {image}" + ("" if on_gpu else " for the seeders"), now)
+            elif on_gpu and message.endswith("already present on machine") and f"pulled {image}" not in self.marks:
+                self.mark(f"{image} already on the GPU node", now)  # not a second container of a pulled image
         elif key == "jobs.batch" and meta.get("name", "").startswith("qwen3-seed-"):
             if ((obj.get("status") or {}).get("succeeded") or 0) >= 1:
                 model = (meta.get("labels") or {}).get("qwen3-speech.io/model", "?")
@@ -203,14 +218,18 @@ AFTER = {
     "first round trip through the ALB": ("ASR ready", "TTS ready", "ALB active"),
     "ALB active": ("Ingress applied",),
     "Ingress applied": ("ASR ready", "TTS ready"),  # the playbook's order, when it waits for them
-    "TTS ready": ("pulled qwen3-tts image", "ASR ready", "TTS model seeded"),
-    "ASR ready": ("pulled qwen3-asr image", "ASR model seeded", "ASR pod created"),
+    "TTS ready": ("pulled qwen3-tts image", "qwen3-tts image already on the GPU node", "ASR ready", "TTS model seeded"),
+    "ASR ready": ("pulled qwen3-asr image", "qwen3-asr image already on the GPU node", "ASR model seeded",
+                  "ASR pod created"),
     "ASR pod created": ("ASR model seeded", "TTS model seeded"),  # the playbook's order, when it waits
     "TTS pod created": ("ASR ready", "ASR model seeded", "TTS model seeded"),
-    "ASR model seeded": ("pulled qwen3-asr image",),
-    "TTS model seeded": ("pulled qwen3-asr image", "pulled qwen3-tts image"),
+    "ASR model seeded": ("pulled qwen3-tts image for the seeders",),
+    "TTS model seeded": ("ASR model seeded", "pulled qwen3-tts image for the seeders"),  # one after the other
     "pulled qwen3-asr image": ("GPU node joined",),
-    "pulled qwen3-tts image": ("GPU node joined", "TTS pod created"),
+    # TTS's model guard runs in the ASR image: its own image is pulled after that one
+    "pulled qwen3-tts image": ("pulled qwen3-asr image", "qwen3-asr image already on the GPU node", "TTS pod created"),
+    "qwen3-asr image already on the GPU node": ("GPU node joined",),
+    "qwen3-tts image already on the GPU node": ("GPU node joined",),
 }
 
 
@@ -309,6 +328,49 @@ def _less(result: dict) -> float | None:
     return round(result["minutes"] - result["playbook_cpu_scaled_min"], 1)
 
 
+def image_cache_snapshot(sandbox: Sandbox) -> str:
+    """`python -m qwen_speech image-cache build` against the sandbox's AWS, as an operator runs it
+    (tests/test_image_cache.py does the same); the snapshot id it prints."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "HF_", "KUBECONFIG"))}
+    env.update({"QWEN3_SANDBOX_DIR": str(sandbox.root), "PYTHONUNBUFFERED": "1"})
+    result = subprocess.run([sys.executable, "-m", "qwen_speech", "image-cache", "build", "inventories/sandbox.py"],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    found = re.search(r"gpu_image_cache_snapshot_id = '(snap-[0-9a-f]+)'", result.stdout)
+    if result.returncode != 0 or not found:
+        raise SystemExit(f"image-cache build failed (exit {result.returncode}):\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
+    return found.group(1)
+
+
+def run_sandbox(root: Path, scale: float, scenarios: str, args, *, cached: bool) -> list[dict]:
+    """One sandbox without a GPU node: the first deploy, then the interruptions the selection asks for."""
+    results = []
+    sandbox = Sandbox(root, SandboxOptions(time_scale=scale, gpu_node=False))
+    sandbox.start()
+    try:
+        data = list(args.playbook_data)
+        label = ""
+        if cached:
+            began = time.monotonic()
+            snapshot = image_cache_snapshot(sandbox)
+            print(f"\nimage cache: built {snapshot} with `python -m qwen_speech image-cache build` "
+                  f"({time.monotonic() - began:.0f} s of wall time, not counted)")
+            data += ["manage_gpu_nodepool=true", f"gpu_image_cache_snapshot_id={snapshot}"]
+            label = ", with the image cache"
+        timeline = Timeline(sandbox)
+        first, spot, rerun = ("d", "e", None) if cached else ("a", "b", "c")
+        results.append(run_scenario(sandbox, timeline, f"({first}) first deploy, no GPU node yet{label}", scale,
+                                    interrupt=False, rerun=True, timeout=args.timeout, data=data))
+        if spot in scenarios:
+            results.append(run_scenario(sandbox, timeline, f"({spot}) Spot interruption, nobody acting{label}", scale,
+                                        interrupt=True, rerun=False, timeout=args.timeout, data=data))
+        if rerun and rerun in scenarios:
+            results.append(run_scenario(sandbox, timeline, f"({rerun}) Spot interruption, playbook rerun at once",
+                                        scale, interrupt=True, rerun=True, timeout=args.timeout, data=data))
+    finally:
+        sandbox.stop()
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--time-scale", type=float, default=DEFAULT_SCALE,
@@ -317,11 +379,14 @@ def main() -> None:
     parser.add_argument("--playbook-data", action="append", default=[], metavar="KEY=VALUE",
                         help="inventory data for every playbook run (pyinfra --data), e.g. a setting that "
                              "keeps the guide's order, to measure it on the same profile")
-    parser.add_argument("--scenarios", default="abc",
-                        help="which to run: a, ab or abc (b and c need a's deploy); default abc")
+    parser.add_argument("--scenarios", default="abcde",
+                        help="which to run, any of a-e: (a) first deploy, (b) Spot recovery, (c) with a rerun, "
+                             "(d) and (e) a and b with the image cache; b and c need a, e needs d; default abcde")
     args = parser.parse_args()
-    if args.scenarios not in ("a", "ab", "abc"):
-        parser.error(f"--scenarios {args.scenarios!r}: choose a, ab or abc (b and c start from a's deploy)")
+    chosen = set(args.scenarios)
+    if not chosen or chosen - set("abcde") or (chosen & set("bc") and "a" not in chosen) or ("e" in chosen and "d" not in chosen):
+        parser.error(f"--scenarios {args.scenarios!r}: letters from abcde; b and c need a (they start from its "
+                     "deploy), e needs d")
     scale = args.time_scale
     wall_began = time.monotonic()
     print(f"time scale {scale:g}: one wall second is {scale:g} simulated seconds; profile (middle values, "
@@ -330,20 +395,10 @@ def main() -> None:
         print(f"  {name:26} {text:18} {source}")
     results = []
     with tempfile.TemporaryDirectory(prefix="qwen3-tts-bench-") as tmp:
-        sandbox = Sandbox(Path(tmp) / "sandbox", SandboxOptions(time_scale=scale, gpu_node=False))
-        sandbox.start()
-        try:
-            timeline = Timeline(sandbox)
-            results.append(run_scenario(sandbox, timeline, "(a) first deploy, no GPU node yet", scale,
-                                        interrupt=False, rerun=True, timeout=args.timeout, data=args.playbook_data))
-            if "b" in args.scenarios:
-                results.append(run_scenario(sandbox, timeline, "(b) Spot interruption, nobody acting", scale,
-                                            interrupt=True, rerun=False, timeout=args.timeout, data=args.playbook_data))
-            if "c" in args.scenarios:
-                results.append(run_scenario(sandbox, timeline, "(c) Spot interruption, playbook rerun at once",
-                                            scale, interrupt=True, rerun=True, timeout=args.timeout, data=args.playbook_data))
-        finally:
-            sandbox.stop()
+        if "a" in chosen:
+            results += run_sandbox(Path(tmp) / "sandbox", scale, args.scenarios, args, cached=False)
+        if "d" in chosen:
+            results += run_sandbox(Path(tmp) / "sandbox-cached", scale, args.scenarios, args, cached=True)
     guide = guide_order("middle")
     print("\nthe guide's order (each step after the previous one), same profile:")
     for name, label in (("first", "first deploy"), ("recovery", "after a Spot interruption")):
@@ -352,16 +407,18 @@ def main() -> None:
     print(f"\nwall time of this bench: {time.monotonic() - wall_began:.0f} s")
     by = {r["name"][:3]: r for r in results}
     summary = {"time_scale": scale, "playbook_data": args.playbook_data,
-               "first_deploy_min": by["(a)"]["minutes"],
+               "first_deploy_min": by.get("(a)", {}).get("minutes"),
                "spot_recovery_min": by.get("(b)", {}).get("minutes"),
                "spot_recovery_with_rerun_min": by.get("(c)", {}).get("minutes"),
+               "first_deploy_cached_min": by.get("(d)", {}).get("minutes"),
+               "spot_recovery_cached_min": by.get("(e)", {}).get("minutes"),
                "guide_first_deploy_min": round(guide["first"][0] / 60, 1),
                "guide_spot_recovery_min": round(guide["recovery"][0] / 60, 1),
                # a figure less its playbook's CPU x scale: the least it can be once the playbook's own
                # work counts as the seconds it is in life (the figure above is the most)
-               "first_deploy_less_playbook_cpu_min": _less(by["(a)"]),
+               "first_deploy_less_playbook_cpu_min": _less(by.get("(a)", {})),
                "spot_recovery_with_rerun_less_playbook_cpu_min": _less(by.get("(c)", {})),
-               "first_deploy_playbook_cpu_scaled_min": by["(a)"].get("playbook_cpu_scaled_min"),
+               "first_deploy_playbook_cpu_scaled_min": by.get("(a)", {}).get("playbook_cpu_scaled_min"),
                "spot_recovery_with_rerun_playbook_cpu_scaled_min": by.get("(c)", {}).get("playbook_cpu_scaled_min")}
     print(json.dumps(summary))
 

@@ -257,8 +257,10 @@ def seeding_started(models: list[Model]):
     seed_image = ctx.seed_image
 
     def start_jobs():
-        for m in wanted:
-            manifest = render("qwen3-model-seed-job.yaml", s, job_name=job_name(m), model=m, seed_image=seed_image)[0]
+        for i, m in enumerate(wanted):
+            # In load order (ASR, TTS), each Job downloads after the one before it: see the manifest.
+            manifest = render("qwen3-model-seed-job.yaml", s, job_name=job_name(m), model=m, seed_image=seed_image,
+                              after=wanted[i - 1] if i else None)[0]
             ref = Ref.of(manifest)
             if kube.get(ref) is not None:
                 # A Job's pod template cannot change; a finished one is replaced so it runs again.

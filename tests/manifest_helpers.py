@@ -39,8 +39,8 @@ def all_manifests(**overrides) -> list[dict]:
         + render("qwen3-speech-efs-pvc.yaml", s, file_system_id="fs-0123456789abcdef0")
         + render("qwen3-speech-scripts.yaml", s, scripts={n: script(n) for n in SCRIPTS})
         # seed_image None: the TTS image seeds (tasks/context.py)
-        + [render("qwen3-model-seed-job.yaml", s, job_name=job_name(m), model=m, seed_image=image)[0]
-           for m in (asr, tts)]
+        + [render("qwen3-model-seed-job.yaml", s, job_name=job_name(m), model=m, seed_image=image, after=after)[0]
+           for m, after in ((asr, None), (tts, asr))]
         + render("qwen3-asr-deployment.yaml", s, model=asr, asr_image=s.asr_image)
         + render("qwen3-tts-deployment.yaml", s, model=tts, tts_image=image, asr_image=s.asr_image)
         + render("qwen3-speech-ingress.yaml", s, services=ingress_services(s))

@@ -42,7 +42,7 @@ def _until(what: str, check, seconds: float = 120, run: subprocess.Popen | None 
     raise AssertionError(f"never saw {what}")
 
 
-def test_serving_pods_and_the_ingress_come_while_the_models_seed_and_start_asr_then_tts_once_seeded(sandbox):
+def test_serving_pods_and_the_ingress_come_while_the_models_seed_asr_first_and_start_asr_then_tts_once_seeded(sandbox):
     for repo, path in WEIGHTS.items():  # both downloads hang half-way until cleared
         sandbox.control.fault("hub-cut", repo=repo, path=path, stall_seconds=600)
     core = client.CoreV1Api(sandbox.control.kube_api_client())
@@ -70,6 +70,15 @@ def test_serving_pods_and_the_ingress_come_while_the_models_seed_and_start_asr_t
         assert seeders and not {p.spec.node_name for p in seeders} & gpu_nodes
         tts = apps.read_namespaced_deployment("qwen3-tts", NS).spec.template.spec.containers[0]
         assert {c.image for p in seeders for c in p.spec.containers} == {tts.image}  # the smaller image
+        # One model after the other, ASR's first (its load comes first): TTS's seeder waits for it.
+        def tts_seeder_waiting():
+            pods = core.list_namespaced_pod(NS, label_selector="app.kubernetes.io/name=qwen3-model-seed,"
+                                                               "qwen3-speech.io/model=tts").items
+            return [p for p in pods for s in p.status.init_container_statuses or []
+                    if s.name == "after-asr-seed" and s.state.running]
+
+        (waiting,) = _until("TTS's seeder waiting for ASR's seed", tts_seeder_waiting, run=run)
+        assert ASR_REPO in core.read_namespaced_pod_log(waiting.metadata.name, NS, container="after-asr-seed")
         sandbox.control.fault("clear")
         text, _ = run.communicate(timeout=300)
     finally:

@@ -203,7 +203,7 @@ def test_after_both_pods_come_back_together_todays_tts_pod_spec_crashes_asr(spee
     tts = kube.get(ref)
     spec = tts["spec"]["template"]["spec"]
     spec["initContainers"] = [c for c in spec["initContainers"] if c["name"] != "wait-for-asr"]
-    assert [c["name"] for c in spec["initContainers"]] == ["model-guard"]  # today's spec
+    assert [c["name"] for c in spec["initContainers"]] == ["asr-image-first", "model-guard"]  # today's spec
     kube.request("PUT", ref.path(), body=tts)
     wait_for(lambda: [p for p in _serving(kube, "qwen3-tts") if _ready(p) and not any(
         c["name"] == "wait-for-asr" for c in p["spec"].get("initContainers") or [])], "today's TTS pod ready",

@@ -144,7 +144,7 @@ def test_logs_of_the_asr_deployment_container_and_the_tts_default_container(kube
     tts = kubectl("logs", "-n", NS, "deployment/qwen3-tts")
     assert tts.returncode == 0 and tts.stdout
     # Two containers (one init): kubectl picks the default one and says so, as against EKS.
-    assert 'Defaulted container "tts" out of: tts, model-guard (init)' in tts.stderr
+    assert 'Defaulted container "tts" out of: tts, asr-image-first (init), model-guard (init)' in tts.stderr
 
 
 def test_logs_of_the_init_container_and_of_one_the_pod_does_not_have(kubectl):

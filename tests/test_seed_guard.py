@@ -190,3 +190,12 @@ def test_a_guard_waits_for_a_new_commit_over_a_stale_seed_but_not_for_damage_at_
     damaged = run_guard(dest, TTS_REPO, old, *WAIT)  # would wait two minutes if it waited at all
     assert damaged.returncode == 1 and "waiting" not in damaged.output
     assert "model.safetensors changed since it was verified" in damaged.output
+
+
+def test_an_order_only_wait_goes_on_with_exit_0_when_the_model_before_never_comes(tmp_path):
+    # The TTS seeding Job waits this way for ASR's seed: a failed ASR seed must not hold TTS's back.
+    run = run_guard(tmp_path / "nothing-here", ASR_REPO, "a" * 40, "--wait-seconds", "0.3", "--poll-seconds", "0.1",
+                    "--order-only")
+    assert run.returncode == 0, run.output
+    assert run.output.strip().splitlines()[-1].endswith("; going on")
+    assert "waiting for the seed" in run.output
