@@ -314,8 +314,9 @@ def models_seeded(models: list[Model], timeout: float = 3600, poll: float = 2.0,
                 if job_ready(job):
                     logger.info(f"    {host_tag()}{label}: {seed_summary(m, seed_result(kube, job))}")
                     _record(kube, s, m)
-                    if ctx.seeding.get(key):
-                        _restart_blocked_pods(kube, s.namespace, key)
+                    # Whatever found the damage (a blocked guard, or the last audit), a pod whose guard
+                    # failed meanwhile sits in a growing back-off: replace it now the model is whole.
+                    _restart_blocked_pods(kube, s.namespace, key)
                     del waiting[key]
                     continue
                 failure = job_failed(job) or _unschedulable(kube, job, unschedulable_since, unschedulable_grace)
