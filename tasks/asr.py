@@ -17,7 +17,7 @@ from kubeops import k8s
 from qwen_speech.manifests import render, short_image
 
 from .context import context_of
-from .serving_nodes import budget_ref, whole_nodes_leave
+from .serving_nodes import no_budget_with_one_node, whole_nodes_leave
 from .models import env_secret
 
 
@@ -44,11 +44,7 @@ def deploy_asr():
         unschedulable_grace=s.unschedulable_grace_seconds,
         label="5. ASR",
     )
-    if s.serving_nodes == 1:  # a minAvailable 1 budget over one pod would block every drain
-        k8s.absent(
-            name="PodDisruptionBudget (none with one serving node)",
-            refs=[budget_ref("qwen3-asr", s.namespace)], timeout=60, poll=s.poll_seconds, label="5. ASR",
-        )
+    no_budget_with_one_node("qwen3-asr", label="5. ASR")
 
 
 @deploy("5. ASR")

@@ -86,6 +86,17 @@ def whole_nodes_leave(app: str, replicas: int, label: str):
     yield k8s.python_command(label, mark)
 
 
+def no_budget_with_one_node(app: str, label: str) -> None:
+    """With one serving node the app has no PodDisruptionBudget: minAvailable 1 over one pod
+    would block every drain (a Spot notice, a Karpenter disruption) for ever."""
+    s = context_of(host).settings
+    if s.serving_nodes == 1:
+        k8s.absent(
+            name="PodDisruptionBudget (none with one serving node)",
+            refs=[budget_ref(app, s.namespace)], timeout=60, poll=s.poll_seconds, label=label,
+        )
+
+
 def budget_ref(app: str, namespace: str) -> Ref:
     """The app's PodDisruptionBudget (files/qwen3-*-deployment.yaml, only while serving_nodes > 1)."""
     return Ref("policy/v1", "PodDisruptionBudget", app, namespace)

@@ -16,7 +16,7 @@ from kubeops import k8s
 from qwen_speech.manifests import render, short_image
 
 from .context import context_of
-from .serving_nodes import budget_ref, whole_nodes_leave
+from .serving_nodes import no_budget_with_one_node, whole_nodes_leave
 
 
 def desired(ctx) -> list[dict]:
@@ -40,11 +40,7 @@ def deploy_tts():
         unschedulable_grace=s.unschedulable_grace_seconds,
         label="6. TTS",
     )
-    if s.serving_nodes == 1:  # a minAvailable 1 budget over one pod would block every drain
-        k8s.absent(
-            name="PodDisruptionBudget (none with one serving node)",
-            refs=[budget_ref("qwen3-tts", s.namespace)], timeout=60, poll=s.poll_seconds, label="6. TTS",
-        )
+    no_budget_with_one_node("qwen3-tts", label="6. TTS")
 
 
 @deploy("6. TTS")

@@ -10,6 +10,7 @@ import time
 
 from kubernetes import client
 
+from tests.cluster_helpers import wait_for
 from tests.deploy_helpers import assert_ok, deploy, output, writes
 from tests.test_operate import speechctl
 
@@ -36,16 +37,6 @@ def _healthy_targets(sandbox) -> dict[str, list[str]]:
             for app, service in SERVICES.items()}
 
 
-def _wait_for(predicate, what: str, timeout: float = 60.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"gave up waiting for {what}")
-
-
 def test_two_serving_nodes_converge_rerun_without_writes_and_shrink_back_keeping_one_pair_serving(sandbox):
     core = client.CoreV1Api(sandbox.control.kube_api_client())
     policy = client.PolicyV1Api(sandbox.control.kube_api_client())
@@ -65,8 +56,8 @@ def test_two_serving_nodes_converge_rerun_without_writes_and_shrink_back_keeping
     budgets = {b.metadata.name: b.spec.min_available for b in policy.list_namespaced_pod_disruption_budget(NS).items}
     assert budgets == {"qwen3-asr": 1, "qwen3-tts": 1}
     # Both pods of each app are registered behind the ALB and pass its health checks.
-    both = _wait_for(lambda: (lambda t: t if all(len(v) == 2 for v in t.values()) else None)(_healthy_targets(sandbox)),
-                     "both pods of each app to be healthy ALB targets")
+    both = wait_for(lambda: (lambda t: t if all(len(v) == 2 for v in t.values()) else None)(_healthy_targets(sandbox)),
+                    "both pods of each app to be healthy ALB targets", timeout=60)
     assert {target.split(":")[0] for targets in both.values() for target in targets} == {
         p.metadata.name for p in core.list_namespaced_pod(NS, label_selector="app.kubernetes.io/part-of=qwen3-speech").items
         if p.metadata.labels.get("app.kubernetes.io/name") in SERVICES}
