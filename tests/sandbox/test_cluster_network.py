@@ -68,6 +68,10 @@ def test_service_port_resolves_through_named_target_port_to_the_ready_tts_stand_
         store.create(SERVICES, service("tts", "tts", "http"))
         # Readiness runs the playbook's exec check, which reads PORT: it must reach the stand-in.
         wait_for(lambda: deployment_ready(store, "default", "tts"), "the TTS deployment to be ready", timeout=30)
+        # The endpoints controller follows the pod's Ready condition on its own pass, as upstream's
+        # does: the Deployment can say ready a moment before the address moves out of notReadyAddresses.
+        wait_for(lambda: ((store.get(ENDPOINTS, "default", "tts") or {}).get("subsets") or [{}])[0].get("addresses"),
+                 "the TTS pod's address in the Service's Endpoints", timeout=30)
         host, port = cluster.backend_for_service("default", "tts", 80)
         assert host == "127.0.0.1"
         assert get_json(host, port, "/health")["status"] == "healthy"
