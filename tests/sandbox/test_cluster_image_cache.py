@@ -62,6 +62,16 @@ def cached_pool(snapshot: str) -> tuple[dict, dict]:
     return nodeclass, pool
 
 
+def launched_cached_node(store, snapshot: str) -> str:
+    """The node Karpenter launches from the cached pool for a 1-GPU deployment of CACHED, once it runs there."""
+    nodeclass, pool = cached_pool(snapshot)
+    store.create(EC2NODECLASSES, nodeclass)
+    store.create(NODEPOOLS, pool)
+    store.create(DEPLOYMENTS, deployment("cached", gpu=1, image=CACHED))
+    wait_for(lambda: deployment_ready(store, "default", "cached"), "the GPU deployment on a launched node", timeout=30)
+    return pods(store, selector="app=cached")[0]["spec"]["nodeName"]
+
+
 def kubelet_events(store, node: str, reason: str) -> list[str]:
     from sandbox.cluster.common import EVENTS
 
@@ -75,12 +85,7 @@ def test_a_node_booted_from_an_image_cache_snapshot_and_its_spot_replacement_fin
     assert sandbox_aws.snapshot_images(snapshot) == [CACHED]
     with running_cluster(tmp_path, aws=sandbox_aws, gpu_node=False) as cluster:
         store = cluster.store
-        nodeclass, pool = cached_pool(snapshot)
-        store.create(EC2NODECLASSES, nodeclass)
-        store.create(NODEPOOLS, pool)
-        store.create(DEPLOYMENTS, deployment("cached", gpu=1, image=CACHED))
-        wait_for(lambda: deployment_ready(store, "default", "cached"), "the GPU deployment on a launched node", timeout=30)
-        node = pods(store, selector="app=cached")[0]["spec"]["nodeName"]
+        node = launched_cached_node(store, snapshot)
         assert store.get(NODES, None, node)["metadata"]["labels"]["karpenter.sh/nodepool"] == "cached"
         assert [n["metadata"]["name"] for n in store.list(NODES, label_selector="node-type=gpu")] == [node]
         assert kubelet_events(store, node, "Pulling") == []
@@ -113,14 +118,7 @@ def test_a_node_booted_from_a_snapshot_with_a_downloaded_model_has_its_files_on_
         files = sandbox_aws.snapshot_files(snapshot)
         assert sorted(files) == sorted(f"{directory}/{path}" for path in hub.files_at(ASR_REPO))
         with running_cluster(tmp_path, aws=sandbox_aws, gpu_node=False) as cluster:
-            store = cluster.store
-            nodeclass, pool = cached_pool(snapshot)
-            store.create(EC2NODECLASSES, nodeclass)
-            store.create(NODEPOOLS, pool)
-            store.create(DEPLOYMENTS, deployment("cached", gpu=1, image=CACHED))
-            wait_for(lambda: deployment_ready(store, "default", "cached"), "the GPU deployment on a launched node",
-                     timeout=30)
-            node = pods(store, selector="app=cached")[0]["spec"]["nodeName"]
+            node = launched_cached_node(cluster.store, snapshot)
             disk = tmp_path / "hostpath" / node / directory.lstrip("/")  # where a hostPath volume of the node points
             for path, blob in hub.files_at(ASR_REPO).items():
                 assert (disk / path).read_bytes() == hub.blobs.path(blob.sha256).read_bytes()
