@@ -6,6 +6,11 @@ Job per model runs files/seed_models.py in the cluster (resumable, verified agai
 sizes and hashes, completion manifest written last), and the result is recorded in the
 ConfigMap `qwen3-speech-models`. A rerun that finds the wanted commits recorded, and no pod
 whose model guard fails, does nothing at all: no Job, no write.
+
+With gpu_image_cache_snapshot_id, a model whose commit the snapshot's tags name is on every GPU
+node of the managed pool (qwen_speech/image_cache.py puts it on the data volume): its Job runs
+there and copies it from the node's disk (seed_models.py --local-source, each file checked against
+the Hub's hash, the Hub for what does not verify). Another commit is downloaded as without the cache.
 """
 
 from __future__ import annotations
@@ -254,7 +259,8 @@ def seeding_started(models: list[Model]):
     + models: the models (repo, commit, path) to have on the volume
 
     A model recorded at its commit in the ConfigMap ``qwen3-speech-models``, with no pod whose
-    model guard is blocked and no damage found by the last audit, needs nothing. A Job that already
+    model guard is blocked and no damage found by the last audit, needs nothing. A model on the GPU
+    nodes' disk (``node_path``, the image cache) is copied from there, on a node of the managed pool. A Job that already
     exists for the same commit is replaced (its template cannot change; the seeder resumes).
     ``models_seeded`` waits for the Jobs and records them.
     """
