@@ -223,7 +223,8 @@ AFTER = {
                   "ASR pod created"),
     "ASR pod created": ("ASR model seeded", "TTS model seeded"),  # the playbook's order, when it waits
     "TTS pod created": ("ASR ready", "ASR model seeded", "TTS model seeded"),
-    "ASR model seeded": ("pulled qwen3-tts image for the seeders",),
+    # With the image cache the seeders copy from the GPU node's disk: they wait for that node.
+    "ASR model seeded": ("pulled qwen3-tts image for the seeders", "GPU node joined"),
     "TTS model seeded": ("ASR model seeded", "pulled qwen3-tts image for the seeders"),  # one after the other
     "pulled qwen3-asr image": ("GPU node joined",),
     # TTS's model guard runs in the ASR image: its own image is pulled after that one

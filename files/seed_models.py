@@ -28,6 +28,11 @@ What it does:
   (a flipped byte with the mtime restored, a truncation, a deletion: only that file);
   `--verify full` re-hashes everything. Files whose hash matches the new listing are kept, so a
   new commit that changes one file fetches only that file;
+- with --local-source DIR (a copy of the repo at the same commit on the node's own disk, e.g.
+  the GPU image cache's data volume mounted read-only), a file found there with the listed size
+  is copied from it instead, hashed as it is read and checked against the same Hub hash before it
+  is moved into place; a file missing there, or whose copy does not verify, is downloaded from
+  the Hub as above, so a bad local copy costs a download, never a wrong file;
 - prints a progress line every few seconds (bytes done of total, rate, ETA; "stalled since ..."
   once no byte came for --stall-seconds), a summary line, and a last line `SEED-RESULT {json}`
   on success (for programs: the deploy turns it into one short line); on failure the last line
@@ -47,7 +52,8 @@ enough disk space; 6 hash or size mismatch after a second download; 7 another se
 directory; 8 the Hub kept failing (429/5xx/connection errors) after the retries.
 
 Test-only: QWEN3_SEED_TEST_FREE_BYTES overrides the free-space figure of the disk precheck (a
-test cannot fill a real disk); never set it in a deployment.
+test cannot fill a real disk), QWEN3_SEED_TEST_COPY_SECONDS_PER_BYTE paces --local-source copies
+(the sandbox's simulated disk); never set them in a deployment.
 """
 
 from __future__ import annotations
@@ -80,6 +86,9 @@ VERSION = "1.0.0"
 WORK_DIR_NAME = ".seed"
 DEFAULT_ENDPOINT = "https://huggingface.co"
 TEST_FREE_BYTES_ENV = "QWEN3_SEED_TEST_FREE_BYTES"
+# Test-only, set by the sandbox's kubelet under a time scale: wall seconds per byte copied from
+# --local-source, so a copy of a scaled-down repo takes as long as the real one would.
+TEST_COPY_PACE_ENV = "QWEN3_SEED_TEST_COPY_SECONDS_PER_BYTE"
 MAX_READ = 1024 * 1024  # bytes per socket read: what a kill can lose from user space, on top of socket buffers
 # A file's stat proves it unchanged only once the clock has moved past its ctime: a write in the
 # same timestamp tick would leave ctime as it was (git's "racily clean" entries). The manifest is
@@ -200,6 +209,7 @@ class Progress:
         self.label, self.total, self.done, self.interval = label, total, done, interval
         self.stall_seconds = stall_seconds
         self.downloaded = 0
+        self.copied = 0  # from --local-source
         self.resumed_bytes = 0
         self._last_byte_at = time.monotonic()
         self._last_byte_wall = time.time()
@@ -214,6 +224,14 @@ class Progress:
         with self._lock:
             self.done += count
             self.downloaded += count
+            if count:
+                self._last_byte_at, self._last_byte_wall = time.monotonic(), time.time()
+
+    def add_copied(self, count: int) -> None:
+        """Bytes copied from the node's disk: done, not downloaded."""
+        with self._lock:
+            self.done += count
+            self.copied += count
             if count:
                 self._last_byte_at, self._last_byte_wall = time.monotonic(), time.time()
 
@@ -234,7 +252,7 @@ class Progress:
     def line(self) -> str:
         with self._lock:
             elapsed = max(time.monotonic() - self.started, 1e-6)
-            rate = self.downloaded / elapsed
+            rate = (self.downloaded + self.copied) / elapsed
             remaining = max(self.total - self.done, 0)
             eta = human_seconds(remaining / rate) if rate > 0 else "unknown"
             percent = 100.0 * self.done / self.total if self.total else 100.0
@@ -646,6 +664,8 @@ class Seeder:
         self.hashed_bytes = 0
         self.refetched: list[str] = []
         self.fetched: list[str] = []
+        self.copied: list[str] = []  # fetched from --local-source
+        self.local_source = os.path.abspath(args.local_source) if args.local_source else None
         self._counter_lock = threading.Lock()
         self._manifest_dropped = False
         self.progress: Progress | None = None
@@ -704,8 +724,10 @@ class Seeder:
     def _result(self, commit: str, files: list, total: int, *, fast_path: bool, seconds: float,
                 removed: list[str]) -> dict:
         downloaded = self.progress.downloaded if self.progress else 0
+        copied = self.progress.copied if self.progress else 0
         return {"ok": True, "repo": self.repo, "commit": commit, "dest": self.dest, "files": len(files),
-                "total_bytes": total, "downloaded_bytes": downloaded, "hashed_bytes": self.hashed_bytes,
+                "total_bytes": total, "downloaded_bytes": downloaded, "copied_bytes": copied,
+                "copied": sorted(self.copied), "local_source": self.local_source, "hashed_bytes": self.hashed_bytes,
                 "resumed_bytes": self.progress.resumed_bytes if self.progress else 0,
                 "fetched": sorted(self.fetched), "refetched_after_mismatch": sorted(self.refetched),
                 "removed": removed, "fast_path": fast_path, "verify": self.args.verify,
@@ -760,7 +782,9 @@ class Seeder:
         self.progress.files_done = len(keep)
         fetched: dict[str, dict] = {}
         if fetch:
-            log(f"[seed] {label}: fetching {len(fetch)} files ({human_bytes(sum(f.size for f in fetch))}), "
+            source = (f" from {self.local_source} (the node's disk; the Hub for what is not there or does not "
+                      "verify)") if self.local_source else ""
+            log(f"[seed] {label}: fetching {len(fetch)} files ({human_bytes(sum(f.size for f in fetch))}){source}, "
                 f"{len(keep)} already in place")
             self.progress.start()
             try:
@@ -804,7 +828,9 @@ class Seeder:
         seconds = time.monotonic() - self.started
         downloaded = self.progress.downloaded
         rate = downloaded / seconds if seconds > 0 else 0.0
-        log(f"[seed] {label}: complete in {self.dest}: {len(remote)} files, {human_bytes(total)}; downloaded "
+        copied = (f"copied {human_bytes(self.progress.copied)} from {self.local_source}, "
+                  if self.local_source else "")
+        log(f"[seed] {label}: complete in {self.dest}: {len(remote)} files, {human_bytes(total)}; {copied}downloaded "
             f"{human_bytes(downloaded)} in {human_seconds(seconds)} ({human_bytes(rate)}/s), {len(self.fetched)} "
             f"files fetched, {len(keep)} kept, {human_bytes(self.hashed_bytes)} re-hashed from disk"
             + (f", fetched again after a failed check: {', '.join(self.refetched)}" if self.refetched else ""))
@@ -947,6 +973,8 @@ class Seeder:
             with open(want, "w", encoding="utf-8") as handle:
                 handle.write(marker + "\n")
         for attempt in (1, 2):
+            if attempt == 1 and self._copy_local(rf, part):
+                break
             try:
                 self._download(rf, part)
                 break
@@ -976,6 +1004,56 @@ class Seeder:
             self.fetched.append(rf.path)
         self.progress.file_done()
         return stat_record(os.stat(target))
+
+    def _copy_local(self, rf: RemoteFile, part: str) -> bool:
+        """Fill `part` from --local-source, hashing as it reads; True when it is the Hub's file. A file
+        not there or of another size is left to the Hub; a copy that does not verify is removed."""
+        if self.local_source is None:
+            return False
+        source = os.path.join(self.local_source, rf.path)
+        try:
+            if os.path.getsize(source) != rf.size:
+                log(f"[seed] {self.repo}@{self.commit[:12]} {rf.path}: {source} is {os.path.getsize(source)} bytes, "
+                    f"the Hub lists {rf.size}; downloading it")
+                return False
+        except OSError:
+            return False  # not on this node's disk: the Hub
+        pace = float(os.environ.get(TEST_COPY_PACE_ENV) or 0)
+        digest, copied, began = rf.hasher(), 0, time.monotonic()
+        view = memoryview(bytearray(min(self.args.chunk_size, MAX_READ)))
+        with open(source, "rb", buffering=0) as src, open(part, "wb", buffering=0) as out:
+            syncer = BackgroundSync(out.fileno(), self.args.chunk_size)
+            try:
+                while copied < rf.size:
+                    if self.stop.is_set():
+                        raise SeedError(EXIT_ERROR, "stopped")
+                    n = src.readinto(view[:min(len(view), rf.size - copied)])
+                    if not n:
+                        break  # shrank while read: the check below fails it
+                    self._write(out, view[:n], rf)
+                    digest.update(view[:n])
+                    copied += n
+                    self.progress.add_copied(n)
+                    if syncer.written(n) is not None:
+                        raise self._disk_error(syncer.error, rf)
+                    if pace:
+                        time.sleep(max(0.0, began + copied * pace - time.monotonic()))
+                syncer.close()
+            except BaseException:
+                syncer.close(final_sync=False)
+                raise
+            if syncer.error is not None:
+                raise self._disk_error(syncer.error, rf)
+        actual = digest.hexdigest()
+        if copied == rf.size and os.path.getsize(part) == rf.size and actual == rf.expected:
+            with self._counter_lock:
+                self.copied.append(rf.path)
+            return True
+        log(f"[seed] {self.repo}@{self.commit[:12]} {rf.path}: the copy in {self.local_source} is not the Hub's file "
+            f"({rf.algorithm} {actual}, {copied} bytes; the Hub lists {rf.expected}, {rf.size}); downloading it")
+        self.progress.rewind(copied)
+        os.unlink(part)
+        return False
 
     def _download(self, rf: RemoteFile, part: str) -> None:
         """Fill `part` up to rf.size from where it stops, hashing as bytes arrive; raises Mismatch."""
@@ -1114,6 +1192,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--repo", required=True, help="repo id, e.g. Qwen/Qwen3-ASR-1.7B")
     parser.add_argument("--revision", default="main", help="40-hex commit (recommended), branch or tag")
     parser.add_argument("--dest", required=True, help="model directory, e.g. /models/Qwen3-ASR-1.7B")
+    parser.add_argument("--local-source", metavar="DIR",
+                        help="a copy of the repo at this commit on a local disk: files are copied from it and "
+                             "verified against the Hub's hashes; what is missing or does not verify is downloaded")
     parser.add_argument("--verify", choices=("fast", "full"), default="fast",
                         help="fast: trust files whose stat is the one recorded at verification; full: re-hash everything")
     parser.add_argument("--workers", type=int, default=4, help="parallel file transfers (default 4)")

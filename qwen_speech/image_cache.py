@@ -1,4 +1,4 @@
-"""An EBS snapshot of a Bottlerocket data volume holding both images, for GPU nodes that pull nothing.
+"""An EBS snapshot of a Bottlerocket data volume holding both images and both models, for GPU nodes that pull nothing.
 
 Bottlerocket keeps container images on its data volume (/dev/xvdb). A node whose data volume is
 made from a snapshot that already holds the ASR and TTS images starts both pods without a pull
@@ -7,6 +7,13 @@ made from a snapshot that already holds the ASR and TTS images starts both pods 
 into containerd's k8s.io namespace through SSM Run Command, stop it, snapshot the data volume,
 terminate it. Here through boto3, with the images pinned by digest as the deploy resolves them,
 and the snapshot tagged with what it holds (`qwen3-speech/image/asr`, `qwen3-speech/image/tts`).
+
+The two models go on the same volume, at the commits the inventory pins (resolved on the Hub as
+seeding resolves them), under /local/qwen3-speech-models/<org>--<name>@<commit>: downloaded on the
+build instance by huggingface_hub's CLI in the TTS image it has just pulled, and tagged
+`qwen3-speech/model/asr` = `<repo>@<commit>` (and tts). A deploy whose snapshot holds the commits it
+wants seeds EFS from the GPU node's disk instead of the Hub (tasks/models.py, files/seed_models.py
+--local-source, which checks every copied file against the Hub's hashes).
 
 Plain functions over a qwen_speech.aws session; no pyinfra here. The same calls run against AWS
 and against the sandbox's moto, whose AWS layer records what each instance pulled.
@@ -17,7 +24,7 @@ from __future__ import annotations
 import re
 import shlex
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 from .aws import AwsProblem, AwsSession, aws_call, error_code
@@ -47,6 +54,13 @@ ECR_HOST = re.compile(r"^\d{12}\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/")
 ECR_CREDENTIAL_PROVIDER = "/usr/libexec/kubernetes/kubelet/plugins/ecr-credential-provider"
 CTR = "apiclient exec admin sheltie ctr -a /run/containerd/containerd.sock -n k8s.io images pull"
 SSM_DONE = {"Success", "Cancelled", "TimedOut", "Failed", "Cancelling"}
+# Bottlerocket mounts its data volume's partition (BOTTLEROCKET-DATA) at /local (bottlerocket-os/
+# bottlerocket packages/release/local.mount): what the build writes there is in the snapshot and on
+# every node booted from it, where the seeding pod mounts it (hostPath, read-only).
+NODE_MODEL_DIR = "/local/qwen3-speech-models"
+MODEL_TAG_PREFIX = "qwen3-speech/model/"
+MODEL_UID = 1000  # the TTS image's `appuser`, who runs the download (files/qwen3-model-seed-job.yaml)
+SHELTIE = "apiclient exec admin sheltie"  # a command in the host's namespaces, from the control container
 
 
 @dataclass(frozen=True)
@@ -56,6 +70,40 @@ class CacheSnapshot:
     snapshot_id: str
     state: str  # pending, completed, error
     images: dict[str, str]  # "asr"/"tts" -> the pinned reference it holds (from its tags)
+    models: dict[str, str] = field(default_factory=dict)  # "asr"/"tts" -> "<repo>@<commit>" it holds
+
+
+def model_dir_name(repo: str, commit: str) -> str:
+    """The model's directory under NODE_MODEL_DIR: one per repo and commit."""
+    return f"{repo.replace('/', '--')}@{commit}"
+
+
+def node_model_path(snapshot: "CacheSnapshot | None", key: str, repo: str, commit: str) -> str | None:
+    """Where a node booted from `snapshot` has repo@commit on its disk; None when the snapshot's tags
+    say it holds another commit, or no such model."""
+    if snapshot is None or snapshot.models.get(key) != f"{repo}@{commit}":
+        return None
+    return f"{NODE_MODEL_DIR}/{model_dir_name(repo, commit)}"
+
+
+def model_commands(image: str, key: str, repo: str, commit: str, endpoint: str | None) -> list[str]:
+    """The shell lines SSM runs to put repo@commit on the data volume.
+
+    huggingface_hub's CLI (`huggingface-cli download`, in the TTS image's huggingface_hub 0.x) run
+    in that image, which the build has just pulled, by containerd itself: `ctr run --rm --net-host
+    --mount type=bind,src=...,dst=...,options=rbind:rw` (containerd cmd/ctr/commands/run/run.go and
+    commands.go, ContainerFlags). The files are checked against the Hub's hashes when a deploy
+    copies them (seed_models.py --local-source), not trusted here.
+    """
+    target = f"{NODE_MODEL_DIR}/{model_dir_name(repo, commit)}"
+    env = ["--env", f"HF_ENDPOINT={endpoint}"] if endpoint else []
+    run = ["ctr", "-a", "/run/containerd/containerd.sock", "-n", "k8s.io", "run", "--rm", "--net-host",
+           "--mount", f"type=bind,src={target},dst=/model,options=rbind:rw", "--env", "HF_HUB_DISABLE_TELEMETRY=1",
+           *env, normalized(image), f"qwen3-speech-model-{key}",
+           "huggingface-cli", "download", repo, "--revision", commit, "--local-dir", "/model"]
+    return ["set -eu", f"{SHELTIE} mkdir -p {shlex.quote(target)}",
+            f"{SHELTIE} chown {MODEL_UID}:{MODEL_UID} {shlex.quote(target)}",
+            f"{SHELTIE} " + " ".join(shlex.quote(part) for part in run)]
 
 
 def normalized(image: str) -> str:
@@ -105,7 +153,8 @@ def describe_snapshot(session: AwsSession, snapshot_id: str) -> CacheSnapshot | 
         return None
     tags = {t["Key"]: t["Value"] for t in found[0].get("Tags") or []}
     images = {k[len(IMAGE_TAG_PREFIX):]: v for k, v in tags.items() if k.startswith(IMAGE_TAG_PREFIX)}
-    return CacheSnapshot(snapshot_id, found[0]["State"], images)
+    models = {k[len(MODEL_TAG_PREFIX):]: v for k, v in tags.items() if k.startswith(MODEL_TAG_PREFIX)}
+    return CacheSnapshot(snapshot_id, found[0]["State"], images, models)
 
 
 def snapshot_problem(snapshot: CacheSnapshot | None, snapshot_id: str, region: str) -> str | None:
@@ -132,11 +181,13 @@ def stale_images(snapshot: CacheSnapshot, wanted: dict[str, str]) -> list[str]:
 
 
 class Builder:
-    """`image-cache build`: one snapshot holding `images`, its build instance gone afterwards.
+    """`image-cache build`: one snapshot holding `images` (and `models`), its build instance gone afterwards.
 
     + session: a qwen_speech.aws session in the cluster's region
     + cluster_name: the EKS cluster (its Kubernetes version picks the AMI, its subnet hosts the build)
     + images: "asr"/"tts" -> pinned references
+    + models: "asr"/"tts" -> (repo, commit) to put on the data volume, downloaded in the TTS image
+    + hf_endpoint: the Hub those downloads use (None: huggingface.co)
     + say: where progress lines go
     + poll: seconds between checks of a running command
     + wait_seconds: how long one step (SSM reachable, a pull, the snapshot) may take
@@ -145,10 +196,13 @@ class Builder:
     STEPS = 7
 
     def __init__(self, session: AwsSession, cluster_name: str, images: dict[str, str], *,
+                 models: dict[str, tuple[str, str]] | None = None, hf_endpoint: str | None = None,
                  say: Callable[[str], None] = print, poll: float = 5.0, wait_seconds: float = 3600):
         self.session = session
         self.cluster_name = cluster_name
         self.images = images
+        self.models = dict(models or {})
+        self.hf_endpoint = hf_endpoint
         self.say = say
         self.poll = poll
         self.wait_seconds = wait_seconds
@@ -165,7 +219,13 @@ class Builder:
             profile = self._instance_profile()
             self._launch(ami, subnet, groups, profile)
             for number, (key, image) in enumerate(sorted(self.images.items())):
-                self._pull(key, image, number + 1, len(self.images))
+                self._run(f"pull the {key} image", pull_commands(image), image)
+                self._step(4, f"pulled the {key} image ({number + 1}/{len(self.images)}): {image}")
+            for key, (repo, commit) in sorted(self.models.items()):
+                self._run(f"download the {key} model", model_commands(self.images["tts"], key, repo, commit,
+                                                                        self.hf_endpoint), f"{repo}@{commit}")
+                self._step(4, f"the {key} model {repo}@{commit[:12]} is on the data volume in {NODE_MODEL_DIR}/"
+                              f"{model_dir_name(repo, commit)}")
             volume = self._stop()
             snapshot_id = self._snapshot(volume)
         finally:
@@ -240,7 +300,8 @@ class Builder:
     def _waiter(self) -> dict[str, int]:
         return {"Delay": max(1, int(self.poll)), "MaxAttempts": max(1, int(self.wait_seconds / max(1, self.poll)))}
 
-    def _pull(self, key: str, image: str, number: int, count: int) -> None:
+    def _run(self, what: str, commands: list[str], subject: str) -> None:
+        """Run `commands` on the build instance through SSM Run Command and wait for them to succeed."""
         ssm = self.session.client("ssm")
         deadline = time.monotonic() + self.wait_seconds
         while True:  # until the instance's SSM agent has registered
@@ -248,8 +309,8 @@ class Builder:
                 with aws_call("ssm:SendCommand", f"instance {self.instance_id}", self.region):
                     command = ssm.send_command(
                         InstanceIds=[self.instance_id], DocumentName="AWS-RunShellScript",
-                        Comment=f"{BUILD_NAME}: pull the {key} image"[:100], TimeoutSeconds=int(self.wait_seconds),
-                        Parameters={"commands": pull_commands(image), "executionTimeout": [str(int(self.wait_seconds))]})
+                        Comment=f"{BUILD_NAME}: {what}"[:100], TimeoutSeconds=int(self.wait_seconds),
+                        Parameters={"commands": commands, "executionTimeout": [str(int(self.wait_seconds))]})
                 break
             except AwsProblem as problem:
                 if problem.code != "InvalidInstanceId" or time.monotonic() > deadline:
@@ -267,14 +328,13 @@ class Builder:
             if invocation["Status"] in SSM_DONE:
                 break
             if time.monotonic() > deadline:
-                raise AwsProblem(f"ssm:GetCommandInvocation: pulling {image} on {self.instance_id} is still "
+                raise AwsProblem(f"ssm:GetCommandInvocation: {what} ({subject}) on {self.instance_id} is still "
                                  f"{invocation['Status']} after {self.wait_seconds:.0f} s; see command {command_id}")
             time.sleep(self.poll)
         if invocation["Status"] != "Success":
             error = (invocation.get("StandardErrorContent") or "").strip()[-500:]
-            raise AwsProblem(f"ssm:SendCommand: pulling {image} on {self.instance_id} ended {invocation['Status']}"
+            raise AwsProblem(f"ssm:SendCommand: {what} ({subject}) on {self.instance_id} ended {invocation['Status']}"
                              f"{': ' + error if error else ''} (command {command_id})")
-        self._step(4, f"pulled the {key} image ({number}/{count}): {image}")
 
     def _stop(self) -> str:
         ec2 = self.session.client("ec2")
@@ -293,9 +353,12 @@ class Builder:
         ec2 = self.session.client("ec2")
         tags = [{"Key": "Name", "Value": BUILD_NAME}, {"Key": "qwen3-speech/cluster", "Value": self.cluster_name}]
         tags += [{"Key": IMAGE_TAG_PREFIX + key, "Value": image} for key, image in sorted(self.images.items())]
+        tags += [{"Key": MODEL_TAG_PREFIX + key, "Value": f"{repo}@{commit}"}
+                 for key, (repo, commit) in sorted(self.models.items())]
         with aws_call("ec2:CreateSnapshot", f"volume {volume}", self.region):
             snapshot_id = ec2.create_snapshot(
-                VolumeId=volume, Description=f"Bottlerocket data volume with the qwen3-speech images ({self.cluster_name})",
+                VolumeId=volume, Description=f"Bottlerocket data volume with the qwen3-speech images"
+                f"{' and models' if self.models else ''} ({self.cluster_name})",
                 TagSpecifications=[{"ResourceType": "snapshot", "Tags": tags}])["SnapshotId"]
         self._step(6, f"snapshot {snapshot_id} of {volume}, waiting for it to complete")
         with aws_call("ec2:DescribeSnapshots", f"snapshot {snapshot_id}", self.region):

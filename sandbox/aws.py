@@ -13,6 +13,9 @@ moto runs no instances, so nothing is pulled when SSM Run Command "runs" a pull 
 instance would have pulled is read from SSM's command history (the `images pull` lines sent to
 it), and when its data volume is snapshotted those images go with the snapshot
 (`snapshot_images`): the Karpenter stand-in gives them to a node whose data volume is made from it.
+Models work the same way: a `huggingface-cli download REPO --revision COMMIT` run by SSM (as
+`image-cache build` runs it, into a bind-mounted directory of /local) puts that commit's files,
+as the sandbox's Hub (`model_source`) serves them, on the snapshot (`snapshot_files`).
 
 The sandbox API server asks `validate_eks_token` about each bearer token that looks like an
 EKS token; the check is the one aws-iam-authenticator makes: a presigned STS
@@ -129,9 +132,9 @@ class _SnapshotRecorder:
     """WSGI middleware before moto: at each EC2 CreateSnapshot, what the volume's instance pulled
     (while the volume is still attached) is kept for the snapshot the answer names."""
 
-    def __init__(self, app: Any, images_on_volume: Any, record: Any):
+    def __init__(self, app: Any, written_onto: Any, record: Any):
         self.app = app
-        self.images_on_volume = images_on_volume
+        self.written_onto = written_onto
         self.record = record
 
     def __call__(self, environ: dict, start_response: Any) -> Any:
@@ -143,12 +146,30 @@ class _SnapshotRecorder:
         form = parse_qs(body.decode("utf-8", "replace"))
         if form.get("Action") != ["CreateSnapshot"] or not form.get("VolumeId"):
             return self.app(environ, start_response)
-        images = self.images_on_volume(form["VolumeId"][0])
+        written = self.written_onto(form["VolumeId"][0])
         answer = b"".join(self.app(environ, start_response))
         created = re.search(rb"<snapshotId>(snap-[0-9a-f]+)</snapshotId>", answer)
         if created:
-            self.record(created.group(1).decode(), images)
+            self.record(created.group(1).decode(), written)
         return [answer]
+
+
+def _model_download(argv: list[str]) -> list[tuple[str, str, str]]:
+    """(repo, commit, host directory) of a `ctr run --mount type=bind,src=HOST,dst=DIR ... huggingface-cli
+    download REPO --revision COMMIT --local-dir DIR/...` line; [] when it is not one."""
+    try:
+        at = argv.index("download", argv.index("huggingface-cli"))
+        repo, revision = argv[at + 1], argv[argv.index("--revision", at) + 1]
+        local_dir = argv[argv.index("--local-dir", at) + 1]
+    except (ValueError, IndexError):
+        return []
+    for i, arg in enumerate(argv[:at]):
+        if arg == "--mount" and i + 1 < len(argv):
+            fields = dict(part.partition("=")[::2] for part in argv[i + 1].split(","))
+            source, target = fields.get("src") or fields.get("source"), fields.get("dst") or fields.get("destination")
+            if source and target and (local_dir == target or local_dir.startswith(target.rstrip("/") + "/")):
+                return [(repo, revision, source + local_dir[len(target.rstrip("/")):])]
+    return []
 
 
 class _SandboxMotoServer(ThreadedMotoServer):
@@ -188,6 +209,8 @@ class SandboxAws:
         self._lock = threading.Lock()
         self.certificate_files: dict[str, tuple[Path, Path]] = {}  # ACM ARN -> (cert PEM, key PEM) for the ALB
         self._snapshot_images: dict[str, list[str]] = {}  # snapshot id -> images its volume's instance pulled
+        self._snapshot_models: dict[str, list[tuple[str, str, str]]] = {}  # snapshot id -> (repo, commit, dir)
+        self.model_source: Any = None  # the sandbox's HubServer: what a build instance's downloads fetch
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -211,8 +234,9 @@ class SandboxAws:
             self.root.mkdir(parents=True, exist_ok=True)
             began = time.perf_counter()
             self._snapshot_images.clear()
+            self._snapshot_models.clear()
             self._server = _SandboxMotoServer(self.root / "aws-requests.log", wrap=lambda app: _SnapshotRecorder(
-                app, self._images_pulled_onto, self._snapshot_images.__setitem__))
+                app, self._written_onto, self._record_snapshot))
             self._server.start()
             host, port = self._server.get_host_and_port()
             self.endpoint_url = f"http://{host}:{port}"
@@ -337,25 +361,49 @@ class SandboxAws:
             policy = AWSManagedPolicy.from_data(name, ACCOUNT_ID, "global", known[name])
             iam.managed_policies.setdefault(policy.arn, policy)
 
-    def _images_pulled_onto(self, volume_id: str) -> list[str]:
-        """The images SSM Run Command pulled on the instance `volume_id` is attached to (its `images pull` lines)."""
+    def _written_onto(self, volume_id: str) -> tuple[list[str], list[tuple[str, str, str]]]:
+        """What SSM Run Command put on the instance `volume_id` is attached to: the images its `images
+        pull` lines pulled, and the (repo, commit, host directory) its `huggingface-cli download` lines fetched."""
         from moto.ec2.models import ec2_backends
         from moto.ssm.models import ssm_backends
 
         try:
             attachment = ec2_backends[ACCOUNT_ID][self.region].get_volume(volume_id).attachment
         except Exception:  # moto raises its own InvalidVolumeIdError: no volume, nothing pulled
-            return []
+            return [], []
         if attachment is None:
-            return []
-        images = []
+            return [], []
+        images, models = [], []
         for command in ssm_backends[ACCOUNT_ID][self.region].get_commands_by_instance_id(attachment.instance.id):
             if command.status != "Success":
                 continue
             for line in (command.parameters or {}).get("commands") or []:
                 if " images pull " in line:
                     images.append(shlex.split(line)[-1])  # the pull's last argument is the reference
-        return list(dict.fromkeys(images))
+                elif " huggingface-cli download " in line:
+                    models.extend(_model_download(shlex.split(line)))
+        return list(dict.fromkeys(images)), models
+
+    def _record_snapshot(self, snapshot_id: str, written: tuple[list[str], list[tuple[str, str, str]]]) -> None:
+        self._snapshot_images[snapshot_id], self._snapshot_models[snapshot_id] = written
+
+    def snapshot_files(self, snapshot_id: str) -> dict[str, Path]:
+        """The model files an EBS snapshot of a data volume holds: {path on the node: the Hub's bytes}."""
+        try:
+            self.client("ec2").describe_snapshots(SnapshotIds=[snapshot_id])
+        except ClientError:
+            return {}
+        files: dict[str, Path] = {}
+        for repo, commit, directory in self._snapshot_models.get(snapshot_id, []):
+            if self.model_source is None:
+                break
+            try:
+                listing = self.model_source.files_at(repo, commit)
+            except Exception:  # the Hub does not know it: the download failed, nothing was written
+                continue
+            for path, blob in listing.items():
+                files[f"{directory}/{path}"] = self.model_source.blobs.path(blob.sha256)
+        return files
 
     def snapshot_images(self, snapshot_id: str) -> list[str]:
         """The images an EBS snapshot of a data volume holds: what was pulled there before it was taken."""

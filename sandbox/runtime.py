@@ -212,6 +212,7 @@ class Sandbox:
                 token_ttl_seconds=opts.token_ttl))
             self.aws.start(self.api.url, tls.ca_pem_b64, tls)
             self.api.aws = self.aws
+            self.aws.model_source = self.hub  # what an image-cache build instance downloads models from
             self._timed("aws_seconds", began)
             self.timings.update({f"aws_{k}": round(v, 3) for k, v in getattr(self.aws, "timings", {}).items()})
 

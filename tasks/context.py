@@ -44,6 +44,8 @@ class Model:
     revision: str
     commit: str
     path: str  # inside the pods, e.g. /models/Qwen3-ASR-1.7B
+    # Where the GPU nodes have this commit on their own disk (the image-cache snapshot holds it), or None.
+    node_path: str | None = None
 
 
 @dataclass
@@ -61,6 +63,7 @@ class DeployContext:
     # The ConfigMap qwen3-speech-models as read while preparing (resolve_models), then as step 4 read it.
     recorded_models: dict[str, str] | None = None
     notes: list[str] = field(default_factory=list)
+    image_cache: Any = None  # the gpu_image_cache_snapshot_id snapshot as preflight found it (image_cache.CacheSnapshot)
     storage_class_changes: list[str] = field(default_factory=list)  # live vs wanted, when it must be replaced
     # Step 4's Jobs this run started, by model key, and whether the model was re-seeded because its
     # pods' model guard had found it damaged (their pods are restarted once it is whole again).

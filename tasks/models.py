@@ -6,6 +6,11 @@ Job per model runs files/seed_models.py in the cluster (resumable, verified agai
 sizes and hashes, completion manifest written last), and the result is recorded in the
 ConfigMap `qwen3-speech-models`. A rerun that finds the wanted commits recorded, and no pod
 whose model guard fails, does nothing at all: no Job, no write.
+
+With gpu_image_cache_snapshot_id, a model whose commit the snapshot's tags name is on every GPU
+node of the managed pool (qwen_speech/image_cache.py puts it on the data volume): its Job runs
+there and copies it from the node's disk (seed_models.py --local-source, each file checked against
+the Hub's hash, the Hub for what does not verify). Another commit is downloaded as without the cache.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from kubeops.waiter import (Heartbeat, describe_pod, init_log_line, job_failed, 
 from qwen_speech.manifests import labels, render, script
 from qwen_speech.settings import COMMIT
 
+from . import gpu_nodepool
 from .context import DeployBlocked, Model, context_of, host_tag
 
 RECORD = "qwen3-speech-models"
@@ -91,8 +97,31 @@ def resolve_models(ctx) -> list[str]:
         commit, line = _upgrade_decision(key, repo, revision, commit, recorded, s.model_upgrade_policy)
         if line:
             lines.append(line)
-        ctx.models[key] = Model(key, repo, revision, commit, path)
+        node_path, line = _on_node_disk(ctx, key, repo, commit, recorded)
+        if line:
+            lines.append(line)
+        ctx.models[key] = Model(key, repo, revision, commit, path, node_path)
     return lines
+
+
+def _on_node_disk(ctx, key: str, repo: str, commit: str, recorded: dict[str, str]) -> tuple[str | None, str | None]:
+    """(where the GPU nodes have repo@commit on their disk, the plan line when they do not and a seed is due).
+
+    With gpu_image_cache_snapshot_id, a snapshot whose tags say it holds this commit lets the seed
+    copy from the node; any other commit (the revision moved, or the snapshot predates the models)
+    is downloaded from the Hub, and the line says why."""
+    snapshot = ctx.image_cache
+    if snapshot is None:
+        return None, None
+    from qwen_speech.image_cache import node_model_path
+
+    node_path = node_model_path(snapshot, key, repo, commit)
+    if node_path is not None or recorded.get(key) == commit:
+        return node_path, None
+    held = snapshot.models.get(key)
+    return None, (f"4. models: {key.upper()} {repo}@{commit[:12]}: image cache {snapshot.snapshot_id} holds "
+                  f"{held[:held.index('@') + 13] if held and '@' in held else 'no ' + key.upper() + ' model'}, not "
+                  "this commit: seeding from the Hub (`python -m qwen_speech image-cache build` makes a snapshot with it)")
 
 
 def _upgrade_decision(key: str, repo: str, revision: str, commit: str, recorded: dict[str, str],
@@ -230,7 +259,8 @@ def seeding_started(models: list[Model]):
     + models: the models (repo, commit, path) to have on the volume
 
     A model recorded at its commit in the ConfigMap ``qwen3-speech-models``, with no pod whose
-    model guard is blocked and no damage found by the last audit, needs nothing. A Job that already
+    model guard is blocked and no damage found by the last audit, needs nothing. A model on the GPU
+    nodes' disk (``node_path``, the image cache) is copied from there, on a node of the managed pool. A Job that already
     exists for the same commit is replaced (its template cannot change; the seeder resumes).
     ``models_seeded`` waits for the Jobs and records them.
     """
@@ -255,12 +285,14 @@ def seeding_started(models: list[Model]):
                         + click.style(f"- {before or '(nothing recorded)'}", fg="red") + " "
                         + click.style(f"+ {m.commit} ({m.revision})", fg="green"))
     seed_image = ctx.seed_image
+    # A copy from the image cache runs where the cache is: a node of the managed GPU pool.
+    cache_node_selector = {**s.gpu_node_selector, "karpenter.sh/nodepool": gpu_nodepool.NAME}
 
     def start_jobs():
         for i, m in enumerate(wanted):
             # In load order (ASR, TTS), each Job downloads after the one before it: see the manifest.
             manifest = render("qwen3-model-seed-job.yaml", s, job_name=job_name(m), model=m, seed_image=seed_image,
-                              after=wanted[i - 1] if i else None)[0]
+                              after=wanted[i - 1] if i else None, cache_node_selector=cache_node_selector)[0]
             ref = Ref.of(manifest)
             if kube.get(ref) is not None:
                 # A Job's pod template cannot change; a finished one is replaced so it runs again.
@@ -269,7 +301,8 @@ def seeding_started(models: list[Model]):
             # Server-side apply, not POST: if the answer is lost and the request retried, the retry
             # finds the Job it made and changes nothing (a POST would get 409 AlreadyExists).
             kube.apply(manifest, field_manager=s.field_manager)
-            logger.info(f"    {host_tag()}4. models: created Job {ref.name} for {m.repo}@{m.commit[:12]}")
+            source = f", copying from the GPU node's disk ({m.node_path})" if m.node_path else ""
+            logger.info(f"    {host_tag()}4. models: created Job {ref.name} for {m.repo}@{m.commit[:12]}{source}")
             ctx.seeding[m.key] = m.key in broken
 
     yield k8s.python_command("4. models", start_jobs)
@@ -387,6 +420,9 @@ def seed_summary(m: Model, result: dict) -> str:
     verified = f"{result.get('files')} files, {_bytes(result.get('total_bytes', 0))} in {m.path} verified"
     if result.get("fast_path"):
         return f"{head} already complete, {verified}"
+    copied = int(result.get("copied_bytes") or 0)
+    if copied:
+        verified += f"; {_bytes(copied)} copied from the GPU node's disk"
     seconds = float(result.get("seconds") or 0)
     downloaded = int(result.get("downloaded_bytes") or 0)
     rate = f" ({_bytes(downloaded / seconds)}/s)" if seconds >= 0.1 else ""

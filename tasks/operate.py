@@ -237,14 +237,29 @@ def build_image_cache(data: dict, out=print) -> str:
                  for key, image in images.items() if image and moving_tag(image)]
     if problems:
         raise DeployBlocked("image-cache build: nothing was launched:\n  - " + "\n  - ".join(problems))
+    models = cached_models(s, out)
     try:
-        snapshot_id = image_cache.Builder(ctx.aws, s.eks_cluster_name, images, say=out,
-                                          poll=min(5.0, s.poll_seconds * 5)).build()
+        snapshot_id = image_cache.Builder(ctx.aws, s.eks_cluster_name, images, models=models, hf_endpoint=s.hf_endpoint,
+                                          say=out, poll=min(5.0, s.poll_seconds * 5)).build()
     except aws.AwsProblem as err:
         raise DeployBlocked(f"image-cache build: {err}") from None
-    out(f"snapshot {snapshot_id} holds {', '.join(images[k] for k in sorted(images))}")
+    held = [images[k] for k in sorted(images)] + [f"{repo}@{commit}" for repo, commit in models.values()]
+    out(f"snapshot {snapshot_id} holds {', '.join(held)}")
     out(f"set in the inventory: manage_gpu_nodepool = True, gpu_image_cache_snapshot_id = {snapshot_id!r}")
     return snapshot_id
+
+
+def cached_models(s, out=print) -> dict[str, tuple[str, str]]:
+    """The models `image-cache build` puts on the data volume: each revision resolved on the Hub to
+    its commit, as seeding resolves it. None with hf_token_secret: the build instance would need the
+    token in an SSM command, whose parameters SSM keeps in its history."""
+    if s.hf_token_secret:
+        out(f"models: not in the snapshot: hf_token_secret = {s.hf_token_secret!r} says the Hub needs a token, and "
+            "SSM keeps a command's parameters; deploys download them from the Hub")
+        return {}
+    return {key: (repo, models.resolve_commit(repo, revision, s.hf_endpoint))
+            for key, repo, revision in (("asr", s.asr_model_repo, s.asr_model_revision),
+                                        ("tts", s.tts_model_repo, s.tts_model_revision))}
 
 
 def _overrides(pairs: list[str]) -> dict:

@@ -297,10 +297,12 @@ def _image_cache_problems(ctx) -> list[str]:
     problem = image_cache.snapshot_problem(snapshot, snapshot_id, ctx.aws.region)
     if problem:
         return [problem]
+    ctx.image_cache = snapshot  # step 4 seeds from the nodes' disk what it holds
     for line in image_cache.stale_images(snapshot, {"asr": ctx.asr_image, "tts": ctx.tts_image}):
         logger.warning(f"    {host_tag()}{line}")
     logger.info(f"    {host_tag()}image cache {snapshot_id}: new GPU nodes boot with "
-                + ", ".join(f"{k} {v}" for k, v in sorted(snapshot.images.items())))
+                + ", ".join(f"{k} {v}" for k, v in sorted(snapshot.images.items()))
+                + "".join(f", {k} model {v}" for k, v in sorted(snapshot.models.items())))
     return []
 
 

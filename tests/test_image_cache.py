@@ -1,22 +1,28 @@
-"""The GPU image cache: `image-cache build` against the sandbox's AWS, and a deploy whose new GPU node pulls nothing.
+"""The GPU image cache: `image-cache build` against the sandbox's AWS, and a deploy whose new GPU node pulls
+nothing and seeds the models from its own disk.
 
 `python -m qwen_speech image-cache build` runs as an operator runs it; the sandbox's AWS is moto,
-whose SSM history tells which images the build instance pulled before its data volume was
-snapshotted, and the Karpenter stand-in boots a node of the managed NodePool with them.
+whose SSM history tells which images the build instance pulled and which models it downloaded
+before its data volume was snapshotted, and the Karpenter stand-in boots a node of the managed
+NodePool with them (the models as files under /local, which the seeding pod mounts by hostPath).
 """
 
 from __future__ import annotations
 
 import os
+import json
 import re
 import subprocess
 import sys
+import urllib.request
 
 import boto3
 import pytest
 from kubernetes import client
 
+from sandbox.hub import ASR_REPO, TTS_REPO
 from tests.deploy_helpers import ROOT, assert_ok, deploy, output, writes
+from tests.seed_helpers import MANIFEST_NAME, run_guard
 
 NODEPOOL = "qwen3-speech-gpu"
 
@@ -55,7 +61,7 @@ def test_image_cache_build_makes_a_completed_snapshot_tagged_with_both_pinned_im
     assert result.returncode == 0, output(result)[-4000:]
     lines = result.stdout.splitlines()
     assert [line.split("]")[0] for line in lines if line.startswith("[")] == [
-        "[1/7", "[2/7", "[3/7", "[4/7", "[4/7", "[5/7", "[6/7", "[7/7"]
+        "[1/7", "[2/7", "[3/7", "[4/7", "[4/7", "[4/7", "[4/7", "[5/7", "[6/7", "[7/7"]
     snapshot_id = re.search(r"gpu_image_cache_snapshot_id = '(snap-[0-9a-f]+)'", lines[-1]).group(1)
     ec2 = ec2_of(sandbox)
     snapshot = ec2.describe_snapshots(SnapshotIds=[snapshot_id])["Snapshots"][0]
@@ -63,6 +69,9 @@ def test_image_cache_build_makes_a_completed_snapshot_tagged_with_both_pinned_im
     tags = {t["Key"]: t["Value"] for t in snapshot["Tags"]}
     images = pinned_images(sandbox)
     assert tags["qwen3-speech/image/asr"] == images["asr"] and tags["qwen3-speech/image/tts"] == images["tts"]
+    commits = hub_commits(sandbox)
+    assert tags["qwen3-speech/model/asr"] == f"{ASR_REPO}@{commits[ASR_REPO]}"
+    assert tags["qwen3-speech/model/tts"] == f"{TTS_REPO}@{commits[TTS_REPO]}"
     states = [i["State"]["Name"] for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]]
     assert states and set(states) == {"terminated"}
 
@@ -75,19 +84,48 @@ def test_image_cache_build_refuses_an_image_on_a_moving_tag_and_launches_nothing
     assert ec2_of(sandbox).describe_instances()["Reservations"] == []
 
 
+def hub_commits(sandbox) -> dict[str, str]:
+    """What main is on the sandbox's Hub now, for both repos (the inventory pins main)."""
+    from huggingface_hub import HfApi
+
+    api = HfApi(endpoint=sandbox.state["hub_url"])
+    return {repo: api.model_info(repo, revision="main").sha for repo in (ASR_REPO, TTS_REPO)}
+
+
+def hub_files_served(sandbox) -> set[str]:
+    """"repo/path" of every file the sandbox's Hub has sent bytes of."""
+    with urllib.request.urlopen(sandbox.state["hub_url"] + "/_sandbox/stats", timeout=10) as answer:
+        return {key for key, sent in json.load(answer)["bytes_served"].items() if sent}
+
+
+def models_on_efs_verify(sandbox) -> dict[str, str]:
+    """Each model directory on the sandbox's EFS passes the pods' model guard; repo -> commit."""
+    found = {}
+    for manifest in sandbox.root.glob(f"efs/**/{MANIFEST_NAME}"):
+        seeded = json.loads(manifest.read_text())
+        guard = run_guard(manifest.parent, seeded["repo"], seeded["commit"])
+        assert guard.returncode == 0, guard.output
+        found[seeded["repo"]] = seeded["commit"]
+    return found
+
+
 def kubelet_events(sandbox, node: str) -> list:
     events = client.CoreV1Api(sandbox.api_client()).list_namespaced_event("hosthree").items
     return [e for e in events if e.source and e.source.host == node and e.reason in ("Pulling", "Pulled")]
 
 
-def test_a_deploy_with_the_image_cache_onto_a_cluster_without_gpu_nodes_pulls_neither_image_and_reruns_without_writes(
+def test_a_deploy_with_the_image_cache_onto_a_cluster_without_gpu_nodes_pulls_neither_image_seeds_both_models_from_the_nodes_disk_and_reruns_without_writes(
         make_sandbox):
     sandbox = make_sandbox(gpu_node=False)
     snapshot_id = built_snapshot(sandbox)
     options = ("--data", "manage_gpu_nodepool=true", "--data", f"gpu_image_cache_snapshot_id={snapshot_id}")
+    served_before = hub_files_served(sandbox)
     result = deploy(sandbox, *options)
     assert_ok(result)
     assert f"image cache {snapshot_id}: new GPU nodes boot with" in output(result)
+    assert output(result).count("copying from the GPU node's disk (/local/qwen3-speech-models/") == 2
+    assert hub_files_served(sandbox) - served_before == set(), "a model file came from the Hub"
+    assert models_on_efs_verify(sandbox) == hub_commits(sandbox)
 
     nodes = client.CoreV1Api(sandbox.api_client()).list_node(label_selector="node-type=gpu").items
     assert [n.metadata.labels["karpenter.sh/nodepool"] for n in nodes] == [NODEPOOL]
@@ -103,6 +141,22 @@ def test_a_deploy_with_the_image_cache_onto_a_cluster_without_gpu_nodes_pulls_ne
     mark = sandbox.control.audit_mark()
     assert_ok(deploy(sandbox, *options))
     assert [r for r in writes(sandbox.control.audit_since(mark)) if r.get("resource") != "leases"] == []
+
+
+def test_a_model_the_snapshot_holds_at_another_commit_is_seeded_from_the_hub_and_the_deploy_says_why(make_sandbox):
+    sandbox = make_sandbox(gpu_node=False)
+    snapshot_id = built_snapshot(sandbox)
+    cached_asr = hub_commits(sandbox)[ASR_REPO]
+    moved = sandbox.control.fault("hub-new-revision", repo=ASR_REPO, path="config.json")["result"]["commit"]
+    served_before = hub_files_served(sandbox)
+    result = deploy(sandbox, "--data", "manage_gpu_nodepool=true", "--data", f"gpu_image_cache_snapshot_id={snapshot_id}")
+    assert_ok(result)
+    assert (f"4. models: ASR {ASR_REPO}@{moved[:12]}: image cache {snapshot_id} holds {ASR_REPO}@{cached_asr[:12]}, "
+            "not this commit: seeding from the Hub") in output(result)
+    served = hub_files_served(sandbox) - served_before
+    assert served and all(key.startswith(ASR_REPO + "/") for key in served), served  # TTS's came from the node
+    assert output(result).count("copying from the GPU node's disk") == 1  # TTS's, at the commit the snapshot holds
+    assert models_on_efs_verify(sandbox) == {ASR_REPO: moved, TTS_REPO: hub_commits(sandbox)[TTS_REPO]}
 
 
 def test_with_the_image_cache_the_nodes_own_device_plugin_is_enough_where_no_plugin_daemonset_is_installed(make_sandbox):

@@ -394,3 +394,34 @@ def test_sigterm_stops_at_once_keeps_the_part_and_releases_the_claim(hub, tmp_pa
     assert "rerun resumes them" in output.strip().splitlines()[-1], output
     assert part.exists() and not (dest / MANIFEST_NAME).exists(), output
     assert not (dest / ".qwen3-seed.lock").exists(), output
+
+
+def local_copy_of(hub, tmp_path, repo=ASR_REPO):
+    """The repo at main as `image-cache build` leaves it on a node's disk: the Hub's files, nothing else."""
+    local = tmp_path / "node-disk" / REPOS[repo]
+    for path, blob in hub.files_at(repo).items():
+        (local / path).parent.mkdir(parents=True, exist_ok=True)
+        (local / path).write_bytes(hub.blobs.path(blob.sha256).read_bytes())
+    return local
+
+
+def test_a_seed_from_a_local_copy_downloads_no_file_and_verifies_every_copied_file_against_the_hub(hub, tmp_path):
+    local = local_copy_of(hub, tmp_path)
+    hub.reset_stats()
+    dest, run = seeded(hub, tmp_path, ASR_REPO, "--local-source", str(local))
+    manifest = assert_seeded(hub, ASR_REPO, dest)
+    assert hub.total_bytes_served() == 0, hub.bytes_served
+    assert run.result["copied_bytes"] == manifest["total_bytes"] and run.result["downloaded_bytes"] == 0
+    assert sorted(run.result["copied"]) == sorted(hub.files_at(ASR_REPO))
+
+
+def test_a_local_copy_with_a_flipped_byte_or_a_missing_file_costs_those_files_a_download_never_a_wrong_file(hub, tmp_path):
+    local = local_copy_of(hub, tmp_path)
+    flip_byte_keeping_mtime(local / SHARD)
+    (local / "config.json").unlink()
+    hub.reset_stats()
+    dest, run = seeded(hub, tmp_path, ASR_REPO, "--local-source", str(local))
+    assert_seeded(hub, ASR_REPO, dest)
+    assert sorted(path.split("/", 2)[-1] for path in hub.bytes_served if hub.bytes_served[path]) == ["config.json", SHARD]
+    assert f"{SHARD}: the copy in {local} is not the Hub's file" in run.output
+    assert SHARD not in run.result["copied"] and "config.json" not in run.result["copied"]

@@ -28,11 +28,13 @@ interruption is forceful and ignores the annotation.
 A node boots from its pool's EC2NodeClass (`launched`, also for Spot replacements): a Bottlerocket
 class whose data volume (/dev/xvdb) comes from an EBS snapshot gives the node the images the
 sandbox's AWS saw pulled into that volume before it was snapshotted (cluster.images), which the
-kubelet then finds "already present on machine".
+kubelet then finds "already present on machine", and the files downloaded into it (the models under
+/local), which a hostPath volume on that node finds.
 """
 
 from __future__ import annotations
 
+import shutil
 import time
 from fractions import Fraction
 from typing import TYPE_CHECKING
@@ -155,6 +157,12 @@ class Karpenter:
             images = self.cluster.aws.snapshot_images(snapshot)
             if images:
                 self.cluster.images.preload(node["metadata"]["name"], images)
+            # The snapshot's files (models under /local) are on the node's disk, where hostPath finds them.
+            disk = self.cluster.root / "hostpath" / node["metadata"]["name"]
+            for path, content in self.cluster.aws.snapshot_files(snapshot).items():
+                target = disk / path.lstrip("/")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(content, target)
         return node
 
     def expect(self, node_name: str, pool: str, joins_at: float) -> None:

@@ -62,6 +62,7 @@ from sandbox.kubeapi.strategies.pods import qos_class
 
 from .common import (CONFIGMAPS, NODES, PODS, PVCS, PVS, REPLICASETS, SECRETS, container_requests, controller_of,
                      hex_id, merge_condition, node_internal_ip, pod_requests)
+from . import profile
 from .gpu_memory import GIB, GIB_OF_GPU, T4_GIB, GpuMemory
 from .device_plugin import (PluginConfigError, config_file_of, container_role, load_plugin_config,
                             plugin_error_line, run_config_manager)
@@ -296,8 +297,9 @@ class Kubelet:
         self._probes.shutdown(wait=False, cancel_futures=True)
 
     def forget_node(self, node: str) -> None:
-        """The node left: its image cache goes with it."""
+        """The node left: its image cache and its disk (hostPath data) go with it."""
         self.cluster.images.forget(node)
+        shutil.rmtree(self.cluster.root / "hostpath" / node, ignore_errors=True)
         self.gpu_memory.pop(node, None)
 
     # -- the pass ------------------------------------------------------------------------------
@@ -708,7 +710,24 @@ class Kubelet:
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home), "TMPDIR": str(tmp),
                "HOSTNAME": run.name, "LANG": "C.UTF-8"}
         env.update(c.env)
+        env.update(self._local_copy_pace(c))
         return env
+
+    def _local_copy_pace(self, c: ContainerRun) -> dict[str, str]:
+        """Under a time scale, a seeder copying a model from the node's disk (`--local-source`, the
+        image cache's data volume) is paced to the real model's size at the profile's disk -> EFS
+        rate (files/seed_models.py honours QWEN3_SEED_TEST_COPY_SECONDS_PER_BYTE): the sandbox's
+        repos are scaled down, and nothing else slows a local read."""
+        argv = [str(a) for a in list(c.spec.get("command") or []) + list(c.spec.get("args") or [])]
+        if not self.options.time_scale or "--local-source" not in argv[:-1] or "--repo" not in argv[:-1]:
+            return {}
+        source = Path(self._rewrite(argv[argv.index("--local-source") + 1], c.mounts))
+        served = sum(f.stat().st_size for f in source.rglob("*") if f.is_file()) if source.is_dir() else 0
+        if not served:
+            return {}
+        real = profile.model_bytes(argv[argv.index("--repo") + 1])
+        seconds = real / profile.local_copy_bandwidth() / self.options.time_scale
+        return {"QWEN3_SEED_TEST_COPY_SECONDS_PER_BYTE": repr(seconds / served)}
 
     def _start_speech(self, run: PodRun, c: ContainerRun, now: float) -> None:
         args = [str(a) for a in (list(c.spec.get("command") or [])[1:] + list(c.spec.get("args") or []))]

@@ -15,6 +15,8 @@ Sources:
 - KARPENTER: https://karpenter.sh/docs/reference/settings/ (BATCH_IDLE_DURATION 1s, BATCH_MAX_DURATION 10s).
 - EFS: docs.aws.amazon.com/efs/latest/ug/performance.html and Amazon Web Services in Action (3rd ed.,
   9.5.2: a single client cannot transfer more than 500 MiB/s to EFS).
+- EBS: docs.aws.amazon.com, EC2 API reference CreateVolume (gp3 `Throughput`, 125 MiB/s at least and by
+  default) and the EBS user guide's "Initialize Amazon EBS volumes" (volumes made from snapshots).
 - EKS-AMI: awslabs/amazon-eks-ami nodeadm/internal/kubelet/config.go (`SerializeImagePulls: false`,
   no maxParallelImagePulls): pulls on one node run in parallel and share its bandwidth.
 """
@@ -73,6 +75,12 @@ FIGURES: dict[str, Figure] = {
     "efs_client_write": _one(500 * 1024 * 1024, "B/s", "EFS: a single client moves at most 500 MiB/s (Amazon Web "
                                                        "Services in Action 3rd ed. 9.5.2; see the EFS performance page), "
                                                        "far above the Hub's pace"),
+    "node_disk_read": _one(125 * 1024 * 1024, "B/s", "EBS: a gp3 volume without a throughput setting (the image "
+                                                     "cache's data volume) moves 125 MiB/s, gp3's baseline "
+                                                     "(EC2 API CreateVolume `Throughput`: 125 to 1000 MiB/s, default "
+                                                     "125). Optimistic for a volume fresh from a snapshot: its blocks "
+                                                     "come from S3 on first read at a fluctuating rate (EBS user guide, "
+                                                     "\"Initialize Amazon EBS volumes\")"),
     "asr_model_load": Figure(180, 240, 300, "s", "GUIDE step 4: model load + CUDA graph capture ~3-5 min"),
     "tts_model_load": Figure(60, 90, 120, "s", "GUIDE troubleshooting: health says initializing for 1-2 min"),
     # Load balancer
@@ -98,6 +106,17 @@ def model_download_bandwidth(level: str = "middle") -> float:
     """Bytes per second from the Hub into EFS, shared by the downloads running at once: the guide's
     end-to-end figure, unless EFS's per-client write limit is lower."""
     return min(value("asr_model_bytes", level) / value("asr_model_download", level), value("efs_client_write", level))
+
+
+def local_copy_bandwidth(level: str = "middle") -> float:
+    """Bytes per second a model moves from a node's own disk (the image cache's data volume) into EFS:
+    the slower of the disk's read and EFS's per-client write."""
+    return min(value("node_disk_read", level), value("efs_client_write", level))
+
+
+def model_bytes(repo: str, level: str = "middle") -> float:
+    """The real-world size of a model repo, by the ASR/TTS in its name."""
+    return value("asr_model_bytes" if "asr" in repo.lower() else "tts_model_bytes", level)
 
 
 def image_bytes(image: str, asr_marker: str = "qwen3-asr", tts_marker: str = "qwen3-tts",

@@ -1,13 +1,16 @@
-"""A node Karpenter boots from an EC2NodeClass whose data volume is an image-cache snapshot pulls nothing it holds.
+"""A node Karpenter boots from an EC2NodeClass whose data volume is an image-cache snapshot pulls nothing it holds,
+and has on its disk the model files downloaded onto that volume.
 
 The snapshot is made as awslabs' bottlerocket-images-cache makes one, with plain boto3 against the
-sandbox's AWS: a Bottlerocket instance, an SSM `ctr images pull` on it, a snapshot of /dev/xvdb.
+sandbox's AWS: a Bottlerocket instance, an SSM `ctr images pull` on it (and the `huggingface-cli
+download` that `image-cache build` sends), a snapshot of /dev/xvdb.
 """
 
 from __future__ import annotations
 
 import pytest
 
+from qwen_speech.image_cache import NODE_MODEL_DIR, model_commands, model_dir_name
 from sandbox.aws import BOTTLEROCKET_AMI_PARAMETER
 from sandbox.cluster.common import DEPLOYMENTS, NODEPOOLS, NODES
 from sandbox.cluster.device_plugin import EC2NODECLASSES
@@ -24,8 +27,9 @@ def sandbox_aws(tmp_path_factory):
         yield started
 
 
-def cache_snapshot(aws, image: str) -> str:
-    """A Bottlerocket data-volume snapshot after `image` was pulled on its instance through SSM."""
+def cache_snapshot(aws, image: str, *more_commands: list[str]) -> str:
+    """A Bottlerocket data-volume snapshot after `image` was pulled on its instance through SSM (and
+    `more_commands` ran there)."""
     ec2, ssm = aws.client("ec2"), aws.client("ssm")
     ami = ssm.get_parameter(Name=BOTTLEROCKET_AMI_PARAMETER)["Parameter"]["Value"]
     instance = ec2.run_instances(ImageId=ami, InstanceType="m5.large", MinCount=1, MaxCount=1, BlockDeviceMappings=[
@@ -33,6 +37,9 @@ def cache_snapshot(aws, image: str) -> str:
     ssm.send_command(InstanceIds=[instance["InstanceId"]], DocumentName="AWS-RunShellScript", Parameters={"commands": [
         "apiclient exec admin sheltie ctr -a /run/containerd/containerd.sock -n k8s.io images pull "
         f"--label io.cri-containerd.image=managed {image}"]})
+    for commands in more_commands:
+        ssm.send_command(InstanceIds=[instance["InstanceId"]], DocumentName="AWS-RunShellScript",
+                         Parameters={"commands": commands})
     ec2.stop_instances(InstanceIds=[instance["InstanceId"]])
     described = ec2.describe_instances(InstanceIds=[instance["InstanceId"]])["Reservations"][0]["Instances"][0]
     volume = next(m["Ebs"]["VolumeId"] for m in described["BlockDeviceMappings"] if m["DeviceName"] == "/dev/xvdb")
@@ -55,6 +62,16 @@ def cached_pool(snapshot: str) -> tuple[dict, dict]:
     return nodeclass, pool
 
 
+def launched_cached_node(store, snapshot: str) -> str:
+    """The node Karpenter launches from the cached pool for a 1-GPU deployment of CACHED, once it runs there."""
+    nodeclass, pool = cached_pool(snapshot)
+    store.create(EC2NODECLASSES, nodeclass)
+    store.create(NODEPOOLS, pool)
+    store.create(DEPLOYMENTS, deployment("cached", gpu=1, image=CACHED))
+    wait_for(lambda: deployment_ready(store, "default", "cached"), "the GPU deployment on a launched node", timeout=30)
+    return pods(store, selector="app=cached")[0]["spec"]["nodeName"]
+
+
 def kubelet_events(store, node: str, reason: str) -> list[str]:
     from sandbox.cluster.common import EVENTS
 
@@ -68,12 +85,7 @@ def test_a_node_booted_from_an_image_cache_snapshot_and_its_spot_replacement_fin
     assert sandbox_aws.snapshot_images(snapshot) == [CACHED]
     with running_cluster(tmp_path, aws=sandbox_aws, gpu_node=False) as cluster:
         store = cluster.store
-        nodeclass, pool = cached_pool(snapshot)
-        store.create(EC2NODECLASSES, nodeclass)
-        store.create(NODEPOOLS, pool)
-        store.create(DEPLOYMENTS, deployment("cached", gpu=1, image=CACHED))
-        wait_for(lambda: deployment_ready(store, "default", "cached"), "the GPU deployment on a launched node", timeout=30)
-        node = pods(store, selector="app=cached")[0]["spec"]["nodeName"]
+        node = launched_cached_node(store, snapshot)
         assert store.get(NODES, None, node)["metadata"]["labels"]["karpenter.sh/nodepool"] == "cached"
         assert [n["metadata"]["name"] for n in store.list(NODES, label_selector="node-type=gpu")] == [node]
         assert kubelet_events(store, node, "Pulling") == []
@@ -91,3 +103,27 @@ def test_a_snapshot_of_a_volume_nothing_was_pulled_onto_holds_no_images(sandbox_
     ec2 = sandbox_aws.client("ec2")
     volume = ec2.create_volume(AvailabilityZone="us-west-2a", Size=100)["VolumeId"]
     assert sandbox_aws.snapshot_images(ec2.create_snapshot(VolumeId=volume)["SnapshotId"]) == []
+
+
+def test_a_node_booted_from_a_snapshot_with_a_downloaded_model_has_its_files_on_its_disk_and_they_go_with_the_node(
+        tmp_path, sandbox_aws):
+    from sandbox.hub import ASR_REPO, HubServer
+
+    hub = HubServer(tmp_path / "hub")  # what the build instance's download fetched (not served: no bytes move)
+    sandbox_aws.model_source = hub
+    commit = hub.commit_of(ASR_REPO)
+    try:
+        snapshot = cache_snapshot(sandbox_aws, CACHED, model_commands(CACHED, "asr", ASR_REPO, commit, None))
+        directory = f"{NODE_MODEL_DIR}/{model_dir_name(ASR_REPO, commit)}"
+        files = sandbox_aws.snapshot_files(snapshot)
+        assert sorted(files) == sorted(f"{directory}/{path}" for path in hub.files_at(ASR_REPO))
+        with running_cluster(tmp_path, aws=sandbox_aws, gpu_node=False) as cluster:
+            node = launched_cached_node(cluster.store, snapshot)
+            disk = tmp_path / "hostpath" / node / directory.lstrip("/")  # where a hostPath volume of the node points
+            for path, blob in hub.files_at(ASR_REPO).items():
+                assert (disk / path).read_bytes() == hub.blobs.path(blob.sha256).read_bytes()
+            replacement = cluster.faults.inject("spot-interruption", {"node": node, "replacement_delay": 0.3})["replacement"]
+            wait_for(lambda: (tmp_path / "hostpath" / replacement / directory.lstrip("/")).is_dir()
+                     and not disk.exists(), "the replacement's disk with the model, the old node's gone", timeout=30)
+    finally:
+        sandbox_aws.model_source = None
