@@ -83,6 +83,48 @@ CLOCK_SKEW_SECONDS = 300
 
 _running_lock = threading.Lock()
 _running: "SandboxAws | None" = None
+# Whether a SandboxAws has run in this process: only then can moto's globals hold another sandbox's
+# state (a fresh process, or a fork of sandbox.fixtures' fork server, starts with them clean or warm).
+_moto_used = False
+# One botocore data loader for every SandboxAws in the process: it keeps the parsed service models
+# (EC2's JSON alone is most of a client's half-second), which never change.
+_data_loader: Any = None
+
+
+def _shared_data_loader() -> Any:
+    global _data_loader
+    if _data_loader is None:
+        from botocore.loaders import create_loader
+
+        _data_loader = create_loader()
+    return _data_loader
+
+
+# What the sandbox's own boto3 clients and moto's backends cost the first time in a process.
+_WARM_SERVICES = ("ec2", "eks", "efs", "ecr", "sqs", "ssm", "iam", "sts", "elbv2", "acm")
+
+
+def warm(region: str = "us-west-2") -> None:
+    """Parse the service models and build moto's backends for the sandbox's account and `region` now,
+    before any sandbox runs: a process that forks sandboxes (sandbox.fixtures' fork server) pays
+    for them once instead of once per sandbox. Holds no sandbox state: the backends are as moto makes them."""
+    session = _sandbox_session(region)
+    for service in _WARM_SERVICES:
+        session.client(service, endpoint_url="http://127.0.0.1:9")  # no request is sent
+    from moto.backends import get_backend
+
+    for service in _WARM_SERVICES:
+        if service not in ("iam", "sts"):  # moto keys those by partition, not region; they are cheap
+            get_backend(service)[ACCOUNT_ID][region]
+
+
+def _sandbox_session(region: str) -> Any:
+    from botocore.session import get_session
+
+    core = get_session()
+    core.register_component("data_loader", _shared_data_loader())
+    return boto3.Session(aws_access_key_id=ACCESS_KEY_ID, aws_secret_access_key=SECRET_ACCESS_KEY,
+                         region_name=region, botocore_session=core)
 
 
 @dataclass(frozen=True)
@@ -200,8 +242,7 @@ class SandboxAws:
         self.facts: dict[str, Any] = {}
         self.timings: dict[str, float] = {}
         self._server: _SandboxMotoServer | None = None
-        self._session = boto3.Session(aws_access_key_id=ACCESS_KEY_ID, aws_secret_access_key=SECRET_ACCESS_KEY,
-                                      region_name=region)
+        self._session = _sandbox_session(region)
         self._clients: dict[str, Any] = {}
         self._clients_lock = threading.Lock()  # boto3 sessions are not thread-safe; clients are
         self._token_cache: dict[str, tuple[str, float]] = {}  # token -> (caller ARN, X-Amz-Date as epoch)
@@ -221,13 +262,14 @@ class SandboxAws:
         + kube_ca_pem_b64: its CA, base64 PEM, returned as certificateAuthority.data
         + tls: the sandbox's TlsMaterial, whose CA signs the ACM certificate; None makes a CA of its own
         """
-        global _running
+        global _running, _moto_used
         with _running_lock:
             if _running is not None:
                 raise RuntimeError(
                     f"a SandboxAws (root {_running.root}) already runs in this process; moto keeps its "
                     "state in module globals, so stop that one first or start this one in another process")
             _running = self
+            used_before, _moto_used = _moto_used, True
         self._token_cache.clear()
         self._arn_by_access_key.clear()
         try:
@@ -240,9 +282,10 @@ class SandboxAws:
             self._server.start()
             host, port = self._server.get_host_and_port()
             self.endpoint_url = f"http://{host}:{port}"
-            # A previous sandbox in this process may have left moto's globals filled.
-            no_proxy = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-            no_proxy.open(urllib.request.Request(f"{self.endpoint_url}/moto-api/reset", method="POST"), timeout=10).read()
+            if used_before:  # a previous sandbox in this process left moto's globals filled
+                no_proxy = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+                no_proxy.open(urllib.request.Request(f"{self.endpoint_url}/moto-api/reset", method="POST"),
+                              timeout=10).read()
             self.timings["moto_start_seconds"] = time.perf_counter() - began
             began = time.perf_counter()
             self._preload(kube_endpoint, kube_ca_pem_b64)

@@ -60,10 +60,11 @@ class SandboxHandle:
 class SandboxProcess(SandboxHandle):
     """A sandbox in a child process: `python -m sandbox serve --dir ROOT`, output in ROOT/server.log."""
 
-    def __init__(self, root: Path, options: SandboxOptions):
+    def __init__(self, root: Path, options: SandboxOptions, forked: bool = False):
         super().__init__(root)
         self.options = options
-        self.process: subprocess.Popen | None = None
+        self.forked = forked  # started by the fork server (tests), else `python -m sandbox serve`
+        self.process: subprocess.Popen | _ForkedServe | None = None
         self.startup_seconds: float | None = None
 
     def start(self, timeout: float = START_TIMEOUT_SECONDS) -> "SandboxProcess":
@@ -71,12 +72,15 @@ class SandboxProcess(SandboxHandle):
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
         began = time.monotonic()
-        with open(self.root / "server.log", "ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "sandbox", "serve", "--dir", str(self.root),
-                 "--options-json", self.options.to_json()],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env, cwd=str(PROJECT_ROOT),
-                start_new_session=True)
+        argv = ["serve", "--dir", str(self.root), "--options-json", self.options.to_json()]
+        if self.forked:
+            self.process = _ForkedServe.start(argv, env, self.root / "server.log")
+        else:
+            with open(self.root / "server.log", "ab") as log:
+                self.process = subprocess.Popen(
+                    [sys.executable, "-m", "sandbox", *argv],
+                    stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env, cwd=str(PROJECT_ROOT),
+                    start_new_session=True)
         state_path = self.root / "state.json"
         deadline = began + timeout
         while time.monotonic() < deadline:
@@ -106,6 +110,78 @@ class SandboxProcess(SandboxHandle):
             self.process.wait(timeout=5)
 
 
+# Modules every sandbox imports, among them moto's service models (EC2's alone take about 1.5 s of
+# CPU to import): the fork server imports them once per test worker, and every sandbox a test starts
+# is a fork of it that only sets itself up (about half of a sandbox's start).
+_MOTO_SERVICES = ("acm", "cloudwatch", "ec2", "ecr", "efs", "eks", "elb", "elbv2", "events", "iam", "s3",
+                  "secretsmanager", "sqs", "ssm", "sts")
+FORK_SERVER_PRELOAD = ["sandbox.__main__", "sandbox.runtime", "sandbox.aws", "sandbox.cluster.cluster", "sandbox.hub",
+                       "sandbox.speech", "moto.moto_server.threaded_moto_server", "boto3",
+                       *(f"moto.{service}.{part}" for service in _MOTO_SERVICES for part in ("models", "responses", "urls")),
+                       "sandbox._prewarm"]
+
+
+def _serve_forked(argv: list[str], env: dict[str, str], log_path: str) -> None:
+    """In the fork: what `subprocess.Popen([python, -m, sandbox, *argv], start_new_session=True,
+    stdout=stderr=log, env=env, cwd=PROJECT_ROOT)` would run, minus the imports."""
+    os.setsid()
+    log = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    os.close(log)
+    os.close(null)
+    os.environ.clear()
+    os.environ.update(env)
+    os.chdir(PROJECT_ROOT)
+    from sandbox.__main__ import main  # preloaded
+
+    os._exit(main(argv) or 0)
+
+
+class _ForkedServe:
+    """A sandbox forked by multiprocessing's fork server, with the part of Popen's API the handle uses."""
+
+    _context = None
+
+    def __init__(self, process):
+        self._process = process
+        self.pid = process.pid
+
+    @classmethod
+    def start(cls, argv: list[str], env: dict[str, str], log_path: Path) -> "_ForkedServe":
+        import multiprocessing
+
+        if cls._context is None:
+            cls._context = multiprocessing.get_context("forkserver")
+            cls._context.set_forkserver_preload(FORK_SERVER_PRELOAD)
+        # daemon: one a test forgot to stop is ended when the test worker exits, not waited for.
+        process = cls._context.Process(target=_serve_forked, args=(argv, env, str(log_path)), daemon=True)
+        process.start()
+        return cls(process)
+
+    @property
+    def returncode(self) -> int | None:
+        return self._process.exitcode
+
+    def poll(self) -> int | None:
+        return None if self._process.is_alive() else self._process.exitcode
+
+    def send_signal(self, sig: int) -> None:
+        if self._process.is_alive():
+            os.kill(self.pid, sig)
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        self._process.join(timeout)
+        if self._process.is_alive():
+            raise subprocess.TimeoutExpired(f"sandbox serve (pid {self.pid})", timeout)
+        return self._process.exitcode
+
+    def kill(self) -> None:
+        self._process.kill()
+
+
 class InProcessSandbox(SandboxHandle):
     """A sandbox running in the test's own process; `.runtime` is the Sandbox (its store, servers)."""
 
@@ -124,7 +200,7 @@ def _tail(path: Path, lines: int = 40) -> str:
 def start_sandbox_process(root: Path, **options: Any) -> SandboxProcess:
     """Start `python -m sandbox serve` for `root` with SandboxOptions(**options) (fast unless said otherwise)."""
     options.setdefault("fast", True)
-    return SandboxProcess(root, SandboxOptions.from_dict(options)).start()
+    return SandboxProcess(root, SandboxOptions.from_dict(options), forked=True).start()
 
 
 @pytest.fixture
@@ -134,7 +210,7 @@ def make_sandbox(tmp_path: Path) -> Iterator[Callable[..., SandboxProcess]]:
 
     def make(**options: Any) -> SandboxProcess:
         process = SandboxProcess(tmp_path / f"sandbox-{len(started)}",
-                                 SandboxOptions.from_dict({"fast": True, **options}))
+                                 SandboxOptions.from_dict({"fast": True, **options}), forked=True)
         started.append(process)
         return process.start()
 
