@@ -48,6 +48,7 @@ def resolve_commit(repo: str, revision: str, endpoint: str | None) -> str:
     """
     from urllib.parse import quote
 
+    import httpx2
     from huggingface_hub import constants
     from huggingface_hub.utils import (GatedRepoError, HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError,
                                        build_hf_headers, get_session, hf_raise_for_status)
@@ -69,7 +70,9 @@ def resolve_commit(repo: str, revision: str, endpoint: str | None) -> str:
                             "missing or wrong); fix asr_model_repo / tts_model_repo or export HF_TOKEN") from None
     except HfHubHTTPError as err:
         raise DeployBlocked(f"4. models: the Hub at {where} answered {err}") from None
-    except OSError as err:
+    # huggingface_hub's session is an httpx2.Client (utils/_http.py default_client_factory): a refused
+    # connection or a timeout is an httpx2.TransportError, which is no OSError.
+    except (OSError, httpx2.TransportError) as err:
         raise DeployBlocked(f"4. models: could not reach the Hub at {where}: {err}") from None
 
 
