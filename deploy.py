@@ -13,6 +13,7 @@ Everything before the first write (inventory, credentials, prerequisites, model 
 checked while the deploy is prepared, so a problem stops the run with nothing changed.
 """
 
+import gc
 import os
 import sys
 
@@ -24,12 +25,17 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 # packages were compiled from source on every run (~0.2 s CPU of a no-op rerun): cache them as
 # any package is, unless the operator asked not to (PYTHONDONTWRITEBYTECODE).
 sys.dont_write_bytecode = bool(os.environ.get("PYTHONDONTWRITEBYTECODE"))
+# The imports and the steps' preparation below make objects that live to the end of the run, and
+# Python's collector scanned them over and over as they were made: paused until they are
+# prepared, then they are frozen (tasks/process.py).
+gc.disable()
 
 from tasks import asr, efs_storage, gpu_nodepool, ingress, metrics, models, namespace, preflight, time_slicing, tts, verify
 from tasks.connect import connect
 from tasks.fleet import only_this_host
+from tasks.process import playbook_process
 
-with only_this_host():                # a fleet: one cluster failing stops only itself
+with playbook_process(__file__), only_this_host():  # tasks/process.py; a fleet: one cluster failing stops only itself
     connect()                         #    the inventory is valid and the cluster answers
     preflight.check_prerequisites()   # 0. prerequisites (前置条件): GPU nodes, device plugin, EFS CSI, ALB controller
     gpu_nodepool.manage()             #    the GPU NodePool and EC2NodeClass, with manage_gpu_nodepool (image cache)

@@ -9,6 +9,7 @@ PVC and the model data on EFS, the record of seeded commits, the time-slicing co
 The EFS file system itself is never deleted.
 """
 
+import gc
 import os
 import sys
 
@@ -20,12 +21,17 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 # packages were compiled from source on every run (~0.2 s CPU of a no-op rerun): cache them as
 # any package is, unless the operator asked not to (PYTHONDONTWRITEBYTECODE).
 sys.dont_write_bytecode = bool(os.environ.get("PYTHONDONTWRITEBYTECODE"))
+# The imports and the steps' preparation below make objects that live to the end of the run, and
+# Python's collector scanned them over and over as they were made: paused until they are
+# prepared, then they are frozen (tasks/process.py).
+gc.disable()
 
 from tasks import preflight, teardown
 from tasks.connect import connect
 from tasks.fleet import only_this_host
+from tasks.process import playbook_process
 
-with only_this_host():  # a fleet: one cluster failing stops only itself
+with playbook_process(__file__), only_this_host():  # tasks/process.py; a fleet: one cluster failing stops only itself
     connect()
     preflight.find_device_plugin_for_teardown()
     teardown.tear_down()

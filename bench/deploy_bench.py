@@ -2,14 +2,14 @@
 
     .venv/bin/python bench/deploy_bench.py [--runs 5]
 
-On a fresh sandbox: the full deploy's wall time, then `--runs` no-op reruns (`pyinfra -y`) and
-dry runs (`--dry`) on the converged sandbox, each as one operator runs it (a new interpreter, so
-interpreter start and imports count). Per kind of run: wall time (min and median: other work on
-the machine only ever adds to it), CPU time of the pyinfra process (user + sys, steadier than
-wall), and API requests per managed object from the sandbox's audit log (every request the API
-server saw, the verify step's service-proxy calls included). Then the baseline no playbook can
-go under (an interpreter with pyinfra and the Kubernetes client imported) and the imports of a
-no-op rerun beyond it (`python -X importtime`).
+On a fresh sandbox: the full deploy's wall time, then `--runs` no-op reruns (`pyinfra -y`) and dry
+runs (`--dry --diff`, as the README shows it) on the converged sandbox, each as one operator runs
+it (a new interpreter, so interpreter start and imports count). Per kind of run: wall time (min and
+median: other work on the machine only ever adds to it), CPU time of the pyinfra process (user +
+sys, steadier than wall), and API requests per managed object from the sandbox's audit log (every
+request the API server saw, the verify step's service-proxy calls included). Then the baseline no
+playbook can go under (an interpreter with pyinfra and the Kubernetes client imported) and the
+imports of a no-op rerun beyond it (`python -X importtime`).
 
 Targets (issue 13): no-op rerun and dry run <= 1.5 s wall each on a 2-core machine, <= 2 API
 requests per managed object. The last line is one JSON object with the figures.
@@ -139,7 +139,7 @@ def main() -> None:
             first = control.audit_since(mark)
             objects = len(managed_objects(first))
             rerun_walls, rerun_cpus, rerun_records = runs(root, control, args.runs, "-y")
-            dry_walls, dry_cpus, dry_records = runs(root, control, args.runs, "--dry")
+            dry_walls, dry_cpus, dry_records = runs(root, control, args.runs, "--dry", "--diff")
             base_wall, base_cpu, base_modules = baseline_interpreter(args.runs)
             import_seconds, biggest = imports_beyond_baseline(root, base_modules)
         finally:
@@ -152,7 +152,7 @@ def main() -> None:
     print(line(f"no-op rerun, pyinfra -y ({args.runs} runs)", rerun_walls, rerun_cpus))
     print(f"  API requests: {len(rerun_records)} ({describe(rerun_records)}) = {per_object['rerun']:.2f} per "
           f"managed object (target <= 2); writes: {len(writes(rerun_records))}")
-    print(line(f"dry run, --dry ({args.runs} runs)", dry_walls, dry_cpus))
+    print(line(f"dry run, --dry --diff ({args.runs} runs)", dry_walls, dry_cpus))
     print(f"  API requests: {len(dry_records)} ({describe(dry_records)}) = {per_object['dry']:.2f} per "
           f"managed object (target <= 2); writes: {len(writes(dry_records))}")
     print(f"baseline, python -c '{BASELINE}': wall min {base_wall:.2f} s, CPU min {base_cpu:.2f} s")

@@ -5,6 +5,7 @@ Filled once per host while the deploy is prepared (connect + preflight), read by
 
 from __future__ import annotations
 
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,6 +61,8 @@ class DeployContext:
     tts_image: str | None = None
     asr_image: str | None = None  # asr_image, or the digest asr_ecr_repository's tag points at
     models: dict[str, Model] = field(default_factory=dict)
+    # The Hub's answers for each model's revision, asked in the background (models.look_up_commits).
+    hub_commits: dict[str, Future] = field(default_factory=dict)
     # The ConfigMap qwen3-speech-models as read while preparing (resolve_models), then as step 4 read it.
     recorded_models: dict[str, str] | None = None
     notes: list[str] = field(default_factory=list)

@@ -14,7 +14,6 @@ from pyinfra import host
 from pyinfra.api import deploy
 
 from kubeops import k8s
-from qwen_speech.image_cache import DATA_VOLUME_GIB
 from qwen_speech.manifests import render
 
 from .context import context_of
@@ -38,6 +37,9 @@ def desired(ctx) -> list[dict]:
     s = ctx.settings
     if not s.manage_gpu_nodepool:
         return []
+    # Here, not at the top: it imports boto3 (~0.1 s), which a run without AWS otherwise never needs.
+    from qwen_speech.image_cache import DATA_VOLUME_GIB
+
     snapshot_id = s.gpu_image_cache_snapshot_id
     return render("gpu-nodepool.yaml", s, name=NAME, taints=taints_for(s.gpu_tolerations), snapshot_id=snapshot_id,
                   data_volume_gib=DATA_VOLUME_GIB, user_data=bottlerocket_settings(s) if snapshot_id else "")

@@ -18,7 +18,9 @@ from __future__ import annotations
 import base64
 import json
 import os
+import threading
 import time
+from concurrent.futures import Future
 from datetime import datetime, timezone
 
 import click
@@ -52,6 +54,7 @@ def resolve_commit(repo: str, revision: str, endpoint: str | None) -> str:
     """
     from urllib.parse import quote
 
+    import httpx2
     from huggingface_hub import constants
     from huggingface_hub.utils import (GatedRepoError, HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError,
                                        build_hf_headers, get_session, hf_raise_for_status)
@@ -73,12 +76,44 @@ def resolve_commit(repo: str, revision: str, endpoint: str | None) -> str:
                             "missing or wrong); fix asr_model_repo / tts_model_repo or export HF_TOKEN") from None
     except HfHubHTTPError as err:
         raise DeployBlocked(f"4. models: the Hub at {where} answered {err}") from None
-    except OSError as err:
+    # huggingface_hub's session is an httpx2.Client (utils/_http.py default_client_factory): a refused
+    # connection or a timeout is an httpx2.TransportError, which is no OSError.
+    except (OSError, httpx2.TransportError) as err:
         raise DeployBlocked(f"4. models: could not reach the Hub at {where}: {err}") from None
 
 
 def job_name(model: Model) -> str:
     return f"qwen3-seed-{model.key}-{model.commit[:12]}"
+
+
+def _revisions(s) -> list[tuple[str, str, str, str]]:
+    """(key, repo, revision, path in the pods) of both models."""
+    return [("asr", s.asr_model_repo, s.asr_model_revision, s.asr_model_path),
+            ("tts", s.tts_model_repo, s.tts_model_revision, s.tts_model_path)]
+
+
+def look_up_commits(ctx) -> None:
+    """Ask the Hub for both models' commits in the background, from the start of the preparation:
+    the round trips to the Hub and importing huggingface_hub's HTTP client (~0.17 s CPU, most of
+    it its TLS context) overlap the prerequisites' API calls instead of following them.
+    resolve_models takes the answers, or the error, where it asked before."""
+    s = ctx.settings
+    for key, repo, revision, _ in _revisions(s):
+        ctx.hub_commits[key] = _in_background(resolve_commit, repo, revision, s.hf_endpoint)
+
+
+def _in_background(function, *args) -> Future:
+    future: Future = Future()
+
+    def run() -> None:
+        try:
+            future.set_result(function(*args))
+        except BaseException as err:  # DeployBlocked and anything else: raised by result(), where it was asked
+            future.set_exception(err)
+
+    # Daemon: a run stopped by an earlier step does not wait for the Hub to answer.
+    threading.Thread(target=run, name="hub-commit", daemon=True).start()
+    return future
 
 
 def resolve_models(ctx) -> list[str]:
@@ -91,9 +126,9 @@ def resolve_models(ctx) -> list[str]:
     except KubeApiError:
         recorded = {}
     lines = []
-    for key, repo, revision, path in (("asr", s.asr_model_repo, s.asr_model_revision, s.asr_model_path),
-                                      ("tts", s.tts_model_repo, s.tts_model_revision, s.tts_model_path)):
-        commit = resolve_commit(repo, revision, s.hf_endpoint)
+    for key, repo, revision, path in _revisions(s):
+        asked = ctx.hub_commits.pop(key, None)
+        commit = asked.result() if asked is not None else resolve_commit(repo, revision, s.hf_endpoint)
         commit, line = _upgrade_decision(key, repo, revision, commit, recorded, s.model_upgrade_policy)
         if line:
             lines.append(line)

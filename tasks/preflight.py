@@ -16,6 +16,7 @@ from qwen_speech import nodepool
 from qwen_speech.manifests import moving_tag
 
 from .context import DeployBlocked, DevicePlugin, context_of, host_tag
+from .models import look_up_commits
 from .permissions import check_rights
 
 DEVICE_PLUGIN_IMAGE = "k8s-device-plugin"
@@ -25,7 +26,9 @@ ALB_CONTROLLER = "ingress.k8s.aws/alb"
 
 @deploy("0. Preflight: prerequisites")
 def check_prerequisites():
-    check(context_of(host))
+    ctx = context_of(host)
+    look_up_commits(ctx)  # step 4's question to the Hub, answered while the checks below wait for theirs
+    check(ctx)
 
 
 def check(ctx) -> None:

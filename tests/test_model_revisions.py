@@ -4,6 +4,7 @@ inventory's model_upgrade_policy decides (production pins, the sandbox follows).
 from __future__ import annotations
 
 import runpy
+import socket
 
 from kubernetes import client
 
@@ -57,3 +58,15 @@ def test_production_pins_models_and_the_sandbox_follows():
     assert production["model_upgrade_policy"] == "pinned"
     state = {"cluster_name": "c", "region": "r", "aws_endpoint_url": "http://aws", "hub_url": "http://hub"}
     assert inventory_data(ROOT, state)["model_upgrade_policy"] == "follow"
+
+
+def test_an_unreachable_hub_stops_the_run_before_any_write_with_one_line_naming_the_endpoint(deployed):
+    with socket.socket() as probe:  # a port nothing listens on once closed
+        probe.bind(("127.0.0.1", 0))
+        endpoint = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    mark = deployed.control.audit_mark()
+    result = deploy(deployed, "--data", f"hf_endpoint={endpoint}")
+    assert result.returncode != 0
+    assert f"4. models: could not reach the Hub at {endpoint}: " in output(result)
+    assert "Traceback" not in output(result)
+    assert writes(deployed.control.audit_since(mark)) == []
