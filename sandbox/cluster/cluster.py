@@ -115,15 +115,28 @@ class Cluster:
         if not (event.resource_key == "events"):
             self._wake.set()
 
+    def wake(self) -> None:
+        """Run a pass now (a component saw something happen outside the store: a probe answered, a process exited)."""
+        self._wake.set()
+
     def _loop(self) -> None:
+        full_due = None
         while not self._stopping.is_set():
-            self._wake.wait(self.options.tick)
+            # Sleep until the soonest known deadline, at most a tick: at a time scale every tick of
+            # lateness is tick x scale of simulated time, on each step of a pod's start.
+            now = time.monotonic()
+            light_due = min((at for at in (self.kubelet.next_due(now), self.faults.next_due()) if at is not None),
+                            default=None)
+            due = min((at for at in (light_due, full_due) if at is not None), default=None)
+            self._wake.wait(self.options.tick if due is None else min(self.options.tick, max(0.0, due - now)))
             self._wake.clear()
             if self._stopping.is_set():
                 break
             started = time.monotonic()
             quiet = self.store.resource_version == self._quiet_version
-            self.run_pass(full=not quiet or started - self._last_full >= self._full_pass_seconds)
+            self.run_pass(full=not quiet or started - self._last_full >= self._full_pass_seconds
+                          or (full_due is not None and started >= full_due))
+            full_due = self.karpenter.next_due(time.monotonic())  # its batch window ends in a full pass
             # Our own writes wake us again; a small floor keeps a busy store from spinning the CPU.
             spent = time.monotonic() - started
             time.sleep(max(0.0, 0.005 - spent))

@@ -69,6 +69,8 @@ from .device_plugin import (PluginConfigError, config_file_of, container_role, l
 if TYPE_CHECKING:
     from .cluster import Cluster
 
+# Phases that end at `ContainerRun.until` (the loop wakes for them).
+WAITING_PHASES = ("pull-error", "pull-backoff", "creating", "config-error", "exited", "backoff")
 PYTHON_COMMAND = re.compile(r"^python(3(\.\d+)?)?$")
 # The GPU of each GPU instance family and its CUDA compute capability (what vLLM's dtype checks read).
 GPU_OF_FAMILY = {"g4dn": ("Tesla T4", 7.5), "p3": ("Tesla V100-SXM2-16GB", 7.0), "g5": ("NVIDIA A10G", 8.6),
@@ -294,6 +296,21 @@ class Kubelet:
                     pass
         self._dying.clear()
         self._probes.shutdown(wait=False, cancel_futures=True)
+
+    def next_due(self, now: float) -> float | None:
+        """The soonest moment after `now` at which a pass has something to do here (a phase's
+        deadline, a probe's period, a pull's end, a grace period): the loop sleeps until then, not a
+        whole tick, so the sandbox's clock does not add a tick to every step of a pod's start."""
+        due = [self.cluster.images.next_finish(now)]
+        for run in list(self.runs.values()):
+            due += [run.kill_at, None if run.mounted else run.mount_retry_at]
+            for c in run.init + run.main:
+                due += [c.sigterm_at, c.crash_at]
+                if c.phase in WAITING_PHASES:
+                    due.append(c.until)
+                due += [p.next_at for p in c.probes.values() if p.future is None]
+        later = [at for at in due if at is not None and at > now]
+        return min(later) if later else None
 
     def forget_node(self, node: str) -> None:
         """The node left: its image cache goes with it."""
@@ -667,10 +684,19 @@ class Kubelet:
             self._log(c, f"exec {argv[0]}: {err}")
             c.crash_at = time.monotonic()
             return
+        self._wake_on_exit(c.process)
         with self._ports_lock:
             ports = self._ports.setdefault((run.namespace, run.name), {})
             for port in c.spec.get("ports") or []:
                 ports[int(port["containerPort"])] = int(port["containerPort"])
+
+    def _wake_on_exit(self, process: subprocess.Popen) -> None:
+        """The next pass sees the exit when it happens, not a tick later (an init container's exit
+        starts the next one)."""
+        def wait() -> None:
+            process.wait()
+            self.cluster.wake()
+        threading.Thread(target=wait, name=f"wait-{process.pid}", daemon=True).start()
 
     @staticmethod
     def _gpu_env(run: PodRun, c: ContainerRun) -> dict[str, str]:
@@ -963,6 +989,7 @@ class Kubelet:
                 probe.future = self._probes.submit(self._probe_call(run, c, probe.spec))
             except RuntimeError:  # executor shut down: the cluster is stopping
                 return None
+            probe.future.add_done_callback(lambda _: self.cluster.wake())  # its result, at once
         return None
 
     def _probe_call(self, run: PodRun, c: ContainerRun, spec: dict):
