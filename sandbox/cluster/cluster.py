@@ -155,8 +155,9 @@ class Cluster:
         """One reconcile: every component when `full`, else only the time-driven ones.
 
         A light pass (nothing in the store changed since the last pass) runs the kubelet (process
-        exits, probes, back-offs), fault timelines and event flushes; the loop still runs a full
-        pass at least every `FULL_PASS_SECONDS` for deadlines and retries.
+        exits, probes, back-offs), fault timelines and event flushes, and when they wrote something
+        the components that follow pods (device plugins, endpoints, ALB); the loop still runs a
+        full pass at least every `FULL_PASS_SECONDS` for deadlines and retries.
         """
         with self._pass_lock:
             self.passes += 1
@@ -179,7 +180,9 @@ class Cluster:
                 self._step("scheduler", lambda: self.scheduler.sync(self.snapshot(PODS), self.snapshot(NODES)))
                 self._step("karpenter", self.karpenter.sync)
             self._step("kubelet", lambda: self.kubelet.sync(self.snapshot(PODS), self.snapshot(NODES)))
-            if full:
+            # A pod the kubelet just made ready reaches its endpoints (and the ALB) in this pass, as
+            # the endpoints controller follows pods at once, not after the Deployment's status.
+            if full or self.store.resource_version != self._quiet_version:
                 self._step("device plugins", lambda: self.device_plugins.sync(self.snapshot(NODES)))
                 self._step("endpoints", self.controllers.sync_endpoints)
                 self._step("alb controller", self.alb.sync)

@@ -63,6 +63,7 @@ from sandbox.kubeapi.strategies.pods import qos_class
 from .common import (CONFIGMAPS, NODES, PODS, PVCS, PVS, REPLICASETS, SECRETS, container_requests, controller_of,
                      hex_id, merge_condition, node_internal_ip, pod_requests)
 from .gpu_memory import GIB, GIB_OF_GPU, T4_GIB, GpuMemory
+from .warm_python import WarmPython
 from .device_plugin import (PluginConfigError, config_file_of, container_role, load_plugin_config,
                             plugin_error_line, run_config_manager)
 
@@ -75,25 +76,7 @@ PYTHON_COMMAND = re.compile(r"^python(3(\.\d+)?)?$")
 # The GPU of each GPU instance family and its CUDA compute capability (what vLLM's dtype checks read).
 GPU_OF_FAMILY = {"g4dn": ("Tesla T4", 7.5), "p3": ("Tesla V100-SXM2-16GB", 7.0), "g5": ("NVIDIA A10G", 8.6),
                  "g6": ("NVIDIA L4", 8.9), "p4d": ("NVIDIA A100-SXM4-40GB", 8.0)}
-EXEC_FAST_FLOOR = 2.0    # fast mode: the least an exec probe gets once its interpreter runs
-EXEC_START_LIMIT = 30.0   # how long an exec probe's interpreter may take to start at all
-# Runs an exec probe's Python command after telling the kubelet, on the fd in argv[1], that the
-# interpreter and the usual standard library are up: `python -c BOOTSTRAP FD script.py args`, `... FD -c code`, `... FD -m module`.
-EXEC_BOOTSTRAP = """
-import os, runpy, sys
-import json, socket, subprocess, urllib.request  # what checks use: on a busy machine imports take seconds
-os.write(int(sys.argv[1]), b"."); os.close(int(sys.argv[1]))
-rest = sys.argv[2:]
-if rest[:1] == ["-c"]:
-    sys.argv = ["-c"] + rest[2:]
-    exec(compile(rest[1], "<string>", "exec"), {"__name__": "__main__"})
-elif rest[:1] == ["-m"]:
-    sys.argv = [rest[1]] + rest[2:]
-    runpy.run_module(rest[1], run_name="__main__", alter_sys=True)
-else:
-    sys.argv = rest
-    runpy.run_path(rest[0], run_name="__main__")
-"""
+EXEC_FAST_FLOOR = 2.0    # fast mode: the least an exec probe's check gets
 _NO_PROXY_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
@@ -253,6 +236,7 @@ class Kubelet:
         self._ports: dict[tuple[str, str], dict[int, int]] = {}  # (ns, pod) -> containerPort -> local port
         self._dying: list[tuple[subprocess.Popen, float]] = []
         self._probes = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="probe")
+        self._warm_python = WarmPython(self.options.python)  # runs Python exec probes
 
     # -- public --------------------------------------------------------------------------------
 
@@ -296,6 +280,7 @@ class Kubelet:
                     pass
         self._dying.clear()
         self._probes.shutdown(wait=False, cancel_futures=True)
+        self._warm_python.stop()
 
     def next_due(self, now: float) -> float | None:
         """The soonest moment after `now` at which a pass has something to do here (a phase's
@@ -1040,36 +1025,17 @@ class Kubelet:
                     env[key] = str(ports[int(value)])
             cwd = run.pod_dir
 
-            # The timeout starts once the interpreter is up (it says so on a pipe): how long this
-            # machine takes to start Python is no part of the simulated world, and fast mode would
-            # otherwise shrink the timeout below it on a busy machine.
+            # A fork of a warm interpreter (warm_python.py): how long this machine takes to start
+            # Python and import the standard library is no part of the simulated world. In fast
+            # mode the check's own work gets at least EXEC_FAST_FLOOR on a busy machine.
             command = shlex.join(spec["exec"].get("command") or [])
+            limit = max(timeout, EXEC_FAST_FLOOR if self.options.fast else 0.0)
 
             def exec_probe() -> tuple[bool, str]:
-                started, ready = os.pipe()
-                try:
-                    proc = subprocess.Popen([argv[0], "-c", EXEC_BOOTSTRAP, str(ready)] + argv[1:], cwd=cwd, env=env,
-                                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                            pass_fds=(ready,))
-                finally:
-                    os.close(ready)
-                began = time.monotonic()
-                try:
-                    if select.select([started], [], [], EXEC_START_LIMIT)[0]:
-                        os.read(started, 1)  # the marker, or EOF if it died first
-                finally:
-                    os.close(started)
-                # The check's own work slows down with the machine as the start did: in fast mode it
-                # gets at least EXEC_FAST_FLOOR, and twice what starting took.
-                start_took = time.monotonic() - began
-                limit = max(timeout, (EXEC_FAST_FLOOR if self.options.fast else 0.0), 2 * start_took)
-                try:
-                    output, _ = proc.communicate(timeout=limit)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.communicate()
+                code, output = self._warm_python.run(argv[1:], str(cwd), env, limit)
+                if code is None:
                     return False, f"command timed out: {command} timed out after {spec.get('timeoutSeconds', 1)}s"
-                return proc.returncode == 0, output.decode(errors="replace").strip()
+                return code == 0, output
             return exec_probe
         return lambda: (True, "")
 
