@@ -121,6 +121,8 @@ class Timeline:
             elif on_gpu and message.endswith("already present on machine") and f"pulled {image}" not in self.marks:
                 self.mark(f"{image} already on the GPU node", now)  # not a second container of a pulled image
         elif key == "jobs.batch" and meta.get("name", "").startswith("qwen3-seed-"):
+            if event.type == "ADDED":
+                self.mark("seed Jobs created", now)
             if ((obj.get("status") or {}).get("succeeded") or 0) >= 1:
                 model = (meta.get("labels") or {}).get("qwen3-speech.io/model", "?")
                 self.mark(f"{model.upper()} model seeded", now)
@@ -129,8 +131,6 @@ class Timeline:
         elif key == "deployments.apps" and event.type == "ADDED" and meta.get("namespace") == NS \
                 and meta.get("name") in SERVERS:
             self.mark(f"{SERVERS[meta['name']]} Deployment applied", now)
-        elif key == "jobs.batch" and event.type == "ADDED" and meta.get("name", "").startswith("qwen3-seed-"):
-            self.mark("seed Jobs created", now)
         elif key == "pods" and meta.get("namespace") == NS and meta.get("uid") not in self.old_pods:
             server = SERVERS.get((meta.get("labels") or {}).get("app.kubernetes.io/name"))
             if server and event.type == "ADDED":
