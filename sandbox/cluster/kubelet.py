@@ -63,7 +63,7 @@ from sandbox.kubeapi.strategies.pods import qos_class
 from .common import (CONFIGMAPS, NODES, PODS, PVCS, PVS, REPLICASETS, SECRETS, container_requests, controller_of,
                      hex_id, merge_condition, node_internal_ip, pod_requests)
 from .gpu_memory import GIB, GIB_OF_GPU, T4_GIB, GpuMemory
-from .warm_python import WarmPython
+from .warm_python import WarmPython, warm_args
 from .device_plugin import (PluginConfigError, config_file_of, container_role, load_plugin_config,
                             plugin_error_line, run_config_manager)
 
@@ -236,7 +236,7 @@ class Kubelet:
         self._ports: dict[tuple[str, str], dict[int, int]] = {}  # (ns, pod) -> containerPort -> local port
         self._dying: list[tuple[subprocess.Popen, float]] = []
         self._probes = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="probe")
-        self._warm_python = WarmPython(self.options.python)  # runs Python exec probes
+        self._warm_python = WarmPython(self.options.python)  # runs Python containers and exec probes
 
     # -- public --------------------------------------------------------------------------------
 
@@ -656,15 +656,20 @@ class Kubelet:
                 cwd = Path(mapped)
         cwd.mkdir(parents=True, exist_ok=True)
         identity = self._process_identity(run, c)
-        if identity is not None and os.geteuid() == 0:
+        switch_user = identity is not None and os.geteuid() == 0
+        if switch_user:
             # Only root can switch users; an unprivileged sandbox runs every container as itself.
             for own in (run.pod_dir / "home", run.pod_dir / "tmp"):
                 os.chown(own, *identity)
             argv = [self.options.python, str(Path(__file__).with_name("run_as.py")), str(identity[0]),
                     str(identity[1]), "--"] + argv
+        warm = None if switch_user else warm_args(argv[1:])
         try:
-            c.process = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=c.log_file,
-                                         stderr=subprocess.STDOUT, start_new_session=True)
+            if warm is not None:  # a fork of the warm interpreter: no interpreter start (warm_python.py)
+                c.process = self._warm_python.start(warm, str(cwd), env, c.log_file.fileno())
+            else:
+                c.process = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=c.log_file,
+                                             stderr=subprocess.STDOUT, start_new_session=True)
         except OSError as err:
             self._log(c, f"exec {argv[0]}: {err}")
             c.crash_at = time.monotonic()
@@ -1032,7 +1037,16 @@ class Kubelet:
             limit = max(timeout, EXEC_FAST_FLOOR if self.options.fast else 0.0)
 
             def exec_probe() -> tuple[bool, str]:
-                code, output = self._warm_python.run(argv[1:], str(cwd), env, limit)
+                warm = warm_args(argv[1:])
+                if warm is not None:
+                    code, output = self._warm_python.run(warm, str(cwd), env, limit)
+                else:  # interpreter options a fork cannot honour: a fresh interpreter
+                    try:
+                        done = subprocess.run(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, capture_output=True,
+                                              timeout=limit)
+                        code, output = done.returncode, (done.stdout + done.stderr).decode(errors="replace").strip()
+                    except subprocess.TimeoutExpired:
+                        code, output = None, ""
                 if code is None:
                     return False, f"command timed out: {command} timed out after {spec.get('timeoutSeconds', 1)}s"
                 return code == 0, output
