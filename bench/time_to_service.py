@@ -34,9 +34,11 @@ The round trip is tried every simulated second (at least 0.02 s of wall time) on
 serving pods of the scenario are ready: an interrupted pod answering while it goes is no recovery.
 
 The scale: 30 by default. Measured on our 2-core machines, first deploy / recovery came out 32.3 / 18.7
-at scale 15, 32.8 / 18.9 at 30, 44-46 / 22.1 at 60 and 65.7 / 24.2 at 120: above 30 the real seconds
-of processes starting (seeders, guards, the playbook) swamp the simulated ones; at 30 the three
-scenarios take about three minutes of wall time (the five of today: 178 s on a quiet machine).
+at scale 15, 32.8 / 18.9 at 30, 44-46 / 22.1 at 60 and 65.7 / 24.2 at 120 (in an older order, when
+every Python container also started an interpreter: sandbox/cluster/warm_python.py now forks one):
+above 30 the sandbox's own real seconds (the playbook, the API server and the control loop sharing
+the CPU) swamp the simulated ones; at 30 the five scenarios take about three minutes of wall time
+(169 s on a quiet machine).
 
 `--playbook-data KEY=VALUE` passes inventory data to every playbook run (pyinfra --data), e.g. a
 setting that keeps the guide's order, to measure that order too. `--scenarios` picks a subset
