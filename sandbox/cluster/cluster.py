@@ -115,15 +115,28 @@ class Cluster:
         if not (event.resource_key == "events"):
             self._wake.set()
 
+    def wake(self) -> None:
+        """Run a pass now (a component saw something happen outside the store: a probe answered, a process exited)."""
+        self._wake.set()
+
     def _loop(self) -> None:
+        full_due = None
         while not self._stopping.is_set():
-            self._wake.wait(self.options.tick)
+            # Sleep until the soonest known deadline, at most a tick: at a time scale every tick of
+            # lateness is tick x scale of simulated time, on each step of a pod's start.
+            now = time.monotonic()
+            light_due = min((at for at in (self.kubelet.next_due(now), self.faults.next_due()) if at is not None),
+                            default=None)
+            due = min((at for at in (light_due, full_due) if at is not None), default=None)
+            self._wake.wait(self.options.tick if due is None else min(self.options.tick, max(0.0, due - now)))
             self._wake.clear()
             if self._stopping.is_set():
                 break
             started = time.monotonic()
             quiet = self.store.resource_version == self._quiet_version
-            self.run_pass(full=not quiet or started - self._last_full >= self._full_pass_seconds)
+            self.run_pass(full=not quiet or started - self._last_full >= self._full_pass_seconds
+                          or (full_due is not None and started >= full_due))
+            full_due = self.karpenter.next_due(time.monotonic())  # its batch window ends in a full pass
             # Our own writes wake us again; a small floor keeps a busy store from spinning the CPU.
             spent = time.monotonic() - started
             time.sleep(max(0.0, 0.005 - spent))
@@ -142,8 +155,9 @@ class Cluster:
         """One reconcile: every component when `full`, else only the time-driven ones.
 
         A light pass (nothing in the store changed since the last pass) runs the kubelet (process
-        exits, probes, back-offs), fault timelines and event flushes; the loop still runs a full
-        pass at least every `FULL_PASS_SECONDS` for deadlines and retries.
+        exits, probes, back-offs), fault timelines and event flushes, and when they wrote something
+        the components that follow pods (device plugins, endpoints, ALB); the loop still runs a
+        full pass at least every `FULL_PASS_SECONDS` for deadlines and retries.
         """
         with self._pass_lock:
             self.passes += 1
@@ -166,7 +180,9 @@ class Cluster:
                 self._step("scheduler", lambda: self.scheduler.sync(self.snapshot(PODS), self.snapshot(NODES)))
                 self._step("karpenter", self.karpenter.sync)
             self._step("kubelet", lambda: self.kubelet.sync(self.snapshot(PODS), self.snapshot(NODES)))
-            if full:
+            # A pod the kubelet just made ready reaches its endpoints (and the ALB) in this pass, as
+            # the endpoints controller follows pods at once, not after the Deployment's status.
+            if full or self.store.resource_version != self._quiet_version:
                 self._step("device plugins", lambda: self.device_plugins.sync(self.snapshot(NODES)))
                 self._step("endpoints", self.controllers.sync_endpoints)
                 self._step("alb controller", self.alb.sync)

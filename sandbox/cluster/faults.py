@@ -357,6 +357,10 @@ class Faults:
             except Exception:
                 self.cluster.log_exception(f"fault step {what}")
 
+    def next_due(self) -> float | None:
+        """When the next timeline step is due (a node joining, an instance ending)."""
+        return min((at for at, _, _ in self._timeline), default=None)
+
     @property
     def busy(self) -> bool:
         return bool(self._timeline or self.drains)

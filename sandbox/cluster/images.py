@@ -132,6 +132,21 @@ class ImageStore:
         with self._lock:
             return [i for i, p in (self._pulls.get(node) or {}).items() if p.finished is None]
 
+    def next_finish(self, now: float) -> float | None:
+        """When the soonest pull now running ends if no other pull starts meanwhile (for the loop's wake)."""
+        bandwidth = profile.pull_bandwidth() * (self.options.time_scale or 1.0)
+        ends = []
+        with self._lock:
+            for node, pulls in self._pulls.items():
+                self._advance(node, now)
+                running = [p for p in pulls.values() if p.finished is None]
+                sized = [p for p in running if p.by_size]
+                ends += [p.started + p.remaining for p in running if not p.by_size]
+                if sized:  # at `now`, the ones moving share the bandwidth
+                    ends.append(max(now, min(p.last for p in sized))
+                                + min(p.remaining for p in sized) * len(sized) / bandwidth)
+        return min(ends) if ends else None
+
     def _advance(self, node: str, now: float) -> None:
         """Move the node's running pulls forward to `now`, sharing its bandwidth among them."""
         pulls = [p for p in (self._pulls.get(node) or {}).values() if p.finished is None]

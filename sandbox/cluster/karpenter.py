@@ -203,9 +203,7 @@ class Karpenter:
         now = time.monotonic()
         nodes = {n["metadata"]["name"]: n for n in self.cluster.snapshot(NODES)}
         self._disrupt_drifted(nodes, now)
-        options = self.cluster.options
-        # Karpenter's batch window (profile.py); the arbitrary modes keep their longer one.
-        batch = options.profiled("karpenter_batch") if options.time_scale else options.scaled(10.0, 0.3, 10.0)
+        batch = self._batch()
         pending = []
         pods = self.cluster.snapshot(PODS)
         live = {p["metadata"]["uid"] for p in pods if not p["spec"].get("nodeName")}
@@ -247,6 +245,17 @@ class Karpenter:
                 pending = [p for p in pending if p not in group]
                 launched[node["metadata"]["name"]] = node
                 nominated.extend((p, zone) for p in group)
+
+    def next_due(self, now: float) -> float | None:
+        """When the batch window of a pod seen Unschedulable ends (the loop runs a full pass then)."""
+        batch = self._batch()
+        later = [since + batch for since in list(self._unschedulable_since.values()) if since + batch > now]
+        return min(later) if later else None
+
+    def _batch(self) -> float:
+        """Karpenter's batch window (profile.py); the arbitrary modes keep their longer one."""
+        options = self.cluster.options
+        return options.profiled("karpenter_batch") if options.time_scale else options.scaled(10.0, 0.3, 10.0)
 
     def _waited(self, uid: str, now: float) -> float:
         return now - self._unschedulable_since.setdefault(uid, now)

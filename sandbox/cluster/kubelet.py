@@ -64,35 +64,20 @@ from .common import (CONFIGMAPS, NODES, PODS, PVCS, PVS, REPLICASETS, SECRETS, c
                      hex_id, merge_condition, node_internal_ip, pod_requests)
 from . import profile
 from .gpu_memory import GIB, GIB_OF_GPU, T4_GIB, GpuMemory
+from .warm_python import WarmPython, warm_args
 from .device_plugin import (PluginConfigError, config_file_of, container_role, load_plugin_config,
                             plugin_error_line, run_config_manager)
 
 if TYPE_CHECKING:
     from .cluster import Cluster
 
+# Phases that end at `ContainerRun.until` (the loop wakes for them).
+WAITING_PHASES = ("pull-error", "pull-backoff", "creating", "config-error", "exited", "backoff")
 PYTHON_COMMAND = re.compile(r"^python(3(\.\d+)?)?$")
 # The GPU of each GPU instance family and its CUDA compute capability (what vLLM's dtype checks read).
 GPU_OF_FAMILY = {"g4dn": ("Tesla T4", 7.5), "p3": ("Tesla V100-SXM2-16GB", 7.0), "g5": ("NVIDIA A10G", 8.6),
                  "g6": ("NVIDIA L4", 8.9), "p4d": ("NVIDIA A100-SXM4-40GB", 8.0)}
-EXEC_FAST_FLOOR = 2.0    # fast mode: the least an exec probe gets once its interpreter runs
-EXEC_START_LIMIT = 30.0   # how long an exec probe's interpreter may take to start at all
-# Runs an exec probe's Python command after telling the kubelet, on the fd in argv[1], that the
-# interpreter and the usual standard library are up: `python -c BOOTSTRAP FD script.py args`, `... FD -c code`, `... FD -m module`.
-EXEC_BOOTSTRAP = """
-import os, runpy, sys
-import json, socket, subprocess, urllib.request  # what checks use: on a busy machine imports take seconds
-os.write(int(sys.argv[1]), b"."); os.close(int(sys.argv[1]))
-rest = sys.argv[2:]
-if rest[:1] == ["-c"]:
-    sys.argv = ["-c"] + rest[2:]
-    exec(compile(rest[1], "<string>", "exec"), {"__name__": "__main__"})
-elif rest[:1] == ["-m"]:
-    sys.argv = [rest[1]] + rest[2:]
-    runpy.run_module(rest[1], run_name="__main__", alter_sys=True)
-else:
-    sys.argv = rest
-    runpy.run_path(rest[0], run_name="__main__")
-"""
+EXEC_FAST_FLOOR = 2.0    # fast mode: the least an exec probe's check gets
 _NO_PROXY_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
@@ -252,6 +237,7 @@ class Kubelet:
         self._ports: dict[tuple[str, str], dict[int, int]] = {}  # (ns, pod) -> containerPort -> local port
         self._dying: list[tuple[subprocess.Popen, float]] = []
         self._probes = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="probe")
+        self._warm_python = WarmPython(self.options.python)  # runs Python containers and exec probes
 
     # -- public --------------------------------------------------------------------------------
 
@@ -295,6 +281,22 @@ class Kubelet:
                     pass
         self._dying.clear()
         self._probes.shutdown(wait=False, cancel_futures=True)
+        self._warm_python.stop()
+
+    def next_due(self, now: float) -> float | None:
+        """The soonest moment after `now` at which a pass has something to do here (a phase's
+        deadline, a probe's period, a pull's end, a grace period): the loop sleeps until then, not a
+        whole tick, so the sandbox's clock does not add a tick to every step of a pod's start."""
+        due = [self.cluster.images.next_finish(now)]
+        for run in list(self.runs.values()):
+            due += [run.kill_at, None if run.mounted else run.mount_retry_at]
+            for c in run.init + run.main:
+                due += [c.sigterm_at, c.crash_at]
+                if c.phase in WAITING_PHASES:
+                    due.append(c.until)
+                due += [p.next_at for p in c.probes.values() if p.future is None]
+        later = [at for at in due if at is not None and at > now]
+        return min(later) if later else None
 
     def forget_node(self, node: str) -> None:
         """The node left: its image cache and its disk (hostPath data) go with it."""
@@ -656,23 +658,37 @@ class Kubelet:
                 cwd = Path(mapped)
         cwd.mkdir(parents=True, exist_ok=True)
         identity = self._process_identity(run, c)
-        if identity is not None and os.geteuid() == 0:
+        switch_user = identity is not None and os.geteuid() == 0
+        if switch_user:
             # Only root can switch users; an unprivileged sandbox runs every container as itself.
             for own in (run.pod_dir / "home", run.pod_dir / "tmp"):
                 os.chown(own, *identity)
             argv = [self.options.python, str(Path(__file__).with_name("run_as.py")), str(identity[0]),
                     str(identity[1]), "--"] + argv
+        warm = None if switch_user else warm_args(argv[1:])
         try:
-            c.process = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=c.log_file,
-                                         stderr=subprocess.STDOUT, start_new_session=True)
+            if warm is not None:  # a fork of the warm interpreter: no interpreter start (warm_python.py)
+                c.process = self._warm_python.start(warm, str(cwd), env, c.log_file.fileno())
+            else:
+                c.process = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=c.log_file,
+                                             stderr=subprocess.STDOUT, start_new_session=True)
         except OSError as err:
             self._log(c, f"exec {argv[0]}: {err}")
             c.crash_at = time.monotonic()
             return
+        self._wake_on_exit(c.process)
         with self._ports_lock:
             ports = self._ports.setdefault((run.namespace, run.name), {})
             for port in c.spec.get("ports") or []:
                 ports[int(port["containerPort"])] = int(port["containerPort"])
+
+    def _wake_on_exit(self, process: subprocess.Popen) -> None:
+        """The next pass sees the exit when it happens, not a tick later (an init container's exit
+        starts the next one)."""
+        def wait() -> None:
+            process.wait()
+            self.cluster.wake()
+        threading.Thread(target=wait, name=f"wait-{process.pid}", daemon=True).start()
 
     @staticmethod
     def _gpu_env(run: PodRun, c: ContainerRun) -> dict[str, str]:
@@ -982,6 +998,7 @@ class Kubelet:
                 probe.future = self._probes.submit(self._probe_call(run, c, probe.spec))
             except RuntimeError:  # executor shut down: the cluster is stopping
                 return None
+            probe.future.add_done_callback(lambda _: self.cluster.wake())  # its result, at once
         return None
 
     def _probe_call(self, run: PodRun, c: ContainerRun, spec: dict):
@@ -1032,36 +1049,26 @@ class Kubelet:
                     env[key] = str(ports[int(value)])
             cwd = run.pod_dir
 
-            # The timeout starts once the interpreter is up (it says so on a pipe): how long this
-            # machine takes to start Python is no part of the simulated world, and fast mode would
-            # otherwise shrink the timeout below it on a busy machine.
+            # A fork of a warm interpreter (warm_python.py): how long this machine takes to start
+            # Python and import the standard library is no part of the simulated world. In fast
+            # mode the check's own work gets at least EXEC_FAST_FLOOR on a busy machine.
             command = shlex.join(spec["exec"].get("command") or [])
+            limit = max(timeout, EXEC_FAST_FLOOR if self.options.fast else 0.0)
 
             def exec_probe() -> tuple[bool, str]:
-                started, ready = os.pipe()
-                try:
-                    proc = subprocess.Popen([argv[0], "-c", EXEC_BOOTSTRAP, str(ready)] + argv[1:], cwd=cwd, env=env,
-                                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                            pass_fds=(ready,))
-                finally:
-                    os.close(ready)
-                began = time.monotonic()
-                try:
-                    if select.select([started], [], [], EXEC_START_LIMIT)[0]:
-                        os.read(started, 1)  # the marker, or EOF if it died first
-                finally:
-                    os.close(started)
-                # The check's own work slows down with the machine as the start did: in fast mode it
-                # gets at least EXEC_FAST_FLOOR, and twice what starting took.
-                start_took = time.monotonic() - began
-                limit = max(timeout, (EXEC_FAST_FLOOR if self.options.fast else 0.0), 2 * start_took)
-                try:
-                    output, _ = proc.communicate(timeout=limit)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.communicate()
+                warm = warm_args(argv[1:])
+                if warm is not None:
+                    code, output = self._warm_python.run(warm, str(cwd), env, limit)
+                else:  # interpreter options a fork cannot honour: a fresh interpreter
+                    try:
+                        done = subprocess.run(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, capture_output=True,
+                                              timeout=limit)
+                        code, output = done.returncode, (done.stdout + done.stderr).decode(errors="replace").strip()
+                    except subprocess.TimeoutExpired:
+                        code, output = None, ""
+                if code is None:
                     return False, f"command timed out: {command} timed out after {spec.get('timeoutSeconds', 1)}s"
-                return proc.returncode == 0, output.decode(errors="replace").strip()
+                return code == 0, output
             return exec_probe
         return lambda: (True, "")
 

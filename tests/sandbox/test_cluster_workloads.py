@@ -278,3 +278,34 @@ def test_scaling_down_deletes_the_pod_with_the_lower_deletion_cost_before_the_ne
             [p for p in pods(store, selector="app=web") if not p["metadata"].get("deletionTimestamp")]),
             "the scale-down to one pod")
         assert kept["metadata"]["name"] != old["metadata"]["name"]
+
+
+def python_pod_with_readiness(name: str, probe: dict, env: list[dict] | None = None) -> dict:
+    """A Deployment whose container is a Python process, with `probe` as its exec readiness probe."""
+    return deployment(name, image="python:3.11-slim", container={
+        "command": ["python3", "-c", "import time; time.sleep(600)"], "env": env or [],
+        "readinessProbe": {"exec": {"command": probe["command"]}, "periodSeconds": 1,
+                           **{k: v for k, v in probe.items() if k != "command"}}})
+
+
+def test_a_python_exec_probe_sees_the_containers_environment_and_its_exit_code_decides_readiness(tmp_path):
+    flag = tmp_path / "ready-flag"
+    check = "import os, sys; sys.exit(0 if os.path.exists(os.environ['READY_FLAG']) else 3)"
+    with running_cluster(tmp_path / "cluster") as cluster:
+        store = cluster.store
+        store.create(DEPLOYMENTS, python_pod_with_readiness(
+            "checked", {"command": ["python3", "-c", check]}, env=[{"name": "READY_FLAG", "value": str(flag)}]))
+        wait_for(lambda: events(store, "checked-", reason="Unhealthy"), "a failed readiness probe while the flag is absent")
+        assert not deployment_ready(store, "default", "checked")
+        flag.write_text("")
+        wait_for(lambda: deployment_ready(store, "default", "checked"), "readiness once the probe exits 0")
+
+
+def test_a_python_exec_probe_that_outlives_its_timeout_fails_as_timed_out(tmp_path):
+    with running_cluster(tmp_path) as cluster:
+        store = cluster.store
+        store.create(DEPLOYMENTS, python_pod_with_readiness(
+            "slow", {"command": ["python3", "-c", "import time; time.sleep(60)"], "timeoutSeconds": 1}))
+        failed = wait_for(lambda: events(store, "slow-", reason="Unhealthy"), "the probe's timeout", timeout=20)
+        assert "command timed out" in failed[0]["message"] and "after 1s" in failed[0]["message"]
+        assert not deployment_ready(store, "default", "slow")
