@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 from .control import SandboxControl, SandboxNotRunning
-from .runtime import WITH, WITHOUT, Sandbox, SandboxOptions
+from .runtime import WITH, WITHOUT, Sandbox, SandboxOptions, process_start_ticks
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 UP_TIMEOUT_SECONDS = 120
@@ -52,8 +52,14 @@ def _pid_alive(pid: int) -> bool:
         return True
 
 
-def _is_sandbox_process(pid: int) -> bool:
-    """Guard against a recycled pid: the process must be a `sandbox serve`."""
+def _is_sandbox_process(pid: int, started: int | None = None) -> bool:
+    """Guard against a recycled pid: the process started when the sandbox's state says (`started`,
+    clock ticks since boot: a sandbox forked by the tests' fork server has that server's command
+    line), else it must be a `sandbox serve`."""
+    if started is not None:
+        now = process_start_ticks(pid)
+        if now is not None:
+            return now == started
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
@@ -69,7 +75,7 @@ def _running_state(root: Path) -> dict | None:
     except (FileNotFoundError, ValueError):
         return None
     pid = state.get("pid")
-    if isinstance(pid, int) and _pid_alive(pid) and _is_sandbox_process(pid):
+    if isinstance(pid, int) and _pid_alive(pid) and _is_sandbox_process(pid, state.get("pid_start_ticks")):
         return state
     path.unlink(missing_ok=True)
     return None

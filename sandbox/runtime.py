@@ -122,6 +122,16 @@ class SandboxOptions:
         return dataclasses.replace(self, **changes)
 
 
+def process_start_ticks(pid: int) -> int | None:
+    """When `pid` started, in clock ticks since boot (/proc/PID/stat field 22), or None without /proc:
+    with the pid it names one process for good, since a recycled pid starts later."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return int(stat[stat.rindex(")") + 2:].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def _now_iso() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -342,6 +352,7 @@ class Sandbox:
         self.state = {
             "ready": True,
             "pid": os.getpid(),
+            "pid_start_ticks": process_start_ticks(os.getpid()),
             "root": str(self.root),
             "started_at": _now_iso(),
             "startup_seconds": round(self.timings.get("total_seconds", 0.0), 3),
