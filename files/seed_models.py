@@ -1229,7 +1229,11 @@ def main(argv: list[str] | None = None) -> int:
         seeder.stop.set()
         if seeder.claim is not None:
             seeder.claim.release(wait=False)
-        log(f"[seed] {args.repo}: stopped by signal {signum}; downloaded parts are kept and a rerun resumes them")
+        # os.write, not log(): the signal can land while this thread is inside a print, and a buffered
+        # stream entered again from its own thread raises instead of writing (the seeder then went on
+        # until the stall, seen once under load).
+        os.write(1, f"[seed] {args.repo}: stopped by signal {signum}; downloaded parts are kept and a rerun "
+                    "resumes them\n".encode())
         os._exit(128 + signum)
 
     signal.signal(signal.SIGTERM, on_signal)
