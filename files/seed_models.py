@@ -220,18 +220,14 @@ class Progress:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def add(self, count: int) -> None:
+    def add(self, count: int, *, copied: bool = False) -> None:
+        """Bytes written into place: downloaded from the Hub, or copied from --local-source."""
         with self._lock:
             self.done += count
-            self.downloaded += count
-            if count:
-                self._last_byte_at, self._last_byte_wall = time.monotonic(), time.time()
-
-    def add_copied(self, count: int) -> None:
-        """Bytes copied from the node's disk: done, not downloaded."""
-        with self._lock:
-            self.done += count
-            self.copied += count
+            if copied:
+                self.copied += count
+            else:
+                self.downloaded += count
             if count:
                 self._last_byte_at, self._last_byte_wall = time.monotonic(), time.time()
 
@@ -1033,7 +1029,7 @@ class Seeder:
                     self._write(out, view[:n], rf)
                     digest.update(view[:n])
                     copied += n
-                    self.progress.add_copied(n)
+                    self.progress.add(n, copied=True)
                     if syncer.written(n) is not None:
                         raise self._disk_error(syncer.error, rf)
                     if pace:
