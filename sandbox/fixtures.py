@@ -1,6 +1,6 @@
 """pytest fixtures that start real sandboxes (imported by tests/conftest.py).
 
-- `sandbox`: a whole sandbox (`python -m sandbox serve --fast` in a child process, every component,
+- `sandbox`: a whole sandbox (`python -m sandbox serve --fast`, forked from a warmed fork server, every component,
   every prerequisite) for one test, stopped afterwards.
 - `make_sandbox(**options)`: the same with SandboxOptions of your choice, e.g.
   `make_sandbox(gpu_node=False)` or `make_sandbox(with_hub=False, efs_file_system=False)`;
@@ -18,7 +18,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -58,13 +57,13 @@ class SandboxHandle:
 
 
 class SandboxProcess(SandboxHandle):
-    """A sandbox in a child process: `python -m sandbox serve --dir ROOT`, output in ROOT/server.log."""
+    """A sandbox in its own process (`python -m sandbox serve --dir ROOT`, forked from the fork server
+    below), output in ROOT/server.log."""
 
-    def __init__(self, root: Path, options: SandboxOptions, forked: bool = False):
+    def __init__(self, root: Path, options: SandboxOptions):
         super().__init__(root)
         self.options = options
-        self.forked = forked  # started by the fork server (tests), else `python -m sandbox serve`
-        self.process: subprocess.Popen | _ForkedServe | None = None
+        self.process: _ForkedServe | None = None
         self.startup_seconds: float | None = None
 
     def start(self, timeout: float = START_TIMEOUT_SECONDS) -> "SandboxProcess":
@@ -73,14 +72,7 @@ class SandboxProcess(SandboxHandle):
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
         began = time.monotonic()
         argv = ["serve", "--dir", str(self.root), "--options-json", self.options.to_json()]
-        if self.forked:
-            self.process = _ForkedServe.start(argv, env, self.root / "server.log")
-        else:
-            with open(self.root / "server.log", "ab") as log:
-                self.process = subprocess.Popen(
-                    [sys.executable, "-m", "sandbox", *argv],
-                    stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env, cwd=str(PROJECT_ROOT),
-                    start_new_session=True)
+        self.process = _ForkedServe.start(argv, env, self.root / "server.log")
         state_path = self.root / "state.json"
         deadline = began + timeout
         while time.monotonic() < deadline:
@@ -200,7 +192,7 @@ def _tail(path: Path, lines: int = 40) -> str:
 def start_sandbox_process(root: Path, **options: Any) -> SandboxProcess:
     """Start `python -m sandbox serve` for `root` with SandboxOptions(**options) (fast unless said otherwise)."""
     options.setdefault("fast", True)
-    return SandboxProcess(root, SandboxOptions.from_dict(options), forked=True).start()
+    return SandboxProcess(root, SandboxOptions.from_dict(options)).start()
 
 
 @pytest.fixture
@@ -210,7 +202,7 @@ def make_sandbox(tmp_path: Path) -> Iterator[Callable[..., SandboxProcess]]:
 
     def make(**options: Any) -> SandboxProcess:
         process = SandboxProcess(tmp_path / f"sandbox-{len(started)}",
-                                 SandboxOptions.from_dict({"fast": True, **options}), forked=True)
+                                 SandboxOptions.from_dict({"fast": True, **options}))
         started.append(process)
         return process.start()
 
