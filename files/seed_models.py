@@ -128,6 +128,27 @@ class Transient(Exception):
         self.retry_after = retry_after
 
 
+# The main thread never blocks longer than this at a time. CPython runs a Python signal handler on
+# the main thread only, once that thread is back in the interpreter (docs of the signal module), and
+# POSIX lets the kernel hand a process's SIGTERM to any thread not blocking it. When a download
+# worker gets it, a main thread asleep on a lock with no timeout is not woken, and the handler
+# waits as long as that lock does: the seeder went on through a 60 s stalled read after SIGTERM
+# (caught with /proc/<pid>/task/*/status: SIGTERM neither pending nor blocked, main thread in
+# concurrent.futures.wait).
+SIGNAL_LATENCY_SECONDS = 0.25
+
+
+def stoppable_wait(event: threading.Event, timeout: float) -> bool:
+    """event.wait(timeout) in slices, so that a signal's handler runs within SIGNAL_LATENCY_SECONDS."""
+    deadline = time.monotonic() + timeout
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return event.is_set()
+        if event.wait(min(remaining, SIGNAL_LATENCY_SECONDS)):
+            return True
+
+
 def log(message: str) -> None:
     sys.stdout.write(message + "\n")
     sys.stdout.flush()
@@ -374,7 +395,7 @@ class Hub:
                                                           "check HF_ENDPOINT and the network, then rerun")
                 delay = backoff(attempt, retry_after)
                 log(f"[seed] {what}: {describe(err)}; retrying in {delay:.1f}s")
-                if self.stop.wait(delay):
+                if stoppable_wait(self.stop, delay):
                     raise SeedError(EXIT_ERROR, f"{what}: interrupted")
                 attempt += 1
 
@@ -488,7 +509,7 @@ class DirectoryClaim:
                     log(f"[seed] waiting for the seeder {holder.get('host', '?')} pid {holder.get('pid', '?')} "
                         f"that holds {self.path}")
                     announced = True
-                if self.stop.wait(min(2.0, max(deadline - time.monotonic(), 0.05))):
+                if stoppable_wait(self.stop, min(2.0, max(deadline - time.monotonic(), 0.05))):
                     raise SeedError(EXIT_ERROR, "interrupted while waiting for the directory claim")
                 continue
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
@@ -855,13 +876,18 @@ class Seeder:
         results = []
         with ThreadPoolExecutor(max_workers=max(1, self.args.workers), thread_name_prefix="seed") as pool:
             futures = [pool.submit(fn, item) for item in items]
-            done, pending = wait(futures, return_when=FIRST_EXCEPTION)
-            failed = [f.exception() for f in done if f.exception() is not None]
+            pending, failed = futures, []
+            while pending:  # in slices: see SIGNAL_LATENCY_SECONDS
+                done, pending = wait(futures, timeout=SIGNAL_LATENCY_SECONDS, return_when=FIRST_EXCEPTION)
+                failed = [f.exception() for f in done if f.exception() is not None]
+                if failed:
+                    break
             if failed:
                 self.stop.set()
                 for future in pending:
                     future.cancel()
-                wait(pending)
+                while wait(pending, timeout=SIGNAL_LATENCY_SECONDS).not_done:
+                    pass
                 # the cause first, not a worker that merely stopped because of it
                 failed.sort(key=lambda e: isinstance(e, SeedError) and e.message in ("stopped", "interrupted"))
                 raise failed[0]
@@ -898,7 +924,7 @@ class Seeder:
             lag = newest_ctime_ns + SETTLE_NS - os.stat(probe).st_ctime_ns
             if lag <= 0 or time.monotonic() > deadline:
                 return
-            if self.stop.wait(min(lag / 1e9, 1.0)):
+            if stoppable_wait(self.stop, min(lag / 1e9, 1.0)):
                 raise SeedError(EXIT_ERROR, "stopped")
 
     def _part_paths(self, rf: RemoteFile) -> tuple[str, str]:
@@ -1155,7 +1181,7 @@ class Seeder:
                 delay = 0.0 if progressed else backoff(failures - 1, retry_after)
                 log(f"[seed] {rf.path}: {describe(err)} at {human_bytes(offset)} of {human_bytes(rf.size)}; "
                     f"resuming in {delay:.1f}s")
-                if delay and self.stop.wait(delay):
+                if delay and stoppable_wait(self.stop, delay):
                     raise SeedError(EXIT_ERROR, "stopped")
         return digest, offset
 
