@@ -439,6 +439,17 @@ def backoff(attempt: int, retry_after: float | None) -> float:
     return min(30.0, 0.5 * (2 ** attempt)) * (0.75 + random.random() / 2)
 
 
+def close_error_response(err: urllib.error.HTTPError) -> None:
+    """Close the response an HTTPError carries, now. The raised SeedError still refers to it (as its
+    context), so left open it is closed by the collector at exit, after its socket, and the seeder's
+    last line became "Exception ignored ... ValueError: I/O operation on closed file" instead of the
+    error (seen under load, on a gated repo)."""
+    try:
+        err.close()
+    except (AttributeError, OSError, ValueError):  # no response body (fp None), or already gone
+        pass
+
+
 class _DropAuthOnOtherHost(urllib.request.HTTPRedirectHandler):
     """Follow the Hub's redirects (LFS files go to a CDN) without sending the token to another host:
     presigned CDN URLs reject a second Authorization, and the token must not leak there."""
@@ -1126,10 +1137,12 @@ class Seeder:
                 try:
                     response = opener.open(request, timeout=self.args.timeout)
                 except urllib.error.HTTPError as err:
-                    failure = self._hub.describe_failure(err, f"downloading {rf.path}", self.commit)
-                    if failure is not None:
-                        raise failure from None
-                    raise Transient(describe(err), error_details(err)[2]) from None
+                    try:
+                        failure = (self._hub.describe_failure(err, f"downloading {rf.path}", self.commit)
+                                   or Transient(describe(err), error_details(err)[2]))
+                    finally:
+                        close_error_response(err)
+                    raise failure from None
                 with response:
                     status = response.status
                     if offset and status == 200:
