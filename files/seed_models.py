@@ -53,7 +53,8 @@ directory; 8 the Hub kept failing (429/5xx/connection errors) after the retries.
 
 Test-only: QWEN3_SEED_TEST_FREE_BYTES overrides the free-space figure of the disk precheck (a
 test cannot fill a real disk), QWEN3_SEED_TEST_COPY_SECONDS_PER_BYTE paces --local-source copies
-(the sandbox's simulated disk); never set them in a deployment.
+(the sandbox's simulated disk), QWEN3_SEED_TEST_SETTLE_SECONDS shortens the 1 s settle before the
+manifest (the sandbox's time scale); never set them in a deployment.
 """
 
 from __future__ import annotations
@@ -94,6 +95,10 @@ MAX_READ = 1024 * 1024  # bytes per socket read: what a kill can lose from user 
 # same timestamp tick would leave ctime as it was (git's "racily clean" entries). The manifest is
 # written only when the file system's clock is this far past the newest recorded ctime.
 SETTLE_NS = 1_000_000_000
+# Test-only, set by the sandbox's kubelet: the settle on the sandbox's time scale, in seconds. The
+# probe file still proves the clock has moved past the newest ctime; the sandbox's own disk stamps
+# times in milliseconds or finer, so a shorter margin stays sound there.
+TEST_SETTLE_ENV = "QWEN3_SEED_TEST_SETTLE_SECONDS"
 COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 
 EXIT_OK = 0
@@ -926,13 +931,14 @@ class Seeder:
     def _settle(self, newest_ctime_ns: int) -> None:
         """Wait until the file system's clock (a probe file's ctime) is SETTLE_NS past newest_ctime_ns,
         so that any later change to a recorded file shows in its ctime."""
+        settle_ns = int(float(os.environ.get(TEST_SETTLE_ENV) or 0) * 1e9) or SETTLE_NS
         os.makedirs(self.work, exist_ok=True)
         probe = os.path.join(self.work, ".clock")
-        deadline = time.monotonic() + 10 * SETTLE_NS / 1e9
+        deadline = time.monotonic() + 10 * settle_ns / 1e9
         while True:
             with open(probe, "w", encoding="utf-8") as handle:
                 handle.write(str(time.time_ns()))
-            lag = newest_ctime_ns + SETTLE_NS - os.stat(probe).st_ctime_ns
+            lag = newest_ctime_ns + settle_ns - os.stat(probe).st_ctime_ns
             if lag <= 0 or time.monotonic() > deadline:
                 return
             if stoppable_wait(self.stop, min(lag / 1e9, 1.0)):

@@ -726,16 +726,25 @@ class Kubelet:
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home), "TMPDIR": str(tmp),
                "HOSTNAME": run.name, "LANG": "C.UTF-8"}
         env.update(c.env)
-        env.update(self._local_copy_pace(c))
+        env.update(self._seeder_time_scale(c))
         return env
 
-    def _local_copy_pace(self, c: ContainerRun) -> dict[str, str]:
+    def _seeder_time_scale(self, c: ContainerRun) -> dict[str, str]:
+        """The seeder's own waits on the sandbox's time scale (files/seed_models.py's test-only
+        variables): its 1 s settle before the manifest, and its copies from the node's disk."""
+        argv = [str(a) for a in list(c.spec.get("command") or []) + list(c.spec.get("args") or [])]
+        if "--repo" not in argv[:-1] or not (self.options.fast or self.options.time_scale):
+            return {}
+        # A fast sandbox lives a second as a hundredth; the floor keeps a margin over a disk's tick.
+        settle = max(0.02, 0.01 if self.options.fast else self.options.sandbox_seconds(1.0))
+        return {"QWEN3_SEED_TEST_SETTLE_SECONDS": repr(settle), **self._local_copy_pace(argv, c)}
+
+    def _local_copy_pace(self, argv: list[str], c: ContainerRun) -> dict[str, str]:
         """Under a time scale, a seeder copying a model from the node's disk (`--local-source`, the
         image cache's data volume) is paced to the real model's size at the profile's disk -> EFS
         rate (files/seed_models.py honours QWEN3_SEED_TEST_COPY_SECONDS_PER_BYTE): the sandbox's
         repos are scaled down, and nothing else slows a local read."""
-        argv = [str(a) for a in list(c.spec.get("command") or []) + list(c.spec.get("args") or [])]
-        if not self.options.time_scale or "--local-source" not in argv[:-1] or "--repo" not in argv[:-1]:
+        if not self.options.time_scale or "--local-source" not in argv[:-1]:
             return {}
         source = Path(self._rewrite(argv[argv.index("--local-source") + 1], c.mounts))
         served = sum(f.stat().st_size for f in source.rglob("*") if f.is_file()) if source.is_dir() else 0
