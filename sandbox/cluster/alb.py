@@ -16,8 +16,14 @@ group's Ingresses on every pass; this module does what AWS does with that model:
   A target that refuses or resets the connection before answering anything gets its client a 502.
 - health checks per target from the annotations (Ingress, overridden by the Service):
   healthcheck-path (default /), -port (traffic-port), -interval-seconds (15), -timeout-seconds
-  (5), healthy-/unhealthy-threshold-count (2/2), success-codes (200). Requests go to healthy
-  targets; when none is healthy the ALB fails open and uses them all.
+  (5), healthy-/unhealthy-threshold-count (2/2), success-codes (200). A new target is `initial`
+  and gets no request until its first check passes, which makes it healthy (one pass: AWS's "After
+  your target is registered, it must pass one health check to be considered healthy"); a target
+  back from `unhealthy` needs the healthy threshold. Requests go to healthy targets; when the
+  group holds only unhealthy ones the ALB fails open and uses them all ("If a target group contains
+  only unhealthy registered targets, the load balancer routes requests to all those targets"; both
+  from the ELB user guide, "Health checks for Application Load Balancer target groups"). Initial
+  targets alone: 503.
 - `load-balancer-attributes: idle_timeout.timeout_seconds=N` (default 60): a connection on which
   no byte moves for that long is closed; a request whose target sends nothing for that long gets
   504. Backend connections are kept alive and reused; the ALB learns that a target closed one
@@ -252,10 +258,14 @@ class TargetGroup:
                 conn.close()
 
     def pick(self) -> Target | None:
-        """A healthy target, round robin; none healthy: any registered one (fail open); none: None."""
+        """A healthy target, round robin; none healthy: an unhealthy one (fail open); else None.
+
+        A target still `initial` (registered, first check not passed) is never picked.
+        """
         now = time.monotonic()
         with self.lock:
-            live = [t for t in self.targets.values() if t.state != "draining" or now < t.routed_until]
+            live = [t for t in self.targets.values()
+                    if t.state != "initial" and (t.state != "draining" or now < t.routed_until)]
             healthy = [t for t in live if t.state == "healthy" or (t.state == "draining" and t.was_healthy)]
             choice = healthy or live
             return choice[next(self._turn) % len(choice)] if choice else None
@@ -267,7 +277,8 @@ class TargetGroup:
                 return
             if ok:
                 target.successes, target.failures = target.successes + 1, 0
-                if target.state != "healthy" and target.successes >= self.health.healthy:
+                if target.state == "initial" or (target.state != "healthy"
+                                                 and target.successes >= self.health.healthy):
                     target.state, target.reason = "healthy", ""
             else:
                 target.failures, target.successes = target.failures + 1, 0

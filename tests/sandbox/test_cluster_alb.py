@@ -18,7 +18,7 @@ import urllib.parse
 
 import pytest
 
-from sandbox.cluster.alb import DEREGISTRATION_PROPAGATION, AlbConfigError, HealthCheck
+from sandbox.cluster.alb import DEREGISTRATION_PROPAGATION, AlbConfigError, HealthCheck, TargetGroup
 from sandbox.cluster.common import (CONFIGMAPS, DEPLOYMENTS, INGRESSES, NETWORKPOLICIES, PODS, PVCS, PVS,
                                    SERVICEACCOUNTS, SERVICES, STORAGECLASSES)
 from sandbox.speech import decode_speech, tts_synthesis_seconds
@@ -283,6 +283,30 @@ def test_health_check_settings_come_from_the_service_over_the_ingress():
     with pytest.raises(AlbConfigError, match="timeout"):
         HealthCheck.of({"metadata": {"annotations": {"alb.ingress.kubernetes.io/healthcheck-timeout-seconds": "30"}}},
                        None)
+
+
+def test_a_new_target_gets_no_request_before_its_first_health_check_passes_and_one_pass_makes_it_healthy():
+    # AWS (ELB user guide, target group health checks): a registered target "must pass one health
+    # check to be considered healthy"; the fail-open covers a group of "only unhealthy" targets.
+    group = TargetGroup("hosthree", "qwen3-tts-service", 8880)
+    group.register({("tts-a", 8880)}, now=0.0, scaled=lambda s: s)
+    (new,) = group.targets.values()
+    assert new.state == "initial" and group.pick() is None  # the listener answers 503
+    group.record(new, False, "Target.FailedHealthChecks: connection refused")
+    assert new.state == "initial" and group.pick() is None
+    group.record(new, True, "")
+    assert new.state == "healthy" and group.pick() is new
+    # A target back from unhealthy needs the healthy threshold; until then the group fails open.
+    for _ in range(group.health.unhealthy):
+        group.record(new, False, "Target.Timeout: Request timed out")
+    assert new.state == "unhealthy" and group.pick() is new
+    group.record(new, True, "")
+    assert new.state == "unhealthy"
+    group.record(new, True, "")
+    assert new.state == "healthy"
+    # Beside a healthy target, a new one waits for its first check.
+    group.register({("tts-a", 8880), ("tts-b", 8880)}, now=0.0, scaled=lambda s: s)
+    assert {group.pick().pod for _ in range(4)} == {"tts-a"}
 
 
 def test_listener_urls_are_published_for_state_json(tmp_path):
