@@ -1,9 +1,9 @@
 """The sandbox's object store: what etcd plus the generic registry do on a real API server.
 
 Everything that changes objects goes through here: the HTTP layer (client requests) and the
-cluster controllers (status, pods, nodes). Reads and writes hand out deep copies, so no caller
-can change a stored object behind the store's back. One re-entrant lock guards it all: the
-sandbox is small and correctness matters more than parallelism.
+cluster controllers (status, pods, nodes). Reads and writes hand out deep copies (`copy_object`),
+so no caller can change a stored object behind the store's back. One re-entrant lock guards it
+all: the sandbox is small and correctness matters more than parallelism.
 """
 
 from __future__ import annotations
@@ -17,6 +17,23 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Iterable
 
 from .resources import Resource
+
+
+_IMMUTABLE = (str, int, float, bool, type(None))
+
+
+def copy_object(value: Any) -> Any:
+    """A deep copy of a JSON-shaped object (dicts, lists, scalars), about four times faster than
+    copy.deepcopy, which was a quarter of the sandbox's CPU samples during a deploy (every read, list,
+    snapshot and watch event copies). Anything else falls back to copy.deepcopy."""
+    kind = type(value)
+    if kind is dict:
+        return {key: copy_object(item) for key, item in value.items()}
+    if kind is list:
+        return [copy_object(item) for item in value]
+    if kind in _IMMUTABLE:
+        return value
+    return copy.deepcopy(value)
 
 
 def now_iso() -> str:
@@ -199,7 +216,7 @@ class Store:
     def get(self, res: Resource, namespace: str | None, name: str) -> dict | None:
         with self.lock:
             obj = self._objects.get((res.key, namespace or "", name))
-            return copy.deepcopy(obj) if obj is not None else None
+            return copy_object(obj) if obj is not None else None
 
     def must_get(self, res: Resource, namespace: str | None, name: str) -> dict:
         obj = self.get(res, namespace, name)
@@ -219,7 +236,7 @@ class Store:
                     continue
                 if not field_selector_match(obj, field_selector):
                     continue
-                out.append(copy.deepcopy(obj))
+                out.append(copy_object(obj))
             out.sort(key=lambda o: (o["metadata"].get("namespace", ""), o["metadata"]["name"]))
             return out
 
@@ -234,7 +251,7 @@ class Store:
 
         `keep_uid`: the uid the registry gave the object before admission (a Job's selector names it).
         """
-        obj = copy.deepcopy(obj)
+        obj = copy_object(obj)
         meta = obj.setdefault("metadata", {})
         obj["apiVersion"], obj["kind"] = res.api_version, res.kind
         if not meta.get("name") and meta.get("generateName"):
@@ -256,18 +273,18 @@ class Store:
                 meta["generation"] = 1
             if dry_run:
                 meta.pop("resourceVersion", None)
-                return copy.deepcopy(obj)
+                return copy_object(obj)
             meta["resourceVersion"] = self._next_rv()
             self._objects[(res.key, ns, name)] = obj
-            self._notify(WatchEvent("ADDED", copy.deepcopy(obj), res.key))
-            return copy.deepcopy(obj)
+            self._notify(WatchEvent("ADDED", copy_object(obj), res.key))
+            return copy_object(obj)
 
     def update(self, res: Resource, obj: dict, expected_rv: str | None = None, *, dry_run: bool = False) -> dict:
         """Replace a stored object. `generation` moves only when `spec` changed, as on a real server.
 
         `dry_run`: run every check and return the result (with the old resourceVersion), store nothing.
         """
-        obj = copy.deepcopy(obj)
+        obj = copy_object(obj)
         meta = obj["metadata"]
         ns = meta.get("namespace", "") if res.namespaced else ""
         with self.lock:
@@ -285,14 +302,14 @@ class Store:
                 gen = old["metadata"]["generation"]
                 meta["generation"] = gen + 1 if obj.get("spec") != old.get("spec") else gen
             if {**obj, "metadata": {**meta, "resourceVersion": old["metadata"]["resourceVersion"]}} == old:
-                return copy.deepcopy(old)  # nothing changed: no new resourceVersion, no watch event
+                return copy_object(old)  # nothing changed: no new resourceVersion, no watch event
             if dry_run:
                 meta["resourceVersion"] = old["metadata"]["resourceVersion"]
-                return copy.deepcopy(obj)
+                return copy_object(obj)
             meta["resourceVersion"] = self._next_rv()
             self._objects[(res.key, ns, meta["name"])] = obj
-            self._notify(WatchEvent("MODIFIED", copy.deepcopy(obj), res.key))
-            return copy.deepcopy(obj)
+            self._notify(WatchEvent("MODIFIED", copy_object(obj), res.key))
+            return copy_object(obj)
 
     def mutate(self, res: Resource, namespace: str | None, name: str, change: Callable[[dict], Any]) -> dict | None:
         """Read-modify-write under the lock, for controllers. Returns the stored result, or None if gone."""
@@ -310,17 +327,17 @@ class Store:
             if dry_run:
                 if key not in self._objects:
                     raise not_found(res, name)
-                return copy.deepcopy(self._objects[key])
+                return copy_object(self._objects[key])
             obj = self._objects.pop(key, None)
             if obj is None:
                 raise not_found(res, name)
             obj["metadata"]["resourceVersion"] = self._next_rv()
-            self._notify(WatchEvent("DELETED", copy.deepcopy(obj), res.key))
-            return copy.deepcopy(obj)
+            self._notify(WatchEvent("DELETED", copy_object(obj), res.key))
+            return copy_object(obj)
 
     def all_objects(self) -> Iterable[tuple[str, dict]]:
         with self.lock:
-            return [(key, copy.deepcopy(obj)) for (key, _, _), obj in self._objects.items()]
+            return [(key, copy_object(obj)) for (key, _, _), obj in self._objects.items()]
 
     # -- watches and listeners -----------------------------------------------------------------
 
