@@ -60,6 +60,7 @@ manifest (the sandbox's time scale); never set them in a deployment.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import http.client
 import json
@@ -1044,6 +1045,20 @@ class Seeder:
         self.progress.file_done()
         return stat_record(os.stat(target))
 
+    @contextlib.contextmanager
+    def _synced(self, out, rf: RemoteFile):
+        """Writes to `out` synced in the background as they go, and once more at the end (not after a
+        failure); an fsync error seen on the way is raised as the disk error it is."""
+        syncer = BackgroundSync(out.fileno(), self.args.chunk_size)
+        try:
+            yield syncer
+            syncer.close()
+        except BaseException:
+            syncer.close(final_sync=False)
+            raise
+        if syncer.error is not None:
+            raise self._disk_error(syncer.error, rf)
+
     def _copy_local(self, rf: RemoteFile, part: str) -> bool:
         """Fill `part` from --local-source, hashing as it reads; True when it is the Hub's file. A file
         not there or of another size is left to the Hub; a copy that does not verify is removed."""
@@ -1060,29 +1075,22 @@ class Seeder:
         pace = float(os.environ.get(TEST_COPY_PACE_ENV) or 0)
         digest, copied, began = rf.hasher(), 0, time.monotonic()
         view = memoryview(bytearray(min(self.args.chunk_size, MAX_READ)))
-        with open(source, "rb", buffering=0) as src, open(part, "wb", buffering=0) as out:
-            syncer = BackgroundSync(out.fileno(), self.args.chunk_size)
-            try:
-                while copied < rf.size:
-                    if self.stop.is_set():
-                        raise SeedError(EXIT_ERROR, "stopped")
-                    n = src.readinto(view[:min(len(view), rf.size - copied)])
-                    if not n:
-                        break  # shrank while read: the check below fails it
-                    self._write(out, view[:n], rf)
-                    digest.update(view[:n])
-                    copied += n
-                    self.progress.add(n, copied=True)
-                    if syncer.written(n) is not None:
-                        raise self._disk_error(syncer.error, rf)
-                    if pace:
-                        time.sleep(max(0.0, began + copied * pace - time.monotonic()))
-                syncer.close()
-            except BaseException:
-                syncer.close(final_sync=False)
-                raise
-            if syncer.error is not None:
-                raise self._disk_error(syncer.error, rf)
+        with open(source, "rb", buffering=0) as src, open(part, "wb", buffering=0) as out, \
+                self._synced(out, rf) as syncer:
+            while copied < rf.size:
+                if self.stop.is_set():
+                    raise SeedError(EXIT_ERROR, "stopped")
+                n = src.readinto(view[:min(len(view), rf.size - copied)])
+                if not n:
+                    break  # shrank while read: the check below fails it
+                self._write(out, view[:n], rf)
+                digest.update(view[:n])
+                copied += n
+                self.progress.add(n, copied=True)
+                if syncer.written(n) is not None:
+                    raise self._disk_error(syncer.error, rf)
+                if pace:
+                    time.sleep(max(0.0, began + copied * pace - time.monotonic()))
         actual = digest.hexdigest()
         if copied == rf.size and os.path.getsize(part) == rf.size and actual == rf.expected:
             with self._counter_lock:
@@ -1106,20 +1114,12 @@ class Seeder:
             digest = rf.hasher()
         url = self._hub_url(rf)
         opener = urllib.request.build_opener(_DropAuthOnOtherHost())
-        chunk = self.args.chunk_size
-        view = memoryview(bytearray(min(chunk, MAX_READ)))
+        view = memoryview(bytearray(min(self.args.chunk_size, MAX_READ)))
         with open(part, "r+b" if os.path.exists(part) else "wb", buffering=0) as out:
             out.truncate(offset)
             out.seek(offset)
-            syncer = BackgroundSync(out.fileno(), chunk)
-            try:
+            with self._synced(out, rf) as syncer:
                 digest, offset = self._receive(rf, part, out, syncer, digest, offset, url, opener, view)
-                syncer.close()
-            except BaseException:
-                syncer.close(final_sync=False)
-                raise
-            if syncer.error is not None:
-                raise self._disk_error(syncer.error, rf)
         actual = digest.hexdigest()
         size = os.path.getsize(part)
         if size != rf.size:
