@@ -296,3 +296,18 @@ def test_create_records_the_writer_as_field_manager_with_an_update_entry(kube):
     entry = created.metadata.managed_fields[0]
     assert (entry.manager, entry.operation) == ("installer", "Update")
     assert entry.fields_v1 == {"f:data": {"f:k": {}}}
+
+
+def test_the_store_hands_out_copies_so_a_caller_cannot_change_a_stored_object_behind_its_back():
+    from sandbox.kubeapi.store import Store
+
+    configmaps = next(r for r in RESOURCES if r.kind == "ConfigMap")
+    store = Store()
+    created = store.create(configmaps, {"metadata": {"name": "c", "namespace": "n", "labels": {"a": "1"}},
+                                        "data": {"k": "v"}, "binaryData": None})
+    for handed_out in (created, store.get(configmaps, "n", "c"), store.list(configmaps)[0],
+                       dict(store.all_objects())[configmaps.key]):
+        handed_out["metadata"]["labels"]["a"] = "changed"
+        handed_out["data"]["k"] = "changed"
+    stored = store.get(configmaps, "n", "c")
+    assert stored["metadata"]["labels"] == {"a": "1"} and stored["data"] == {"k": "v"}
